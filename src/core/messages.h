@@ -1,0 +1,138 @@
+// Every message lockstep puts on a wire, as plain structs. Encoding lives in core/codec.h and the
+// framing (length, version, checksum) in core/frame.h; docs/DESIGN.md gives each message's role.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <variant>
+#include <vector>
+
+#include "core/types.h"
+
+namespace lockstep {
+
+// ---- client <-> replica -------------------------------------------------------------------
+
+// A client's request. `command` is opaque to the protocol: only the state machine reads it.
+// `acked_below` lets replicas forget cached replies: every request of this client with a smaller
+// sequence number has been answered, so its reply will never be asked for again.
+struct ClientRequest {
+  ClientId client{};
+  Sequence sequence{};
+  Sequence acked_below{};
+  Bytes command;
+  bool operator==(const ClientRequest&) const = default;
+};
+
+enum class ReplyStatus : uint8_t {
+  kOk = 0,          // executed; `result` is the state machine's output
+  kBusy = 1,        // not accepted (a limit was hit); nothing happened, retry later
+  kNotServing = 2,  // this replica does not serve (halted, removed or not caught up)
+};
+
+struct ClientReply {
+  ClientId client{};
+  Sequence sequence{};
+  ReplicaId replica{};
+  ReplyStatus status = ReplyStatus::kOk;
+  Bytes result;
+  bool operator==(const ClientReply&) const = default;
+};
+
+// ---- replica <-> replica (failstop protocol) ------------------------------------------------
+
+// A client request as ordered by its owner: position `index` (1-based, contiguous) in the owner's
+// stream, with the owner's timestamp.
+struct OrderedEntry {
+  uint64_t index = 0;
+  Timestamp timestamp{};
+  ClientRequest request;
+  bool operator==(const OrderedEntry&) const = default;
+};
+
+// The one message of normal operation, sent by `sender` to every other member: new entries of
+// the sender's stream, the sender's clock (a heartbeat: nothing the sender sends later has a lower
+// timestamp), and how many entries of each replica's stream the sender holds (`received[r]`, a
+// contiguous prefix), which is how every replica learns that an entry is held by all.
+struct ReplicaUpdate {
+  ReplicaId sender{};
+  uint64_t incarnation = 0;  // changes when the sender process restarts
+  ViewNumber view{};
+  uint64_t clock = 0;  // sender's HLC value, greater than every entry in this message
+  std::vector<OrderedEntry> entries;  // contiguous, ascending index
+  std::vector<uint64_t> received;     // indexed by ReplicaId
+  bool operator==(const ReplicaUpdate&) const = default;
+};
+
+// A client request a non-owner holds but has not seen ordered after a while (the client may have
+// crashed in the middle of its broadcast): relayed to the owner, which orders it.
+struct ForwardRequest {
+  ReplicaId sender{};
+  ClientRequest request;
+  bool operator==(const ForwardRequest&) const = default;
+};
+
+// What a replica holds of one removed replica's stream, for the view change.
+struct StreamTail {
+  ReplicaId source{};
+  uint64_t received = 0;               // entries 1..received are held
+  std::vector<OrderedEntry> entries;   // the held entries that are not yet executed
+  bool operator==(const StreamTail&) const = default;
+};
+
+// Sent to the coordinator of `view` (the lowest id in `members`): "I suspect everyone outside
+// `members`; here is what I hold of their streams".
+struct ViewChange {
+  ReplicaId sender{};
+  ViewNumber view{};
+  std::vector<ReplicaId> members;  // ascending
+  std::vector<StreamTail> tails;   // one per replica not in `members`
+  bool operator==(const ViewChange&) const = default;
+};
+
+// The coordinator's decision: the new membership and, for each removed replica, the cut (the
+// last of its entries that will ever be executed) with the entries some members may lack.
+struct NewView {
+  ReplicaId sender{};
+  ViewNumber view{};
+  std::vector<ReplicaId> members;  // ascending
+  std::vector<StreamTail> cuts;    // `received` is the cut
+  bool operator==(const NewView&) const = default;
+};
+
+using ReplicaMessage = std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView>;
+
+// ---- connection level ----------------------------------------------------------------------
+
+enum class PeerRole : uint8_t { kReplica = 1, kClient = 2 };
+
+// First frame on every connection, in both directions. For replica channels `next_expected` is
+// the channel sequence number the sender expects next from the receiver, so that after a
+// reconnect the receiver resends exactly what was lost (FIFO survives reconnects).
+struct Hello {
+  PeerRole role = PeerRole::kClient;
+  uint64_t id = 0;           // ReplicaId value or ClientId value
+  uint64_t incarnation = 0;  // random per process start
+  uint64_t next_expected = 0;
+  bool operator==(const Hello&) const = default;
+};
+
+// A replica message on a FIFO channel: `channel_sequence` numbers the frames of one direction of
+// one replica pair (from 1); `acknowledged` says the sender has received every frame of the other
+// direction up to it, so the other side may drop them from its resend buffer.
+struct PeerData {
+  uint64_t channel_sequence = 0;
+  uint64_t acknowledged = 0;
+  ReplicaMessage message;
+  bool operator==(const PeerData&) const = default;
+};
+
+// Acknowledgement alone, when there is no data to carry it.
+struct PeerAck {
+  uint64_t acknowledged = 0;
+  bool operator==(const PeerAck&) const = default;
+};
+
+using WireMessage = std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck>;
+
+}  // namespace lockstep

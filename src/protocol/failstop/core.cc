@@ -1,0 +1,518 @@
+#include "protocol/failstop/core.h"
+
+#include <algorithm>
+#include <iterator>
+#include <utility>
+
+#include "core/assert.h"
+
+namespace lockstep::failstop {
+namespace {
+
+// Spreads client ids over replicas; client ids may be sequential in tests, so mix the bits first
+// (the splitmix64 finalizer).
+uint64_t mix(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+template <typename Set>
+bool contains(const Set& set, const typename Set::key_type& key) {
+  return set.find(key) != set.end();
+}
+
+}  // namespace
+
+Core::Core(Options options) : options_(options) {
+  LOCKSTEP_ASSERT(options_.replica_count > 0, "a cluster has at least one replica");
+  LOCKSTEP_ASSERT(options_.self.value < options_.replica_count, "self must be a replica");
+  LOCKSTEP_ASSERT(options_.failure_timeout_ns > 2 * options_.heartbeat_interval_ns,
+                  "failure timeout must exceed two heartbeat intervals");
+  for (uint32_t r = 0; r < options_.replica_count; ++r) members_.push_back(ReplicaId{r});
+  streams_.resize(options_.replica_count);
+  peers_.resize(options_.replica_count);
+  for (PeerState& peer : peers_) peer.acked.assign(options_.replica_count, 0);
+  removed_notice_ns_.assign(options_.replica_count, 0);
+}
+
+bool Core::is_member(ReplicaId r) const {
+  return std::binary_search(members_.begin(), members_.end(), r);
+}
+
+ReplicaId Core::owner_of(ClientId client) const {
+  return members_[mix(client.value) % members_.size()];
+}
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+void Core::notice_own_pause(Now now) {
+  // If this process itself stopped running (a long GC pause, SIGSTOP, a VM freeze), every peer
+  // looks silent when it resumes. Suspecting them all would let this replica form a view of its
+  // own; instead give them a fresh timeout, during which their messages (or the news that this
+  // replica was removed) arrive.
+  if (!started_) {
+    started_ = true;
+    for (PeerState& peer : peers_) peer.last_heard_ns = now.monotonic_ns;
+  } else if (now.monotonic_ns > last_input_ns_ + options_.failure_timeout_ns / 2) {
+    for (PeerState& peer : peers_) peer.last_heard_ns = now.monotonic_ns;
+  }
+  last_input_ns_ = std::max(last_input_ns_, now.monotonic_ns);
+}
+
+void Core::on_client_request(Now now, const ClientRequest& request) {
+  if (halted_) return;
+  notice_own_pause(now);
+  const RequestKey key{request.client, request.sequence};
+  if (contains(ordered_, key)) return;  // already in some stream: it will execute
+  if (owner_of(request.client) == options_.self) {
+    backups_.erase(key);
+    order(now, request);
+    return;
+  }
+  if (contains(backups_, key) || backups_.size() >= options_.backups_max) return;
+  backups_.emplace(key, Backup{request, now.monotonic_ns + options_.relay_timeout_ns});
+}
+
+void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
+  if (halted_) return;
+  notice_own_pause(now);
+  if (from.value >= options_.replica_count || from == options_.self) return;
+  if (!is_member(from)) {
+    // A replica removed from the membership is still talking: tell it, so it halts. Rate-limited
+    // because a removed replica may send a burst before the news arrives.
+    if (last_new_view_ &&
+        now.monotonic_ns >= removed_notice_ns_[from.value] + options_.heartbeat_interval_ns) {
+      removed_notice_ns_[from.value] = now.monotonic_ns;
+      outbox_.push_back(Send{from, *last_new_view_});
+    }
+    return;
+  }
+  // Once suspected, a replica is treated as crashed: what this replica reported of its stream in
+  // the view change must stay the last word on what it holds.
+  if (contains(suspected_, from)) return;
+  peers_[from.value].last_heard_ns = now.monotonic_ns;
+  std::visit(
+      [&](const auto& m) {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, ReplicaUpdate>) {
+          if (m.sender == from) on_update(now, m);
+        } else if constexpr (std::is_same_v<M, ForwardRequest>) {
+          on_forward(now, m);
+        } else if constexpr (std::is_same_v<M, ViewChange>) {
+          if (m.sender == from) on_view_change(now, m);
+        } else {
+          on_new_view(now, m);
+        }
+      },
+      message);
+}
+
+void Core::on_update(Now now, const ReplicaUpdate& update) {
+  const ReplicaId from = update.sender;
+  PeerState& peer = peers_[from.value];
+  if (update.received.size() != options_.replica_count) return;  // not from this cluster
+  if (peer.incarnation == 0) {
+    peer.incarnation = update.incarnation;
+  } else if (peer.incarnation != update.incarnation) {
+    // The peer restarted and lost its state (this mode keeps no disk): it is a failed replica.
+    suspect(now, {from});
+    return;
+  }
+  Stream& stream = streams_[from.value];
+  for (const OrderedEntry& entry : update.entries) {
+    if (entry.index <= stream.received) continue;  // already held (resent after a reconnect)
+    if (entry.index != stream.received + 1 || entry.timestamp.source != from ||
+        entry.timestamp.clock >= update.clock) {
+      // FIFO channels make gaps impossible unless the peer lost its state; treat it as failed.
+      suspect(now, {from});
+      return;
+    }
+    accept_entry(from, entry);
+    acknowledgement_due_ = true;
+  }
+  LOCKSTEP_ASSERT(update.clock >= peer.heard_clock || peer.heard_clock == 0,
+                  "FIFO channel delivered a lower clock from the same replica");
+  peer.heard_clock = std::max(peer.heard_clock, update.clock);
+  for (size_t r = 0; r < update.received.size(); ++r) {
+    peer.acked[r] = std::max(peer.acked[r], update.received[r]);
+  }
+  clock_.observe(update.clock, now.wall_us);
+}
+
+void Core::on_forward(Now now, const ForwardRequest& forward) {
+  on_client_request(now, forward.request);
+}
+
+void Core::tick(Now now) {
+  if (halted_) return;
+  notice_own_pause(now);
+
+  std::set<ReplicaId> silent;
+  for (ReplicaId r : members_) {
+    if (r == options_.self || contains(suspected_, r)) continue;
+    if (now.monotonic_ns > peers_[r.value].last_heard_ns + options_.failure_timeout_ns) {
+      silent.insert(r);
+    }
+  }
+  if (!silent.empty()) suspect(now, silent);
+
+  // Agreement when a client crashed in the middle of its broadcast (Schneider §3.1): a request
+  // held here but not seen ordered is relayed to its owner.
+  for (auto& [key, backup] : backups_) {
+    if (backup.next_forward_ns > now.monotonic_ns) continue;
+    backup.next_forward_ns = now.monotonic_ns + options_.relay_timeout_ns;
+    const ReplicaId owner = owner_of(key.first);
+    if (owner != options_.self && !options_.planted.skip_relay) {
+      outbox_.push_back(Send{owner, ForwardRequest{options_.self, backup.request}});
+    }
+  }
+
+  if (target_view_ > view_ &&
+      now.monotonic_ns >= view_change_sent_ns_ + options_.view_change_retry_ns) {
+    broadcast_view_change(now);
+  }
+}
+
+// ---- ordering -------------------------------------------------------------------------------
+
+void Core::order(Now now, const ClientRequest& request) {
+  Stream& own = streams_[options_.self.value];
+  OrderedEntry entry{own.received + 1, Timestamp{clock_.tick(now.wall_us), options_.self},
+                     request};
+  accept_entry(options_.self, entry);
+  unsent_.push_back(std::move(entry));
+}
+
+void Core::accept_entry(ReplicaId source, const OrderedEntry& entry) {
+  Stream& stream = streams_[source.value];
+  LOCKSTEP_ASSERT(entry.index == stream.received + 1, "streams are contiguous");
+  LOCKSTEP_ASSERT(stream.unexecuted.empty() ||
+                      stream.unexecuted.back().timestamp < entry.timestamp,
+                  "timestamps increase along a stream");
+  stream.received = entry.index;
+  stream.unexecuted.push_back(entry);
+  const bool inserted = pending_.emplace(entry.timestamp, source).second;
+  LOCKSTEP_ASSERT(inserted, "timestamps are unique");
+  const RequestKey key{entry.request.client, entry.request.sequence};
+  ++ordered_[key];
+  backups_.erase(key);
+}
+
+bool Core::stable_and_held_by_all(const OrderedEntry& entry) const {
+  const ReplicaId source = entry.timestamp.source;
+  if (options_.planted.skip_relay && !is_member(source)) return true;
+  for (ReplicaId r : members_) {
+    if (r == options_.self) continue;  // this replica holds it, and its clock passed it
+    const PeerState& peer = peers_[r.value];
+    // Stability (Schneider §3.2.1, test II): everything r sends later carries a clock above
+    // heard_clock, and r's channel is FIFO, so nothing at or below entry.timestamp can still
+    // come from r.
+    if (peer.heard_clock < entry.timestamp.clock) return false;
+    // Uniform agreement: r holds the entry too, so it survives this replica's crash.
+    if (peer.acked[source.value] < entry.index) return false;
+  }
+  return true;
+}
+
+void Core::collect_executable() {
+  while (!pending_.empty()) {
+    const auto [timestamp, source] = *pending_.begin();
+    Stream& stream = streams_[source.value];
+    LOCKSTEP_ASSERT(!stream.unexecuted.empty(), "a pending entry is in its stream");
+    const OrderedEntry& entry = stream.unexecuted.front();
+    LOCKSTEP_ASSERT(entry.timestamp == timestamp, "a stream executes in index order");
+    if (!options_.planted.execute_before_stable && !stable_and_held_by_all(entry)) return;
+    const RequestKey key{entry.request.client, entry.request.sequence};
+    auto ordered = ordered_.find(key);
+    LOCKSTEP_ASSERT(ordered != ordered_.end(), "a pending entry is counted in ordered_");
+    if (--ordered->second == 0) ordered_.erase(ordered);
+    executable_.push_back(std::move(stream.unexecuted.front()));
+    stream.unexecuted.pop_front();
+    ++stream.executed;
+    pending_.erase(pending_.begin());
+    ++executed_total_;
+  }
+}
+
+std::vector<OrderedEntry> Core::take_executable() {
+  if (!halted_) collect_executable();
+  return std::exchange(executable_, {});
+}
+
+std::vector<uint64_t> Core::received_vector() const {
+  std::vector<uint64_t> received(options_.replica_count);
+  for (size_t r = 0; r < streams_.size(); ++r) received[r] = streams_[r].received;
+  return received;
+}
+
+void Core::broadcast(ReplicaMessage message) {
+  for (ReplicaId r : members_) {
+    if (r == options_.self || contains(suspected_, r)) continue;
+    outbox_.push_back(Send{r, message});
+  }
+}
+
+std::vector<Core::Send> Core::take_messages(Now now) {
+  if (halted_) {
+    outbox_.clear();
+    return {};
+  }
+  const bool heartbeat_due =
+      now.monotonic_ns >= last_broadcast_ns_ + options_.heartbeat_interval_ns;
+  if (!unsent_.empty() || acknowledgement_due_ || heartbeat_due) {
+    // One clock value for the whole batch: greater than every entry in it, and (FIFO) than
+    // everything sent before, so receivers may treat it as this replica's stability frontier.
+    const uint64_t clock = clock_.tick(now.wall_us);
+    std::vector<uint64_t> received = received_vector();
+    size_t next = 0;
+    do {
+      const size_t end = std::min(unsent_.size(), next + options_.entries_per_message_max);
+      ReplicaUpdate update{options_.self, options_.incarnation, view_, clock, {}, received};
+      update.entries.assign(std::make_move_iterator(unsent_.begin() + next),
+                            std::make_move_iterator(unsent_.begin() + end));
+      next = end;
+      broadcast(std::move(update));
+    } while (next < unsent_.size());
+    unsent_.clear();
+    acknowledgement_due_ = false;
+    last_broadcast_ns_ = now.monotonic_ns;
+  }
+  return std::exchange(outbox_, {});
+}
+
+// ---- view change ----------------------------------------------------------------------------
+//
+// Replicas suspected of having crashed are removed by agreeing on a new view (membership). Every
+// replica that suspects someone broadcasts a ViewChange with the membership it proposes and what
+// it holds of the suspects' streams; the coordinator (the lowest id proposed) waits for a report
+// from every proposed member with the same view number and membership, fixes each suspect's cut
+// at the furthest any member got, and broadcasts the NewView with the entries some lack.
+// Suspicions only grow and view numbers only rise, so competing proposals converge on the union.
+
+std::vector<ReplicaId> Core::proposed_members() const {
+  std::vector<ReplicaId> proposed;
+  for (ReplicaId r : members_) {
+    if (!contains(suspected_, r)) proposed.push_back(r);
+  }
+  return proposed;
+}
+
+void Core::suspect(Now now, const std::set<ReplicaId>& replicas) {
+  bool grew = false;
+  for (ReplicaId r : replicas) {
+    if (r == options_.self || !is_member(r)) continue;
+    grew |= suspected_.insert(r).second;
+  }
+  if (!grew) return;
+  target_view_ = ViewNumber{std::max(target_view_, view_).value + 1};
+  broadcast_view_change(now);
+}
+
+void Core::broadcast_view_change(Now now) {
+  LOCKSTEP_ASSERT(target_view_ > view_, "a view change is under way");
+  ViewChange change{options_.self, target_view_, proposed_members(), {}};
+  // A tail for every replica outside the proposal, including ones removed in earlier views: a
+  // reporter may have missed the NewView that removed them, and the coordinator may have too.
+  for (uint32_t id = 0; id < options_.replica_count; ++id) {
+    const ReplicaId r{id};
+    if (std::binary_search(change.members.begin(), change.members.end(), r)) continue;
+    const Stream& stream = streams_[r.value];
+    change.tails.push_back(StreamTail{
+        r, stream.received, std::vector<OrderedEntry>(stream.unexecuted.begin(),
+                                                      stream.unexecuted.end())});
+  }
+  view_change_sent_ns_ = now.monotonic_ns;
+  reports_[options_.self] = change;
+  broadcast(change);
+  try_install_as_coordinator(now);
+}
+
+void Core::on_view_change(Now now, const ViewChange& change) {
+  if (!std::binary_search(change.members.begin(), change.members.end(), options_.self)) {
+    // The others hold this replica failed. In the failstop model that is the truth; serving on
+    // would split the service, so stop (a later reintegration brings it back with fresh state).
+    halt();
+    return;
+  }
+  if (change.view <= view_) {
+    // The sender missed a view this replica installed: hand it the decision.
+    if (last_new_view_ && last_new_view_->view >= change.view) {
+      outbox_.push_back(Send{change.sender, *last_new_view_});
+    }
+    return;
+  }
+  std::set<ReplicaId> theirs;
+  for (ReplicaId r : members_) {
+    if (!std::binary_search(change.members.begin(), change.members.end(), r)) theirs.insert(r);
+  }
+  bool changed = false;
+  bool grew = false;
+  for (ReplicaId r : theirs) grew |= suspected_.insert(r).second;
+  const bool same_proposal = proposed_members() == change.members;
+  if (change.view > target_view_) {
+    target_view_ = change.view;
+    changed = true;
+  }
+  if (grew) changed = true;
+  if (!same_proposal && change.view >= target_view_ && grew) {
+    // This replica suspects more than the proposal for change.view: propose a fresh number, so
+    // one number never names two memberships from this replica.
+    target_view_ = ViewNumber{change.view.value + 1};
+  }
+  reports_[change.sender] = change;
+  if (changed) {
+    broadcast_view_change(now);
+  } else {
+    try_install_as_coordinator(now);
+  }
+}
+
+void Core::try_install_as_coordinator(Now now) {
+  if (target_view_ <= view_) return;
+  const std::vector<ReplicaId> proposed = proposed_members();
+  if (proposed.front() != options_.self) return;
+  for (ReplicaId r : proposed) {
+    auto report = reports_.find(r);
+    if (report == reports_.end() || report->second.view != target_view_ ||
+        report->second.members != proposed) {
+      return;
+    }
+  }
+  NewView decision{options_.self, target_view_, proposed, {}};
+  for (uint32_t id = 0; id < options_.replica_count; ++id) {
+    const ReplicaId removed{id};
+    if (std::binary_search(proposed.begin(), proposed.end(), removed)) continue;
+    // The cut is the furthest any surviving member got. Every entry anyone executed was held by
+    // every member (uniform agreement), so it is at or below every report, hence below the cut.
+    const StreamTail* furthest = nullptr;
+    uint64_t least_received = UINT64_MAX;
+    for (ReplicaId r : proposed) {
+      for (const StreamTail& tail : reports_.at(r).tails) {
+        if (tail.source != removed) continue;
+        least_received = std::min(least_received, tail.received);
+        if (!furthest || tail.received > furthest->received) furthest = &tail;
+      }
+    }
+    LOCKSTEP_ASSERT(furthest != nullptr, "every report covers every removed replica");
+    StreamTail cut{removed, furthest->received, {}};
+    for (const OrderedEntry& entry : furthest->entries) {
+      if (entry.index > least_received) cut.entries.push_back(entry);
+    }
+    decision.cuts.push_back(std::move(cut));
+  }
+  // Send before installing: installing may start the next view change, whose messages must not
+  // overtake this decision on the FIFO channels.
+  broadcast(decision);
+  // Replicas being removed may be alive but slow: tell them, so they halt.
+  for (ReplicaId r : members_) {
+    if (contains(suspected_, r)) outbox_.push_back(Send{r, decision});
+  }
+  install(now, decision);
+}
+
+void Core::on_new_view(Now now, const NewView& decision) {
+  if (decision.view <= view_) return;
+  if (!std::binary_search(decision.members.begin(), decision.members.end(), options_.self)) {
+    halt();
+    return;
+  }
+  install(now, decision);
+}
+
+void Core::install(Now now, const NewView& decision) {
+  for (const StreamTail& cut : decision.cuts) {
+    Stream& stream = streams_[cut.source.value];
+    if (!options_.planted.skip_relay) {
+      for (const OrderedEntry& entry : cut.entries) {
+        if (entry.index > stream.received && entry.index <= cut.received) {
+          accept_entry(cut.source, entry);
+        }
+      }
+      LOCKSTEP_ASSERT(stream.received >= cut.received, "the cut's entries were all relayed");
+    }
+    // Entries beyond the cut were held by no surviving member when it reported, so no one
+    // executed them: drop them everywhere alike.
+    while (stream.received > cut.received) {
+      LOCKSTEP_ASSERT(!stream.unexecuted.empty() && stream.executed < stream.received,
+                      "an entry beyond the cut was executed");
+      const OrderedEntry& last = stream.unexecuted.back();
+      pending_.erase(last.timestamp);
+      auto ordered = ordered_.find(RequestKey{last.request.client, last.request.sequence});
+      if (--ordered->second == 0) ordered_.erase(ordered);
+      stream.unexecuted.pop_back();
+      --stream.received;
+    }
+  }
+  members_ = decision.members;
+  view_ = decision.view;
+  target_view_ = std::max(target_view_, view_);
+  for (auto it = suspected_.begin(); it != suspected_.end();) {
+    it = is_member(*it) ? std::next(it) : suspected_.erase(it);
+  }
+  std::erase_if(reports_, [&](const auto& report) { return report.second.view <= view_; });
+  last_new_view_ = decision;
+  acknowledgement_due_ = true;  // tell the others how far this replica now holds each stream
+  // Requests whose owner was removed and that did not make its cut now belong to a survivor:
+  // it orders them from the copies the clients sent it (the session table prevents doubles).
+  std::vector<ClientRequest> now_owned;
+  for (auto it = backups_.begin(); it != backups_.end();) {
+    if (owner_of(it->first.first) == options_.self) {
+      now_owned.push_back(std::move(it->second.request));
+      it = backups_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const ClientRequest& request : now_owned) {
+    if (!contains(ordered_, RequestKey{request.client, request.sequence})) order(now, request);
+  }
+  if (!suspected_.empty()) {
+    target_view_ = ViewNumber{view_.value + 1};
+    broadcast_view_change(now);
+  }
+}
+
+void Core::halt() {
+  halted_ = true;
+  outbox_.clear();
+  unsent_.clear();
+  executable_.clear();
+}
+
+// ---- invariants -----------------------------------------------------------------------------
+
+void Core::check_invariants() const {
+  LOCKSTEP_ASSERT(std::is_sorted(members_.begin(), members_.end()), "members are sorted");
+  LOCKSTEP_ASSERT(halted_ || is_member(options_.self), "a serving replica is a member");
+  LOCKSTEP_ASSERT(target_view_ >= view_, "the target view is never behind the installed one");
+  size_t unexecuted_total = 0;
+  for (size_t s = 0; s < streams_.size(); ++s) {
+    const Stream& stream = streams_[s];
+    LOCKSTEP_ASSERT(stream.executed + stream.unexecuted.size() == stream.received,
+                    "a stream is executed entries then unexecuted ones");
+    uint64_t expected_index = stream.executed + 1;
+    for (const OrderedEntry& entry : stream.unexecuted) {
+      LOCKSTEP_ASSERT(entry.index == expected_index++, "unexecuted entries are contiguous");
+      LOCKSTEP_ASSERT(entry.timestamp.source.value == s, "an entry sits in its source's stream");
+      LOCKSTEP_ASSERT(contains(pending_, entry.timestamp), "an unexecuted entry is pending");
+    }
+    unexecuted_total += stream.unexecuted.size();
+  }
+  LOCKSTEP_ASSERT(unexecuted_total == pending_.size(), "pending holds exactly the unexecuted");
+  size_t ordered_total = 0;
+  for (const auto& [key, count] : ordered_) ordered_total += count;
+  LOCKSTEP_ASSERT(ordered_total == pending_.size(), "ordered_ counts every pending entry");
+  const Stream& own = streams_[options_.self.value];
+  LOCKSTEP_ASSERT(own.unexecuted.empty() || own.unexecuted.back().timestamp.clock <= clock_.value(),
+                  "own entries are stamped from this replica's clock");
+  for (ReplicaId r : suspected_) {
+    LOCKSTEP_ASSERT(r != options_.self && is_member(r), "suspects are other members");
+  }
+  LOCKSTEP_ASSERT(backups_.size() <= options_.backups_max, "backups are bounded");
+}
+
+}  // namespace lockstep::failstop

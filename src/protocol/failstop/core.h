@@ -1,0 +1,149 @@
+// The failstop ordering protocol (docs/DESIGN.md, "failstop protocol"): n = t+1 replicas, each
+// the source of one FIFO stream of timestamped client requests; an entry executes once it is
+// stable (every live replica's clock has passed it) and held by every live replica, in timestamp
+// order. A replica that falls silent for `failure_timeout_ns` is removed by a view change that
+// fixes the last of its entries that will ever run (the cut).
+//
+// Pure and deterministic: no I/O, no clock, no randomness. Inputs carry the time; outputs are
+// collected with take_messages() and take_executable().
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "core/hlc.h"
+#include "core/messages.h"
+
+namespace lockstep::failstop {
+
+struct Options {
+  ReplicaId self{};
+  uint32_t replica_count = 0;
+  uint64_t incarnation = 0;  // distinct per process start (the runtime draws it)
+  uint64_t heartbeat_interval_ns = 5'000'000;
+  uint64_t failure_timeout_ns = 500'000'000;
+  uint64_t relay_timeout_ns = 50'000'000;  // a backup not seen ordered by then is forwarded
+  uint64_t view_change_retry_ns = 200'000'000;
+  size_t entries_per_message_max = 4096;
+  size_t backups_max = 1 << 20;
+
+  // Test-only switches that plant known bugs, so tests can prove the simulator's checkers catch
+  // them. Never set outside tests.
+  struct PlantedBugs {
+    bool execute_before_stable = false;  // execute entries without waiting for stability
+    bool skip_relay = false;  // view change: do not take a removed replica's missing entries
+    bool reply_before_execute = false;  // the owner executes and replies on receipt (replica.cc)
+    bool drop_session_entry = false;    // forget a client's session after executing (replica.cc)
+  } planted;
+};
+
+class Core {
+ public:
+  explicit Core(Options options);
+
+  struct Send {
+    ReplicaId to;
+    ReplicaMessage message;
+  };
+
+  // A client request that reached this replica directly (the replica layer has already dropped
+  // requests that executed). The owner orders it; the others keep it as a backup.
+  void on_client_request(Now now, const ClientRequest& request);
+  void on_message(Now now, ReplicaId from, const ReplicaMessage& message);
+  void tick(Now now);
+
+  // Outgoing messages since the last call; per destination in FIFO order. Building the
+  // ReplicaUpdate here (not per input) is what batches entries and acknowledgements.
+  std::vector<Send> take_messages(Now now);
+  // Entries that may execute now, in the total order. Each is returned exactly once.
+  std::vector<OrderedEntry> take_executable();
+
+  const Options& options() const { return options_; }
+  bool halted() const { return halted_; }
+  ReplicaId id() const { return options_.self; }
+  ViewNumber view() const { return view_; }
+  const std::vector<ReplicaId>& members() const { return members_; }
+  bool is_member(ReplicaId r) const;
+  ReplicaId owner_of(ClientId client) const;
+  uint64_t clock() const { return clock_.value(); }
+  uint64_t executed_entries() const { return executed_total_; }
+  size_t pending_entries() const { return pending_.size(); }
+  size_t backup_count() const { return backups_.size(); }
+
+  // Checks every invariant relating the fields; aborts (LOCKSTEP_ASSERT) on violation. The
+  // simulator calls it after every event.
+  void check_invariants() const;
+
+ private:
+  struct Stream {
+    uint64_t received = 0;                 // entries 1..received held (or executed)
+    uint64_t executed = 0;                 // entries 1..executed executed
+    std::deque<OrderedEntry> unexecuted;   // entries executed+1..received
+  };
+  struct PeerState {
+    uint64_t heard_clock = 0;              // highest clock heard from it (FIFO: monotone)
+    std::vector<uint64_t> acked;           // its `received` vector as last reported
+    uint64_t last_heard_ns = 0;
+    uint64_t incarnation = 0;              // 0 until first heard
+  };
+  struct Backup {
+    ClientRequest request;
+    uint64_t next_forward_ns;
+  };
+  using RequestKey = std::pair<ClientId, Sequence>;
+
+  void on_update(Now now, const ReplicaUpdate& update);
+  void on_forward(Now now, const ForwardRequest& forward);
+  void on_view_change(Now now, const ViewChange& change);
+  void on_new_view(Now now, const NewView& view);
+
+  void order(Now now, const ClientRequest& request);
+  void accept_entry(ReplicaId source, const OrderedEntry& entry);
+  void notice_own_pause(Now now);
+  void suspect(Now now, const std::set<ReplicaId>& replicas);
+  std::vector<ReplicaId> proposed_members() const;
+  void broadcast_view_change(Now now);
+  void try_install_as_coordinator(Now now);
+  void install(Now now, const NewView& view);
+  void restamp_owned_backups(Now now);
+  void collect_executable();
+  bool stable_and_held_by_all(const OrderedEntry& entry) const;
+  void halt();
+  void broadcast(ReplicaMessage message);
+  std::vector<uint64_t> received_vector() const;
+
+  Options options_;
+  bool halted_ = false;
+  HybridClock clock_;
+  ViewNumber view_{0};
+  std::vector<ReplicaId> members_;          // ascending; the current view's membership
+  std::vector<Stream> streams_;             // indexed by ReplicaId
+  std::vector<PeerState> peers_;            // indexed by ReplicaId
+  std::vector<OrderedEntry> unsent_;        // own entries not yet broadcast
+  bool acknowledgement_due_ = false;        // received entries not yet acknowledged
+  uint64_t last_broadcast_ns_ = 0;
+  // Entries held but not executed, by timestamp: the next to execute is the first.
+  std::map<Timestamp, ReplicaId> pending_;
+  std::map<RequestKey, uint32_t> ordered_;  // held in some stream, not executed: how many times
+  std::map<RequestKey, Backup> backups_;    // requests held from clients, not yet seen ordered
+  std::vector<OrderedEntry> executable_;
+  uint64_t executed_total_ = 0;
+
+  uint64_t last_input_ns_ = 0;             // to notice that this process itself was paused
+  bool started_ = false;
+
+  // View change state. A view change is under way while target_view_ > view_.
+  std::set<ReplicaId> suspected_;            // members this replica believes failed
+  ViewNumber target_view_{0};
+  uint64_t view_change_sent_ns_ = 0;
+  std::map<ReplicaId, ViewChange> reports_;  // at the coordinator: latest report per member
+  std::optional<NewView> last_new_view_;     // resent to replicas that missed it
+  std::vector<uint64_t> removed_notice_ns_;  // when a removed replica was last told so
+  std::vector<Send> outbox_;
+};
+
+}  // namespace lockstep::failstop
