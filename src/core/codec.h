@@ -8,14 +8,16 @@
 //   4      1     version   kWireVersion; any other value is rejected
 //   5      1     type      which WireMessage alternative follows (FrameType)
 //   6      2     reserved  zero
-//   8      8     checksum  XXH3-64 of the payload
+//   8      8     checksum  XXH3-64 of the payload, seeded with header bytes 0..7, so a flipped
+//                          type or length byte cannot turn one valid message into another
 //   16     ...   payload   the message fields in declaration order: unsigned integers as LEB128
 //                          varints, byte strings and vectors as a varint count then the items
 //
 // Decoding never trusts the input: a short, oversized, mis-versioned, unknown-type or
 // checksum-failing frame, a payload with trailing bytes, a count larger than the bytes left, or
-// an invalid enum value yields an error naming the reason; it never crashes and never allocates
-// more than the frame's own size.
+// an invalid enum value yields an error naming the reason; it never crashes. Every count is
+// checked against the bytes left, so what a frame decodes into is proportional to its size (the
+// structs are up to ~13x larger than their encoding; kFrameBytesMax bounds the product).
 #pragma once
 
 #include <cstddef>

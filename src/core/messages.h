@@ -1,5 +1,5 @@
 // Every message lockstep puts on a wire, as plain structs. Encoding lives in core/codec.h and the
-// framing (length, version, checksum) in core/frame.h; docs/DESIGN.md gives each message's role.
+// framing (length, version, checksum) there too; docs/DESIGN.md gives each message's role.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,135 @@
+// `lockstep bench`: micro-benchmarks (Google Benchmark) of the pieces on the request path, with
+// no network: the codec, the KV machine with its session table, and the failstop protocol core
+// ordering requests among 3 in-process replicas. End-to-end figures come from `lockstep workload`.
+#include <benchmark/benchmark.h>
+
+#include <deque>
+#include <map>
+
+#include "apps/kv/kv_machine.h"
+#include "command.h"
+#include "core/codec.h"
+#include "replica/replica.h"
+#include "statemachine/service.h"
+
+namespace lockstep::tool {
+namespace {
+
+Bytes put_command(uint64_t i) {
+  std::string key = "key-" + std::to_string(i % 1000);
+  key.resize(16, '.');
+  return kv::encode_command(kv::Command{kv::Op::kPut, key, std::string(100, 'v'), {}, 0});
+}
+
+ReplicaUpdate sample_update(size_t entries) {
+  ReplicaUpdate update{ReplicaId{1}, 77, ViewNumber{0}, 1'000'000, {}, {5, 9, 12}};
+  for (size_t i = 0; i < entries; ++i) {
+    update.entries.push_back(OrderedEntry{
+        i + 1, Timestamp{1000 + i, ReplicaId{1}},
+        ClientRequest{ClientId{i}, Sequence{i + 1}, Sequence{i}, put_command(i)}});
+  }
+  return update;
+}
+
+void BM_EncodePeerFrame(benchmark::State& state) {
+  const WireMessage message = PeerData{1, 1, sample_update(static_cast<size_t>(state.range(0)))};
+  Bytes out;
+  for (auto _ : state) {
+    out.clear();
+    encode_frame(message, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * out.size()));
+}
+BENCHMARK(BM_EncodePeerFrame)->Arg(1)->Arg(64);
+
+void BM_DecodePeerFrame(benchmark::State& state) {
+  Bytes frame;
+  encode_frame(PeerData{1, 1, sample_update(static_cast<size_t>(state.range(0)))}, frame);
+  for (auto _ : state) {
+    auto decoded = decode_frame(frame);
+    benchmark::DoNotOptimize(decoded);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * frame.size()));
+}
+BENCHMARK(BM_DecodePeerFrame)->Arg(1)->Arg(64);
+
+void BM_ServiceExecutePut(benchmark::State& state) {
+  Service service(std::make_unique<kv::KvMachine>());
+  uint64_t i = 0;
+  for (auto _ : state) {
+    ++i;
+    auto result = service.execute(
+        ClientRequest{ClientId{i % 64}, Sequence{i}, Sequence{i}, put_command(i)});
+    benchmark::DoNotOptimize(result);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ServiceExecutePut);
+
+// Three replicas in one thread, messages handed over in memory: what the protocol itself costs
+// per request (ordering, acknowledgement, stability, execution), with batches of `range(0)`
+// requests per round.
+void BM_FailstopOrdering(benchmark::State& state) {
+  constexpr uint32_t kReplicas = 3;
+  std::vector<Replica> replicas;
+  replicas.reserve(kReplicas);
+  for (uint32_t r = 0; r < kReplicas; ++r) {
+    failstop::Options options;
+    options.self = ReplicaId{r};
+    options.replica_count = kReplicas;
+    options.incarnation = r + 1;
+    replicas.emplace_back(options, std::make_unique<kv::KvMachine>());
+  }
+  const uint64_t batch = static_cast<uint64_t>(state.range(0));
+  uint64_t sequence = 0;
+  uint64_t now_ns = 1'000'000;
+  uint64_t replies = 0;
+  for (auto _ : state) {
+    ++sequence;
+    now_ns += 1000;
+    const Now now{now_ns, now_ns / 1000};
+    for (uint64_t c = 0; c < batch; ++c) {
+      ClientRequest request{ClientId{c + 1}, Sequence{sequence}, Sequence{sequence},
+                            put_command(c)};
+      for (Replica& replica : replicas) replica.on_client_request(now, request);
+    }
+    // Rounds of delivery until every request has been answered.
+    for (int round = 0; round < 4; ++round) {
+      for (Replica& replica : replicas) {
+        Replica::Output out = replica.take_output();
+        replies += out.to_clients.size();
+        for (Replica::PeerMessage& m : out.to_peers) {
+          replicas[m.to.value].on_peer_message(now, replica.id(), std::move(m.message));
+        }
+      }
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(replies));
+  state.counters["replies_per_request"] =
+      static_cast<double>(replies) / static_cast<double>(state.iterations() * batch);
+}
+BENCHMARK(BM_FailstopOrdering)->Arg(1)->Arg(64);
+
+LOCKSTEP_COMMAND("bench", "Micro-benchmarks of codec, state machine and protocol core",
+                 [](CLI::App& app) {
+                   static std::vector<std::string> args;
+                   app.allow_extras();
+                   return [&app]() {
+                     // Pass the remaining arguments (e.g. --benchmark_filter=...) through.
+                     args = {"lockstep bench"};
+                     for (const std::string& extra : app.remaining()) args.push_back(extra);
+                     std::vector<char*> argv;
+                     for (std::string& a : args) argv.push_back(a.data());
+                     int argc = static_cast<int>(argv.size());
+                     benchmark::Initialize(&argc, argv.data());
+                     benchmark::RunSpecifiedBenchmarks();
+                     benchmark::Shutdown();
+                     return 0;
+                   };
+                 });
+
+}  // namespace
+}  // namespace lockstep::tool
