@@ -178,9 +178,23 @@ template <typename Sink>
 void put(Sink& s, const PeerAck& m) {
   s.varint(m.acknowledged);
 }
+template <typename Sink>
+void put(Sink& s, const StatusRequest& m) {
+  s.varint(m.nonce);
+}
+template <typename Sink>
+void put(Sink& s, const StatusReply& m) {
+  s.varint(m.nonce);
+  put(s, m.replica);
+  s.u8(m.halted ? 1 : 0);
+  s.varint(m.view.value);
+  put(s, m.members);
+  s.varint(m.executed);
+  s.varint(m.digest);
+}
 
 FrameType frame_type_of(const WireMessage& m) {
-  static_assert(std::variant_size_v<WireMessage> == 5, "give the new alternative a FrameType");
+  static_assert(std::variant_size_v<WireMessage> == 7, "give the new alternative a FrameType");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -189,6 +203,8 @@ FrameType frame_type_of(const WireMessage& m) {
         if constexpr (std::is_same_v<T, ClientReply>) return FrameType::kClientReply;
         if constexpr (std::is_same_v<T, PeerData>) return FrameType::kPeerData;
         if constexpr (std::is_same_v<T, PeerAck>) return FrameType::kPeerAck;
+        if constexpr (std::is_same_v<T, StatusRequest>) return FrameType::kStatusRequest;
+        if constexpr (std::is_same_v<T, StatusReply>) return FrameType::kStatusReply;
       },
       m);
 }
@@ -221,7 +237,7 @@ uint64_t frame_checksum(const uint8_t* frame, size_t frame_bytes) {
 
 bool known_frame_type(uint8_t t) {
   return t >= static_cast<uint8_t>(FrameType::kHello) &&
-         t <= static_cast<uint8_t>(FrameType::kPeerAck);
+         t <= static_cast<uint8_t>(FrameType::kStatusReply);
 }
 
 std::string with_number(std::string_view text, uint64_t n) {
@@ -438,6 +454,20 @@ void get(Decoder& d, PeerData& m) {
 void get(Decoder& d, PeerAck& m) {
   m.acknowledged = d.varint("PeerAck.acknowledged");
 }
+void get(Decoder& d, StatusRequest& m) {
+  m.nonce = d.varint("StatusRequest.nonce");
+}
+void get(Decoder& d, StatusReply& m) {
+  m.nonce = d.varint("StatusReply.nonce");
+  m.replica = d.replica_id("StatusReply.replica");
+  const uint8_t halted = d.u8("StatusReply.halted");
+  if (halted > 1) d.fail(with_number("StatusReply.halted: invalid boolean ", halted));
+  m.halted = halted == 1;
+  m.view = ViewNumber{d.varint("StatusReply.view")};
+  get_ids(d, "StatusReply.members", m.members);
+  m.executed = d.varint("StatusReply.executed");
+  m.digest = d.varint("StatusReply.digest");
+}
 
 // Decodes a whole input as one T, which must use every byte.
 template <typename Result, typename T>
@@ -519,6 +549,10 @@ std::variant<WireMessage, DecodeError> decode_frame(std::span<const uint8_t> fra
       return decode_payload<PeerData>(payload);
     case FrameType::kPeerAck:
       return decode_payload<PeerAck>(payload);
+    case FrameType::kStatusRequest:
+      return decode_payload<StatusRequest>(payload);
+    case FrameType::kStatusReply:
+      return decode_payload<StatusReply>(payload);
   }
   return DecodeError{with_number("unknown frame type ", frame[kTypeOffset])};
 }

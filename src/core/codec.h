@@ -40,6 +40,8 @@ enum class FrameType : uint8_t {
   kClientReply = 3,
   kPeerData = 4,
   kPeerAck = 5,
+  kStatusRequest = 6,
+  kStatusReply = 7,
 };
 
 struct DecodeError {

@@ -133,6 +133,25 @@ struct PeerAck {
   bool operator==(const PeerAck&) const = default;
 };
 
-using WireMessage = std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck>;
+// An operator's (or a test's) question to one replica, on a client connection: what it has
+// executed and a digest of its state. Answered with a StatusReply.
+struct StatusRequest {
+  uint64_t nonce = 0;
+  bool operator==(const StatusRequest&) const = default;
+};
+
+struct StatusReply {
+  uint64_t nonce = 0;
+  ReplicaId replica{};
+  bool halted = false;
+  ViewNumber view{};
+  std::vector<ReplicaId> members;
+  uint64_t executed = 0;  // requests executed (duplicates included)
+  uint64_t digest = 0;    // Service::digest() of the replicated state
+  bool operator==(const StatusReply&) const = default;
+};
+
+using WireMessage =
+    std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck, StatusRequest, StatusReply>;
 
 }  // namespace lockstep

@@ -145,6 +145,11 @@ std::vector<WireMessage> sample_messages() {
       PeerData{5, 4, view_change()},
       PeerAck{0},
       PeerAck{kU64Max},
+      StatusRequest{0},
+      StatusRequest{kU64Max},
+      StatusReply{},
+      StatusReply{kU64Max, ReplicaId{2}, true, ViewNumber{7}, {ReplicaId{0}, ReplicaId{2}}, 12345,
+                  kU64Max},
   };
 }
 
@@ -356,7 +361,7 @@ TEST(CodecMalformed, WrongVersion) {
 }
 
 TEST(CodecMalformed, UnknownFrameType) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{6}, uint8_t{9}, uint8_t{255}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{8}, uint8_t{9}, uint8_t{255}}) {
     Bytes frame = frame_of(PeerAck{1});
     frame[5] = type;
     seal(frame);

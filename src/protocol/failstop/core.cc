@@ -270,7 +270,15 @@ std::vector<Core::Send> Core::take_messages(Now now) {
     std::vector<uint64_t> received = received_vector();
     size_t next = 0;
     do {
-      const size_t end = std::min(unsent_.size(), next + options_.entries_per_message_max);
+      size_t end = next;
+      size_t bytes = 0;
+      while (end < unsent_.size() && end - next < options_.entries_per_message_max &&
+             (end == next ||
+              bytes + unsent_[end].request.command.size() <=
+                  options_.entry_bytes_per_message_max)) {
+        bytes += unsent_[end].request.command.size();
+        ++end;
+      }
       ReplicaUpdate update{options_.self, options_.incarnation, view_, clock, {}, received};
       update.entries.assign(std::make_move_iterator(unsent_.begin() + next),
                             std::make_move_iterator(unsent_.begin() + end));

@@ -29,6 +29,9 @@ struct Options {
   uint64_t relay_timeout_ns = 50'000'000;  // a backup not seen ordered by then is forwarded
   uint64_t view_change_retry_ns = 200'000'000;
   size_t entries_per_message_max = 4096;
+  // Entries' command bytes per update; keeps every frame far below kFrameBytesMax (one entry
+  // larger than this still travels, alone).
+  size_t entry_bytes_per_message_max = 1 << 20;
   size_t backups_max = 1 << 20;
 
   // Test-only switches that plant known bugs, so tests can prove the simulator's checkers catch
