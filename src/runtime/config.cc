@@ -1,0 +1,307 @@
+#include "runtime/config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace lockstep::runtime {
+namespace {
+
+const char* type_name(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time:
+      return "a date/time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+// Builds error messages of the form "<source>: <field>: <what>".
+class Errors {
+ public:
+  explicit Errors(const std::string& source) : source_(source) {}
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw ConfigError(source_ + ": " + field + ": " + what);
+  }
+  void reject_unknown_keys(const toml::table& table, const std::string& prefix,
+                           std::initializer_list<std::string_view> known) const {
+    for (auto&& [key, node] : table) {
+      if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+        fail(prefix + std::string(key.str()), "unknown key");
+      }
+    }
+  }
+  // A non-negative integer in [min, max]; `fallback` when absent.
+  uint64_t integer(const toml::table& table, std::string_view key, const std::string& field,
+                   uint64_t fallback, uint64_t min, uint64_t max) const {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return fallback;
+    std::optional<int64_t> value = node->value_exact<int64_t>();
+    if (!node->is_integer() || !value) {
+      fail(field, std::string("expected an integer, got ") + type_name(node->type()));
+    }
+    if (*value < 0 || static_cast<uint64_t>(*value) < min || static_cast<uint64_t>(*value) > max) {
+      fail(field, "must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " +
+                      std::to_string(*value));
+    }
+    return static_cast<uint64_t>(*value);
+  }
+  const toml::table* optional_table(const toml::table& table, std::string_view key) const {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return nullptr;
+    if (!node->is_table()) {
+      fail(std::string(key), std::string("expected a table, got ") + type_name(node->type()));
+    }
+    return node->as_table();
+  }
+
+ private:
+  const std::string& source_;
+};
+
+}  // namespace
+
+std::string_view mode_name(Mode mode) {
+  return mode == Mode::kFailstop ? "failstop" : "byzantine";
+}
+
+uint32_t ClusterConfig::replicas_needed(Mode mode, uint32_t t) {
+  return mode == Mode::kFailstop ? t + 1 : 2 * t + 1;
+}
+
+failstop::Options ClusterConfig::failstop_options(ReplicaId self, uint64_t incarnation) const {
+  failstop::Options options;
+  options.self = self;
+  options.replica_count = replica_count();
+  options.incarnation = incarnation;
+  options.heartbeat_interval_ns = timeouts.heartbeat_interval_ms * 1'000'000;
+  options.failure_timeout_ns = timeouts.failure_timeout_ms * 1'000'000;
+  options.relay_timeout_ns = timeouts.relay_timeout_ms * 1'000'000;
+  // A view change that stalls is retried well within the failure timeout's order of magnitude.
+  options.view_change_retry_ns = std::max<uint64_t>(options.failure_timeout_ns / 2, 1'000'000);
+  return options;
+}
+
+ClientOptions ClusterConfig::client_options() const {
+  ClientOptions options;
+  options.replica_count = replica_count();
+  options.retry_interval_ns = client.retry_interval_ms * 1'000'000;
+  options.deadline_ns = client.deadline_ms * 1'000'000;
+  return options;
+}
+
+std::vector<net::Address> ClusterConfig::addresses() const {
+  std::vector<net::Address> result;
+  for (const ReplicaConfig& replica : replicas) result.push_back(replica.address);
+  return result;
+}
+
+void validate_config(const ClusterConfig& config, const std::string& source) {
+  Errors errors(source);
+  if (config.t > kFaultsTolerableMax) {
+    errors.fail("t", "must be at most " + std::to_string(kFaultsTolerableMax) + ", got " +
+                         std::to_string(config.t));
+  }
+  const uint32_t needed = ClusterConfig::replicas_needed(config.mode, config.t);
+  if (config.replicas.size() != needed) {
+    errors.fail("replicas", std::string(mode_name(config.mode)) + " mode with t = " +
+                                std::to_string(config.t) + " needs " + std::to_string(needed) +
+                                " replicas, got " + std::to_string(config.replicas.size()));
+  }
+  for (size_t i = 0; i < config.replicas.size(); ++i) {
+    const std::string field = "replicas[" + std::to_string(i) + "]";
+    if (config.replicas[i].id.value != i) {
+      errors.fail(field + ".id", "replica ids must be 0.." + std::to_string(needed - 1) +
+                                     " in order, got " +
+                                     std::to_string(config.replicas[i].id.value));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (config.replicas[j].address == config.replicas[i].address) {
+        errors.fail(field + ".address", "same address as replicas[" + std::to_string(j) + "] (" +
+                                            net::format_address(config.replicas[i].address) + ")");
+      }
+    }
+  }
+  const TimeoutConfig& timeouts = config.timeouts;
+  if (timeouts.heartbeat_interval_ms == 0) {
+    errors.fail("timeouts.heartbeat_interval_ms", "must be positive");
+  }
+  if (timeouts.relay_timeout_ms == 0) errors.fail("timeouts.relay_timeout_ms", "must be positive");
+  // The failure detector must not fire between two heartbeats of a live replica; twice the
+  // interval is the least margin, for one late heartbeat.
+  if (timeouts.failure_timeout_ms <= 2 * timeouts.heartbeat_interval_ms) {
+    errors.fail("timeouts.failure_timeout_ms",
+                "must exceed 2 x heartbeat_interval_ms (" +
+                    std::to_string(2 * timeouts.heartbeat_interval_ms) + "), got " +
+                    std::to_string(timeouts.failure_timeout_ms));
+  }
+  if (config.client.retry_interval_ms == 0) {
+    errors.fail("client.retry_interval_ms", "must be positive");
+  }
+  if (config.client.deadline_ms == 0) errors.fail("client.deadline_ms", "must be positive");
+}
+
+ClusterConfig parse_config(std::string_view text, const std::string& source) {
+  Errors errors(source);
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& error) {
+    const toml::source_position& at = error.source().begin;
+    throw ConfigError(source + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) +
+                      ": " + std::string(error.description()));
+  }
+  errors.reject_unknown_keys(root, "", {"mode", "t", "replicas", "timeouts", "client"});
+
+  ClusterConfig config;
+  const toml::node* mode = root.get("mode");
+  if (mode == nullptr) errors.fail("mode", "missing (expected \"failstop\" or \"byzantine\")");
+  if (!mode->is_string()) {
+    errors.fail("mode", std::string("expected a string, got ") + type_name(mode->type()));
+  }
+  const std::string mode_text = mode->value_or(std::string());
+  if (mode_text == "failstop") {
+    config.mode = Mode::kFailstop;
+  } else if (mode_text == "byzantine") {
+    config.mode = Mode::kByzantine;
+  } else {
+    errors.fail("mode", "expected \"failstop\" or \"byzantine\", got \"" + mode_text + "\"");
+  }
+  if (root.get("t") == nullptr) errors.fail("t", "missing");
+  config.t = static_cast<uint32_t>(errors.integer(root, "t", "t", 0, 0, kFaultsTolerableMax));
+
+  const toml::node* replicas = root.get("replicas");
+  if (replicas == nullptr) errors.fail("replicas", "missing (expected [[replicas]] tables)");
+  const toml::array* array = replicas->as_array();
+  if (array == nullptr) {
+    errors.fail("replicas", std::string("expected an array of tables, got ") +
+                                type_name(replicas->type()));
+  }
+  std::map<uint32_t, size_t> index_of_id;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const std::string field = "replicas[" + std::to_string(i) + "]";
+    const toml::table* table = array->get(i)->as_table();
+    if (table == nullptr) {
+      errors.fail(field, std::string("expected a table, got ") + type_name(array->get(i)->type()));
+    }
+    errors.reject_unknown_keys(*table, field + ".", {"id", "address"});
+    if (table->get("id") == nullptr) errors.fail(field + ".id", "missing");
+    const uint64_t id = errors.integer(*table, "id", field + ".id", 0, 0, array->size() - 1);
+    auto [previous, inserted] = index_of_id.emplace(static_cast<uint32_t>(id), i);
+    if (!inserted) {
+      errors.fail(field + ".id", "duplicate id " + std::to_string(id) + " (also replicas[" +
+                                     std::to_string(previous->second) + "])");
+    }
+    const toml::node* address = table->get("address");
+    if (address == nullptr) errors.fail(field + ".address", "missing");
+    if (!address->is_string()) {
+      errors.fail(field + ".address",
+                  std::string("expected a string \"host:port\", got ") + type_name(address->type()));
+    }
+    const std::string address_text = address->value_or(std::string());
+    std::optional<net::Address> parsed = net::parse_address(address_text);
+    if (!parsed) {
+      errors.fail(field + ".address", "expected \"host:port\", got \"" + address_text + "\"");
+    }
+    config.replicas.push_back(ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed});
+  }
+  // Ids are unique and below the count, so sorting yields replicas[i].id == i.
+  std::sort(config.replicas.begin(), config.replicas.end(),
+            [](const ReplicaConfig& a, const ReplicaConfig& b) { return a.id < b.id; });
+
+  if (const toml::table* timeouts = errors.optional_table(root, "timeouts")) {
+    errors.reject_unknown_keys(*timeouts, "timeouts.",
+                               {"heartbeat_interval_ms", "failure_timeout_ms", "relay_timeout_ms"});
+    TimeoutConfig& out = config.timeouts;
+    out.heartbeat_interval_ms =
+        errors.integer(*timeouts, "heartbeat_interval_ms", "timeouts.heartbeat_interval_ms",
+                       out.heartbeat_interval_ms, 1, kTimeoutMsMax);
+    out.failure_timeout_ms =
+        errors.integer(*timeouts, "failure_timeout_ms", "timeouts.failure_timeout_ms",
+                       out.failure_timeout_ms, 1, kTimeoutMsMax);
+    out.relay_timeout_ms = errors.integer(*timeouts, "relay_timeout_ms",
+                                          "timeouts.relay_timeout_ms", out.relay_timeout_ms, 1,
+                                          kTimeoutMsMax);
+  }
+  if (const toml::table* client = errors.optional_table(root, "client")) {
+    errors.reject_unknown_keys(*client, "client.", {"retry_interval_ms", "deadline_ms"});
+    config.client.retry_interval_ms =
+        errors.integer(*client, "retry_interval_ms", "client.retry_interval_ms",
+                       config.client.retry_interval_ms, 1, kTimeoutMsMax);
+    config.client.deadline_ms = errors.integer(*client, "deadline_ms", "client.deadline_ms",
+                                               config.client.deadline_ms, 1, kTimeoutMsMax);
+  }
+  validate_config(config, source);
+  return config;
+}
+
+ClusterConfig load_config(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path.string() + ": cannot read: " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path.string());
+}
+
+std::string format_config(const ClusterConfig& config) {
+  std::ostringstream out;
+  out << "# lockstep cluster configuration (see src/runtime/config.h for every key)\n";
+  out << "mode = \"" << mode_name(config.mode) << "\"\n";
+  out << "t = " << config.t << "\n";
+  for (const ReplicaConfig& replica : config.replicas) {
+    out << "\n[[replicas]]\n";
+    out << "id = " << replica.id.value << "\n";
+    out << "address = \"" << net::format_address(replica.address) << "\"\n";
+  }
+  out << "\n[timeouts]\n";
+  out << "heartbeat_interval_ms = " << config.timeouts.heartbeat_interval_ms << "\n";
+  out << "failure_timeout_ms = " << config.timeouts.failure_timeout_ms << "\n";
+  out << "relay_timeout_ms = " << config.timeouts.relay_timeout_ms << "\n";
+  out << "\n[client]\n";
+  out << "retry_interval_ms = " << config.client.retry_interval_ms << "\n";
+  out << "deadline_ms = " << config.client.deadline_ms << "\n";
+  return out.str();
+}
+
+void write_config(const std::filesystem::path& path, const ClusterConfig& config) {
+  const std::string text = format_config(config);
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      throw std::runtime_error(temporary.string() + ": cannot write: " + std::strerror(errno));
+    }
+    out << text;
+    out.flush();
+    if (!out) throw std::runtime_error(temporary.string() + ": write failed");
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) throw std::runtime_error(path.string() + ": cannot rename: " + error.message());
+}
+
+}  // namespace lockstep::runtime

@@ -1,0 +1,103 @@
+// The cluster configuration file (TOML), shared by every replica and client of one cluster:
+//
+//   mode = "failstop"            # or "byzantine" (parsed, but no replica runs it yet)
+//   t = 1                        # failures tolerated; failstop needs t+1 replicas, byzantine 2t+1
+//
+//   [[replicas]]                 # one table per replica; ids are 0..n-1, each exactly once
+//   id = 0
+//   address = "127.0.0.1:7000"   # where it listens, "host:port" ("[::1]:7000" for IPv6)
+//
+//   [timeouts]                   # all optional; the defaults are shown
+//   heartbeat_interval_ms = 5    # an idle replica's clock update to the others
+//   failure_timeout_ms = 500     # silence after which a replica is declared failed
+//   relay_timeout_ms = 50        # a client's copy not seen ordered by then goes to the owner
+//
+//   [client]                     # optional
+//   retry_interval_ms = 200      # an unanswered request is broadcast again after this
+//   deadline_ms = 5000           # and given up (outcome unknown) after this
+//
+// Every error names the file and the field: `cluster.toml: replicas[2].address: expected
+// "host:port", got "abc"`. Unknown keys are errors too, so a misspelt timeout is not silently
+// replaced by its default.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "client/core/client_session.h"
+#include "core/types.h"
+#include "net/address.h"
+#include "protocol/failstop/core.h"
+
+namespace lockstep::runtime {
+
+enum class Mode : uint8_t { kFailstop, kByzantine };
+
+std::string_view mode_name(Mode mode);
+
+struct ReplicaConfig {
+  ReplicaId id{};
+  net::Address address;
+  bool operator==(const ReplicaConfig&) const = default;
+};
+
+struct TimeoutConfig {
+  uint64_t heartbeat_interval_ms = 5;
+  uint64_t failure_timeout_ms = 500;
+  uint64_t relay_timeout_ms = 50;
+  bool operator==(const TimeoutConfig&) const = default;
+};
+
+struct ClientConfig {
+  uint64_t retry_interval_ms = 200;
+  uint64_t deadline_ms = 5000;
+  bool operator==(const ClientConfig&) const = default;
+};
+
+// Limits on what a configuration may ask for.
+inline constexpr uint32_t kFaultsTolerableMax = 32;
+inline constexpr uint64_t kTimeoutMsMax = 24ULL * 3600 * 1000;
+
+struct ClusterConfig {
+  Mode mode = Mode::kFailstop;
+  uint32_t t = 1;
+  std::vector<ReplicaConfig> replicas;  // sorted by id: replicas[i].id == i
+  TimeoutConfig timeouts;
+  ClientConfig client;
+
+  // How many replicas `mode` needs to tolerate `t` faults (t+1 or 2t+1).
+  static uint32_t replicas_needed(Mode mode, uint32_t t);
+  uint32_t replica_count() const { return static_cast<uint32_t>(replicas.size()); }
+
+  // The protocol core's options for replica `self` of this cluster.
+  failstop::Options failstop_options(ReplicaId self, uint64_t incarnation) const;
+  // The client library's options for this cluster.
+  ClientOptions client_options() const;
+  std::vector<net::Address> addresses() const;
+
+  bool operator==(const ClusterConfig&) const = default;
+};
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Parses and validates `text`; `source` names the file in error messages. Throws ConfigError.
+ClusterConfig parse_config(std::string_view text, const std::string& source);
+// Reads and parses a file. Throws ConfigError (also when the file cannot be read).
+ClusterConfig load_config(const std::filesystem::path& path);
+// Checks a configuration built in code the same way a parsed one is checked. Throws ConfigError.
+void validate_config(const ClusterConfig& config, const std::string& source);
+
+// The TOML text of `config`; parse_config(format_config(c)) == c.
+std::string format_config(const ClusterConfig& config);
+// Writes format_config(config) to `path` (through a temporary file and a rename, so a reader
+// never sees half a file). Throws std::runtime_error on I/O errors.
+void write_config(const std::filesystem::path& path, const ClusterConfig& config);
+
+}  // namespace lockstep::runtime

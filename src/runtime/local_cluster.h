@@ -1,0 +1,107 @@
+// Running a whole cluster on one machine: free loopback ports, a generated cluster.toml, and one
+// `lockstep replica` child process per replica, each logging to its own file. Used by
+// `lockstep local-cluster`, the demo, workload tools and the integration tests.
+//
+// Children never outlive their creator: each is started with PR_SET_PDEATHSIG = SIGKILL (the
+// kernel kills it when the parent dies, even by SIGKILL), in its own process group (so a
+// terminal's Ctrl-C reaches only the parent, which forwards it), and LocalCluster's destructor
+// kills and reaps whatever is still running.
+#pragma once
+
+#include <sys/types.h>
+
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/client.h"
+#include "runtime/config.h"
+
+namespace lockstep::runtime {
+
+// `count` distinct TCP ports on `host` that were free a moment ago: each is found by binding
+// port 0, and all the sockets stay open until every port is chosen so none repeats. (Another
+// process may still take one before it is used: acceptable for local clusters and tests.)
+std::vector<uint16_t> pick_free_ports(size_t count, const std::string& host = "127.0.0.1");
+
+// The running executable (/proc/self/exe), to start `lockstep replica` children from the tool.
+std::filesystem::path self_executable();
+
+// Starts `argv` (argv[0] is the program path) with stdin from /dev/null and stdout and stderr
+// appended to `log_path`. The child gets an empty signal mask, its own process group and
+// PR_SET_PDEATHSIG = SIGKILL. Throws std::runtime_error when it cannot start.
+pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log_path);
+
+// Waits up to `timeout_ms` for `pid` to exit and reaps it. Returns its wait status, or nullopt
+// if it is still running.
+std::optional<int> wait_process(pid_t pid, uint64_t timeout_ms);
+
+// "exited with code 3", "killed by signal 9 (Killed)".
+std::string describe_wait_status(int status);
+
+struct LocalClusterOptions {
+  uint32_t replicas = 3;             // failstop, t = replicas - 1
+  std::filesystem::path dir;         // created if missing; holds cluster.toml and the logs
+  uint16_t base_port = 0;            // replicas listen on base_port + id; 0 picks free ports
+  std::filesystem::path binary;      // the lockstep executable; empty means self_executable()
+  std::string log_level = "info";    // passed to the replicas
+  TimeoutConfig timeouts;
+  ClientConfig client;
+};
+
+class LocalCluster {
+ public:
+  // Picks the ports and writes dir/cluster.toml; starts nothing yet.
+  explicit LocalCluster(LocalClusterOptions options);
+  // Kills (SIGKILL) and reaps every replica still running.
+  ~LocalCluster();
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // Starts every replica that is not running.
+  void start_all();
+  // Starts (or restarts, after it exited) one replica process.
+  void start(ReplicaId id);
+  // Sends `signal_number` to a running replica (no-op when it is not running).
+  void signal(ReplicaId id, int signal_number);
+  // SIGKILL and reap: the replica is gone when this returns.
+  void kill(ReplicaId id);
+  // Waits up to `timeout_ms` for the replica to exit; its wait status, or nullopt if running.
+  std::optional<int> wait(ReplicaId id, uint64_t timeout_ms);
+  // SIGTERM to every running replica, up to `grace_ms` for them to exit, then SIGKILL.
+  // Returns each replica's wait status (nullopt for one that was not running).
+  std::vector<std::optional<int>> stop_all(uint64_t grace_ms = 5000);
+
+  // True while the process runs (reaps it if it has exited; see last_status).
+  bool running(ReplicaId id);
+  std::optional<int> last_status(ReplicaId id) const { return replicas_[id.value].last_status; }
+  pid_t pid(ReplicaId id) const { return replicas_[id.value].pid; }
+
+  // Waits until every running replica accepts TCP connections. Throws std::runtime_error,
+  // quoting the replica's log, when one exits or the timeout passes first.
+  void wait_until_listening(uint64_t timeout_ms = 10'000);
+
+  const ClusterConfig& config() const { return config_; }
+  const std::filesystem::path& config_path() const { return config_path_; }
+  std::filesystem::path log_path(ReplicaId id) const;
+  // The last `lines` lines of a replica's log, for error messages.
+  std::string log_tail(ReplicaId id, size_t lines = 20) const;
+  // Options for a client of this cluster.
+  NetworkClientOptions client_options() const;
+
+ private:
+  struct Child {
+    pid_t pid = -1;
+    std::optional<int> last_status;
+  };
+
+  LocalClusterOptions options_;
+  ClusterConfig config_;
+  std::filesystem::path config_path_;
+  std::vector<Child> replicas_;
+};
+
+}  // namespace lockstep::runtime

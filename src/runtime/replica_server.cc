@@ -1,0 +1,238 @@
+#include "runtime/replica_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+#include <stdexcept>
+#include <utility>
+
+#include "apps/kv/kv_machine.h"
+
+namespace lockstep::runtime {
+namespace {
+
+// Reply routes for client ids are dropped with their connection; this bounds them in between,
+// against one connection cycling through client ids without end.
+constexpr size_t kReplyRoutesMax = 1 << 20;
+
+ClusterConfig checked(ClusterConfig config, ReplicaId self) {
+  if (config.mode == Mode::kByzantine) {
+    throw std::runtime_error("byzantine mode is not implemented yet");
+  }
+  if (self.value >= config.replica_count()) {
+    throw std::runtime_error("replica id " + std::to_string(self.value) +
+                             " is not in the configuration (ids 0.." +
+                             std::to_string(config.replica_count() - 1) + ")");
+  }
+  return config;
+}
+
+}  // namespace
+
+uint64_t random_incarnation() {
+  std::random_device device;
+  uint64_t value = 0;
+  while (value == 0) value = (uint64_t{device()} << 32) ^ device();
+  return value;
+}
+
+ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, ReplicaId self,
+                             ReplicaServerOptions options)
+    : loop_(loop),
+      config_(checked(std::move(config), self)),
+      self_(self),
+      options_(options),
+      incarnation_(options.incarnation != 0 ? options.incarnation : random_incarnation()),
+      replica_(config_.failstop_options(self_, incarnation_), std::make_unique<kv::KvMachine>()) {
+  channels_.resize(config_.replica_count());
+  for (const ReplicaConfig& peer : config_.replicas) {
+    if (peer.id == self_) continue;
+    net::PeerChannelOptions channel;
+    channel.self = self_;
+    channel.peer = peer.id;
+    channel.incarnation = incarnation_;
+    // The lower id of each pair dials (net/peer_channel.h).
+    if (self_ < peer.id) channel.dial_address = peer.address;
+    channels_[peer.id.value] = std::make_unique<net::PeerChannel>(
+        loop_, std::move(channel), [this](ReplicaId from, ReplicaMessage&& message) {
+          replica_.on_peer_message(now(), from, std::move(message));
+        });
+  }
+  acceptor_ = std::make_unique<net::Acceptor>(
+      loop_, config_.replicas[self_.value].address,
+      [this](std::unique_ptr<net::Connection> connection, const Hello& hello) {
+        on_hello(std::move(connection), hello);
+      });
+  spdlog::info("replica {} of {} ({} mode, t = {}) listening on {}, incarnation {:016x}",
+               self_.value, config_.replica_count(), mode_name(config_.mode), config_.t,
+               net::format_address(config_.replicas[self_.value].address), incarnation_);
+}
+
+ReplicaServer::~ReplicaServer() {
+  loop_.cancel(tick_timer_);
+  loop_.cancel(stats_timer_);
+  if (output_hook_ != 0) loop_.remove_iteration_hook(output_hook_);
+  for (auto& [raw, client] : clients_) client.connection->set_handler(nullptr);
+}
+
+Now ReplicaServer::now() const {
+  return Now{net::monotonic_now_ns(), net::wall_now_us()};
+}
+
+void ReplicaServer::start() {
+  if (started_) return;
+  started_ = true;
+  for (auto& channel : channels_) {
+    if (channel) channel->start();
+  }
+  tick_timer_ = loop_.schedule_every(options_.tick_interval_ns, [this] { on_tick(); });
+  stats_timer_ = loop_.schedule_every(options_.stats_interval_ns, [this] { log_stats(); });
+  output_hook_ = loop_.add_iteration_hook([this] { after_iteration(); });
+}
+
+int ReplicaServer::run() {
+  start();
+  loop_.run();
+  log_stats();
+  return exit_code_;
+}
+
+void ReplicaServer::stop() {
+  spdlog::info("stopping");
+  loop_.stop();
+}
+
+void ReplicaServer::on_tick() { replica_.tick(now()); }
+
+void ReplicaServer::after_iteration() {
+  Replica::Output output = replica_.take_output();
+  for (Replica::PeerMessage& message : output.to_peers) {
+    if (message.to.value >= channels_.size() || !channels_[message.to.value]) {
+      spdlog::error("protocol core addressed a message to replica {}, which is not a peer",
+                    message.to.value);
+      continue;
+    }
+    channels_[message.to.value]->send(std::move(message.message));
+  }
+  for (ClientReply& reply : output.to_clients) {
+    auto route = reply_routes_.find(reply.client.value);
+    if (route == reply_routes_.end()) {
+      ++replies_dropped_;  // the client's connection is gone; its retry will ask again
+      continue;
+    }
+    // Moved into the frame's variant: no copy of the result bytes.
+    route->second->send(WireMessage(std::move(reply)));
+  }
+  executed_ += output.executed.size();
+  const failstop::Core& core = replica_.core();
+  if (core.view() != logged_view_) {
+    logged_view_ = core.view();
+    std::string members;
+    for (ReplicaId member : core.members()) {
+      members += (members.empty() ? "" : ", ") + std::to_string(member.value);
+    }
+    spdlog::warn("installed view {}: members [{}]", logged_view_.value, members);
+  }
+  if (replica_.halted() && !halted_reported_) {
+    halted_reported_ = true;
+    spdlog::error("removed from the membership; halting");
+    exit_code_ = kExitHalted;
+    loop_.stop();
+  }
+}
+
+void ReplicaServer::log_stats() {
+  const failstop::Core& core = replica_.core();
+  size_t peers_up = 0;
+  for (const auto& channel : channels_) {
+    if (channel && channel->established()) ++peers_up;
+  }
+  const uint64_t interval = executed_ - executed_at_last_stats_;
+  executed_at_last_stats_ = executed_;
+  spdlog::info(
+      "stats: executed {} (+{}), pending {}, view {} ({} members), peers connected {}/{}, "
+      "client connections {}, replies dropped {}",
+      executed_, interval, core.pending_entries(), core.view().value, core.members().size(),
+      peers_up, channels_.size() - 1, clients_.size(), replies_dropped_);
+}
+
+void ReplicaServer::on_hello(std::unique_ptr<net::Connection> connection, const Hello& hello) {
+  auto reject = [&](const std::string& reason) {
+    spdlog::warn("rejecting connection from {}: {}", connection->peer_name(), reason);
+    connection->close(reason);
+    loop_.dispose(std::move(connection));
+  };
+  if (hello.role == PeerRole::kReplica) {
+    if (hello.id >= config_.replica_count() || hello.id == self_.value) {
+      reject("Hello from replica " + std::to_string(hello.id) + ", not a peer of replica " +
+             std::to_string(self_.value));
+      return;
+    }
+    if (hello.id > self_.value) {
+      reject("replica " + std::to_string(hello.id) +
+             " dialed a lower id; only the lower id of a pair dials");
+      return;
+    }
+    channels_[hello.id]->adopt(std::move(connection), hello);
+    return;
+  }
+  if (hello.role == PeerRole::kClient) {
+    net::Connection* raw = connection.get();
+    raw->set_handler(this);
+    raw->set_peer_name("client " + fmt::format("{:016x}", hello.id) + " at " + raw->peer_name());
+    raw->send(Hello{PeerRole::kReplica, self_.value, incarnation_, 0});
+    clients_.emplace(raw, ClientConnection{std::move(connection), hello.id});
+    spdlog::debug("{} connected", raw->peer_name());
+    return;
+  }
+  reject("Hello with unknown role");
+}
+
+void ReplicaServer::on_message(net::Connection& connection, WireMessage&& message) {
+  if (auto* status = std::get_if<StatusRequest>(&message)) {
+    connection.send(status_reply(status->nonce));
+    return;
+  }
+  auto* request = std::get_if<ClientRequest>(&message);
+  if (request == nullptr) {
+    spdlog::warn("closing connection from {}: a client may only send ClientRequest and "
+                 "StatusRequest frames",
+                 connection.peer_name());
+    connection.close("unexpected frame from a client");
+    return;
+  }
+  auto [route, inserted] = reply_routes_.try_emplace(request->client.value, &connection);
+  if (!inserted) {
+    route->second = &connection;
+  } else if (reply_routes_.size() > kReplyRoutesMax) {
+    // Forgetting every route costs at most one retry interval for the clients mid-request.
+    spdlog::warn("more than {} client ids routed; forgetting reply routes", kReplyRoutesMax);
+    reply_routes_.clear();
+    reply_routes_.emplace(request->client.value, &connection);
+  }
+  replica_.on_client_request(now(), std::move(*request));
+}
+
+StatusReply ReplicaServer::status_reply(uint64_t nonce) const {
+  const failstop::Core& core = replica_.core();
+  // The digest serialises the whole state: fine for an operator's or a test's occasional
+  // question, which is all StatusRequest is for.
+  return StatusReply{nonce,
+                     self_,
+                     replica_.halted(),
+                     core.view(),
+                     core.members(),
+                     replica_.service().executed_count(),
+                     replica_.service().digest()};
+}
+
+void ReplicaServer::on_closed(net::Connection& connection, const std::string& reason) {
+  auto it = clients_.find(&connection);
+  if (it == clients_.end()) return;
+  spdlog::debug("{} disconnected: {}", connection.peer_name(), reason);
+  std::erase_if(reply_routes_, [&](const auto& route) { return route.second == &connection; });
+  loop_.dispose(std::move(it->second.connection));
+  clients_.erase(it);
+}
+
+}  // namespace lockstep::runtime

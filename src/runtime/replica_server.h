@@ -1,0 +1,117 @@
+// A replica process's runtime: the pure Replica (protocol core + KV service) driven by real
+// sockets, timers and clocks on one event loop thread (docs/DESIGN.md, "runtime").
+//
+//   inputs   client connections  -> Replica::on_client_request
+//            peer channels       -> Replica::on_peer_message (FIFO, exactly once; net/peer_channel.h)
+//            a 1 ms timer        -> Replica::tick
+//   outputs  once per loop iteration, after all inputs: Replica::take_output(), whose to_peers go
+//            to the peer channels and whose to_clients go to the connection that carried the
+//            client's request (dropped when that connection is gone: the client retries).
+//
+// Taking the output once per iteration rather than per input is the batching: every request
+// that arrived in one epoll_wait leaves in one ReplicaUpdate per peer, written with one send().
+//
+// Connections: the listener accepts replicas and clients alike; the first frame (Hello) says
+// which. On a client connection a StatusRequest is answered at once with this replica's view,
+// executed count and state digest (for operators and tests comparing replicas). A client connection may carry many client sessions (client/client.h multiplexes them),
+// so replies are routed by the client id of the requests each connection carried.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "net/acceptor.h"
+#include "net/event_loop.h"
+#include "net/peer_channel.h"
+#include "replica/replica.h"
+#include "runtime/config.h"
+
+namespace lockstep::runtime {
+
+struct ReplicaServerOptions {
+  uint64_t tick_interval_ns = 1'000'000;
+  uint64_t stats_interval_ns = 10'000'000'000;
+  // 0 draws a random one, which is what a process start must do (failstop::Options).
+  uint64_t incarnation = 0;
+};
+
+// Exit codes of a replica process (`lockstep replica`).
+inline constexpr int kExitStopped = 0;  // SIGTERM/SIGINT or stop()
+inline constexpr int kExitHalted = 3;   // removed from the membership by the others
+
+class ReplicaServer final : public net::ConnectionHandler {
+ public:
+  // Listens on the replica's configured address at once. Throws std::runtime_error when it
+  // cannot start: byzantine mode, an id outside the configuration, or the address is in use.
+  ReplicaServer(net::EventLoop& loop, ClusterConfig config, ReplicaId self,
+                ReplicaServerOptions options = {});
+  ~ReplicaServer();
+  ReplicaServer(const ReplicaServer&) = delete;
+  ReplicaServer& operator=(const ReplicaServer&) = delete;
+
+  // Starts the peer channels, the tick timer and the output hook on the loop, without running
+  // it: several servers can share one loop (in-process tests). Idempotent.
+  void start();
+  // start(), then runs the loop until stop() or until the replica is halted. Returns
+  // kExitStopped or kExitHalted.
+  int run();
+  // Stops the loop after the current iteration (call on the loop thread, e.g. from a signal
+  // callback registered with EventLoop::watch_signal).
+  void stop();
+
+  // kExitHalted once the replica was removed from the membership (it then stops the loop).
+  int exit_code() const { return exit_code_; }
+
+  ReplicaId id() const { return self_; }
+  uint64_t incarnation() const { return incarnation_; }
+  uint16_t port() const { return acceptor_->port(); }
+  const Replica& replica() const { return replica_; }
+  size_t client_connections() const { return clients_.size(); }
+
+  void on_message(net::Connection& connection, WireMessage&& message) override;
+  void on_closed(net::Connection& connection, const std::string& reason) override;
+
+ private:
+  void on_hello(std::unique_ptr<net::Connection> connection, const Hello& hello);
+  void on_tick();
+  StatusReply status_reply(uint64_t nonce) const;
+  void after_iteration();
+  void log_stats();
+  Now now() const;
+
+  net::EventLoop& loop_;
+  ClusterConfig config_;
+  ReplicaId self_;
+  ReplicaServerOptions options_;
+  uint64_t incarnation_;
+  Replica replica_;
+  std::vector<std::unique_ptr<net::PeerChannel>> channels_;  // indexed by ReplicaId; self empty
+  std::unique_ptr<net::Acceptor> acceptor_;
+
+  struct ClientConnection {
+    std::unique_ptr<net::Connection> connection;
+    uint64_t hello_id;
+  };
+  std::unordered_map<net::Connection*, ClientConnection> clients_;
+  // Which connection carried each client's latest request: where its replies go.
+  std::unordered_map<uint64_t, net::Connection*> reply_routes_;
+
+  net::EventLoop::TimerId tick_timer_ = 0;
+  net::EventLoop::TimerId stats_timer_ = 0;
+  net::EventLoop::HookId output_hook_ = 0;
+  bool started_ = false;
+  int exit_code_ = kExitStopped;
+  bool halted_reported_ = false;
+  ViewNumber logged_view_{0};
+
+  uint64_t executed_ = 0;
+  uint64_t executed_at_last_stats_ = 0;
+  uint64_t replies_dropped_ = 0;
+};
+
+// A random 64-bit incarnation number, never 0 (0 means "unknown" on the wire).
+uint64_t random_incarnation();
+
+}  // namespace lockstep::runtime

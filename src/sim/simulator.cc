@@ -1,0 +1,1506 @@
+#include "sim/simulator.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <utility>
+#include <variant>
+
+#include "apps/kv/kv_machine.h"
+#include "check/history.h"
+#include "check/linearizability.h"
+#include "client/core/client_session.h"
+#include "core/assert.h"
+#include "replica/replica.h"
+#include "sim/trace.h"
+
+namespace lockstep::sim {
+namespace {
+
+constexpr uint64_t kUs = 1'000;
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kSec = 1'000'000'000;
+
+// ---- the bounds the failstop model is entitled to ------------------------------------------
+//
+// Failstop detection is trusted (docs/DESIGN.md): a live replica must never look silent for the
+// failure timeout, or the others remove it and the run has left the model. So every bound below
+// is chosen so that the longest silence of a live, not-long-paused replica, as seen by a peer,
+//   short pause + replica link delay + heartbeat interval + tick interval + flush delay
+//   = 150 + 100 + 10 + 3 + 0.2 ms < 300 ms,
+// stays well under the failure timeout (500 ms), whatever the seed draws. Only a long pause
+// (which is budgeted like a crash) may exceed it.
+constexpr uint64_t kFailureTimeoutNs = 500 * kMs;
+constexpr uint64_t kReplicaDelayMaxNs = 100 * kMs;  // every replica message arrives within this
+constexpr uint64_t kShortPauseMaxNs = 150 * kMs;
+constexpr uint64_t kHeartbeatMaxNs = 10 * kMs;
+constexpr uint64_t kTickMaxNs = 3 * kMs;
+constexpr uint64_t kFlushDelayMaxNs = 200 * kUs;
+static_assert(kShortPauseMaxNs + kReplicaDelayMaxNs + kHeartbeatMaxNs + kTickMaxNs +
+                  kFlushDelayMaxNs <
+              kFailureTimeoutNs * 3 / 5);
+// Long pauses last several failure timeouts, so that removal has certainly started.
+constexpr uint64_t kLongPauseMinNs = 2 * kFailureTimeoutNs;
+constexpr uint64_t kLongPauseMaxNs = 5 * kFailureTimeoutNs;
+// Two pauses of one replica are at least this far apart, so that the heartbeat it sends on
+// resuming reaches the others before it falls silent again.
+constexpr uint64_t kPauseGapNs = kReplicaDelayMaxNs + kHeartbeatMaxNs;
+
+// Replica wall clocks start here (about 11.6 days of microseconds): far from zero, so that a
+// negative skew or a backward jump never underflows, and far below the 48-bit HLC limit.
+constexpr int64_t kWallEpochNs = 1'000'000'000'000'000;
+constexpr int64_t kClockJumpMaxNs = 30 * static_cast<int64_t>(kSec);
+
+// After quiescence the cluster runs this long at least, so that relays of a crashed client's
+// request (relay timeout <= 100 ms) and the resulting executions happen before the final checks.
+constexpr uint64_t kSettleMinNs = 1 * kSec;
+constexpr uint64_t kSettleCheckIntervalNs = 50 * kMs;
+// The fault phase ends here even when the run has not reached its size (a stuck cluster).
+constexpr uint64_t kFaultPhaseMaxNs = 60 * kSec;
+// Search steps per key for the linearizability checker. Most histories need far fewer; a few
+// (one hot key, a dozen clients) need tens of millions, which would make a run take a minute.
+// Past the budget the order witness (see check_order_witness) decides instead.
+constexpr uint64_t kCheckStepsPerKeyMax = 2'000'000;
+// A run that goes on past this many events is itself a failure (a livelock of messages).
+constexpr uint64_t kEventsMax = 20'000'000;
+// Client deadline: never reached within a run; liveness is judged by the heal-phase bound.
+constexpr uint64_t kClientDeadlineNs = 3600 * kSec;
+
+using RequestKey = std::pair<ClientId, Sequence>;
+
+std::string key_text(const RequestKey& key) {
+  char buffer[48];
+  std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
+                static_cast<unsigned long long>(key.first.value & 0xffff),
+                static_cast<unsigned long long>(key.second.value));
+  return buffer;
+}
+
+std::string time_text(uint64_t ns) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%llu.%09llu", static_cast<unsigned long long>(ns / kSec),
+                static_cast<unsigned long long>(ns % kSec));
+  return buffer;
+}
+
+// ---- the swarm profile: which faults this seed enables, and how often ----------------------
+
+struct Profile {
+  // Network: delay = uniform [low, high], doubled while a coin with `tail` comes up.
+  uint64_t delay_low_ns = 0;
+  uint64_t delay_high_ns = 0;
+  uint32_t tail_per_million = 0;
+  uint64_t client_delay_cap_ns = 0;  // client links may be much slower than replica links
+  uint32_t retransmit_per_million = 0;
+  uint32_t reset_per_million = 0;
+  uint32_t client_loss_per_million = 0;
+  uint32_t client_duplicate_per_million = 0;
+  // Replica stepping: share of inputs whose output is taken a little later (batching).
+  uint32_t batch_per_million = 0;
+  uint64_t tick_interval_ns = 0;
+  uint64_t heartbeat_interval_ns = 0;
+  uint64_t relay_timeout_ns = 0;
+  uint64_t client_retry_ns = 0;
+  // Clocks: skew bound and drift bound (the configured bounds the clocks stay within).
+  int64_t skew_max_ns = 0;
+  int32_t drift_max_ppm = 0;
+  // Budgeted faults (crash, long pause): each unit of t is used with this probability, at a
+  // uniformly drawn time of the fault phase.
+  uint32_t budget_use_per_million = 0;
+  uint32_t long_pause_share_per_million = 0;  // of the budgeted faults, the share of long pauses
+  // Fault episodes: relative weights (0 = this kind is off for the seed) and mean spacing.
+  uint32_t weight_pause = 0;
+  uint32_t weight_partition = 0;
+  uint32_t weight_client_crash = 0;
+  uint32_t weight_clock_jump = 0;
+  uint64_t fault_interval_ns = 0;
+  uint64_t think_max_ns = 0;
+};
+
+// ---- events ---------------------------------------------------------------------------------
+
+struct PeerDelivery {
+  ReplicaId from;
+  ReplicaId to;
+  uint64_t channel_sequence;
+  ReplicaMessage message;
+};
+struct RequestDelivery {
+  size_t client;  // slot index, for the trace
+  ReplicaId to;
+  ClientRequest request;
+};
+struct ReplyDelivery {
+  size_t client;
+  ClientReply reply;
+};
+struct ReplicaTick {
+  ReplicaId replica;
+};
+struct ReplicaFlush {
+  ReplicaId replica;
+};
+struct ClientTick {
+  size_t client;
+};
+struct ClientWake {
+  size_t client;
+};
+// The episodic fault driver's next draw, or (with `planned`) one of the run's budgeted faults,
+// which are planned at set-up so they spread over the whole fault phase.
+struct FaultDue {
+  std::optional<FaultKind> planned;
+};
+struct PauseEnd {
+  ReplicaId replica;
+  uint64_t pause_number;
+};
+struct LivenessDeadline {};
+struct SettleCheck {};
+
+using EventBody =
+    std::variant<PeerDelivery, RequestDelivery, ReplyDelivery, ReplicaTick, ReplicaFlush,
+                 ClientTick, ClientWake, FaultDue, PauseEnd, LivenessDeadline, SettleCheck>;
+
+struct Event {
+  uint64_t at_ns;
+  uint64_t order;  // tiebreak: equal times run in scheduling order (keeps channels FIFO)
+  EventBody body;
+};
+
+struct EventLater {
+  bool operator()(const Event& a, const Event& b) const {
+    return a.at_ns != b.at_ns ? a.at_ns > b.at_ns : a.order > b.order;
+  }
+};
+
+// ---- participants ---------------------------------------------------------------------------
+
+// A replica's clocks: wall = epoch + t + t*drift + skew + jumps; monotonic = offset + t +
+// t*drift. Integer ppm arithmetic, so the same seed gives the same clocks on any machine.
+struct ReplicaClock {
+  int64_t skew_ns = 0;
+  int32_t drift_ppm = 0;
+  int64_t jump_ns = 0;
+  uint64_t monotonic_offset_ns = 0;
+  int32_t monotonic_drift_ppm = 0;
+
+  Now at(uint64_t sim_ns) const {
+    const auto t = static_cast<int64_t>(sim_ns);
+    const int64_t wall_ns = kWallEpochNs + t + t / 1'000'000 * drift_ppm +
+                            (t % 1'000'000) * drift_ppm / 1'000'000 + skew_ns + jump_ns;
+    // Monotonic drift is at most 100 ppm in magnitude, so the clock never goes backwards.
+    const int64_t monotonic =
+        t + t / 1'000'000 * monotonic_drift_ppm + (t % 1'000'000) * monotonic_drift_ppm / 1'000'000;
+    return Now{monotonic_offset_ns + static_cast<uint64_t>(monotonic),
+               static_cast<uint64_t>(wall_ns) / 1000};
+  }
+};
+
+using ReplicaInput = std::variant<PeerDelivery, RequestDelivery>;
+
+struct ReplicaSlot {
+  std::unique_ptr<Replica> replica;
+  ReplicaClock clock;
+  bool crashed = false;
+  bool paused = false;
+  uint64_t pause_number = 0;
+  uint64_t resumed_ns = 0;
+  std::deque<ReplicaInput> inbox;  // inputs that arrived while paused, in arrival order
+  bool flush_scheduled = false;
+  // Counted against t: crashed, or paused long enough to be removed.
+  bool budgeted = false;
+  bool halted_seen = false;
+  // Checker state.
+  uint64_t executed_position = 0;      // length of this replica's executed sequence
+  std::set<RequestKey> executed_once;  // outcome kExecuted
+  std::set<RequestKey> executed_any;   // any outcome: the replica may answer these
+};
+
+// A replica->replica channel: FIFO by construction (a message never arrives before one sent
+// earlier on the same channel), which is what the runtime's per-channel sequence numbers and
+// retransmission give the protocol.
+struct Channel {
+  uint64_t last_delivery_ns = 0;
+  uint64_t sent = 0;
+  uint64_t delivered = 0;
+  uint64_t cutoff = UINT64_MAX;  // the sender crashed: frames after this were lost with it
+};
+
+struct Operation {
+  Sequence sequence;
+  uint64_t history_id;
+  check::OpKind kind;
+};
+
+struct ClientSlot {
+  std::unique_ptr<ClientSession> session;
+  bool crashed = false;
+  bool crash_armed = false;  // crashes in the middle of its next broadcast
+  std::optional<Operation> current;
+  std::vector<uint64_t> partitioned_until_ns;  // per replica
+};
+
+// ---- the simulator ----------------------------------------------------------------------------
+
+class Simulator {
+ public:
+  explicit Simulator(const SimOptions& options) : options_(options), random_(options.seed) {
+    LOCKSTEP_ASSERT(options_.mode == Mode::kFailstop, "only the failstop mode is simulated");
+    draw_profile();
+  }
+
+  RunResult run();
+
+ private:
+  enum class Phase : uint8_t { kFaults, kHeal, kQuiesce, kDone };
+
+  void draw_profile();
+  void set_up();
+
+  // Scheduling.
+  void schedule(uint64_t at_ns, EventBody body);
+  void dispatch(Event& event);
+
+  // Replicas.
+  void deliver_to_replica(ReplicaInput input);
+  void step_replica(ReplicaId r, ReplicaInput& input);
+  void tick_replica(ReplicaId r);
+  void after_step(ReplicaId r);
+  void flush_replica(ReplicaId r);
+  void send_peer(ReplicaId from, ReplicaId to, ReplicaMessage message);
+  void send_reply(ReplicaId from, ClientReply reply);
+  void resume(ReplicaId r);
+  void crash(ReplicaId r);
+
+  // Clients.
+  void start_operation(size_t c);
+  void drain_client(size_t c);
+  void send_request(size_t c, const ClientSession::Send& send);
+  void crash_client_mid_broadcast(size_t c, std::vector<ClientSession::Send> sends);
+  size_t add_client();
+
+  // Faults and phases.
+  void inject_fault();
+  bool try_fault(FaultKind kind);
+  void count_fault(FaultKind kind, const std::string& detail);
+  void maybe_end_fault_phase();
+  void heal();
+  void maybe_quiesce();
+  void settle_check();
+  std::optional<std::string> membership_problem() const;
+  void final_checks();
+  std::vector<check::Operation> resolved_history() const;
+  std::optional<std::string> check_order_witness(
+      const std::vector<check::Operation>& history) const;
+
+  // Checks.
+  void check_budget();
+  void fail(std::string violation);
+  uint64_t network_delay(uint64_t cap_ns);
+  uint64_t think_time();
+  bool live(ReplicaId r) const {
+    return !replicas_[r.value].crashed && !replicas_[r.value].replica->halted();
+  }
+
+  void trace(std::string line);
+  void trace_event_start(const Event& event);
+  void end_trace_event();
+
+  SimOptions options_;
+  Random random_;  // everything random in the run comes from here
+  Profile profile_;
+  RunProfile run_profile_;
+  Phase phase_ = Phase::kFaults;
+
+  std::vector<Event> queue_;  // a binary heap ordered by EventLater
+  uint64_t next_order_ = 0;
+  uint64_t now_ns_ = 0;
+  uint64_t events_ = 0;
+  EventHash hash_;
+
+  std::vector<ReplicaSlot> replicas_;
+  std::vector<std::vector<Channel>> channels_;  // [from][to]
+  std::vector<ClientSlot> clients_;
+  std::map<ClientId, size_t> client_by_id_;
+  check::HistoryRecorder history_;
+  uint64_t writes_ = 0;  // makes every written value unique
+
+  // Checkers.
+  std::vector<Replica::Executed> reference_;  // the one sequence every replica's is a prefix of
+  // Requests of clients that crashed mid-broadcast, and the replicas that received them.
+  std::map<RequestKey, std::set<ReplicaId>> partial_requests_;
+  // Operations of crashed clients, and when each request first executed anywhere.
+  struct CrashedOperation {
+    uint64_t history_id;
+    RequestKey request;
+    check::OpKind kind;
+  };
+  std::vector<CrashedOperation> crashed_ops_;
+  std::map<RequestKey, uint64_t> history_ids_;  // every request a client sent -> its operation
+  std::map<RequestKey, uint64_t> first_executed_ns_;
+  uint32_t budget_used_ = 0;
+
+  uint64_t heal_ns_ = 0;
+  uint64_t quiesce_ns_ = 0;
+  uint64_t ops_submitted_ = 0;
+  uint64_t ops_completed_ = 0;
+  uint64_t ops_unknown_ = 0;
+  FaultCounts faults_{};
+  uint64_t episodes_ = 0;
+
+  std::optional<std::string> violation_;
+  bool tracing_ = false;
+  std::deque<std::string> trace_tail_;
+  std::string trace_header_;   // the current event
+  std::string current_trace_;  // what happened during it, one indented line each
+  bool trace_quiet_ = false;   // a timer event: shown only when something happened
+};
+
+void Simulator::draw_profile() {
+  // The profile comes from its own stream, so that the schedule and the workload do not shift
+  // when a profile parameter is added.
+  Random draw = random_.fork();
+  Profile& p = profile_;
+  const uint32_t t = options_.t.value_or(static_cast<uint32_t>(draw.between(1, 3)));
+  LOCKSTEP_ASSERT(t >= 1 && t <= 8, "t must be in 1..8");
+  run_profile_.t = t;
+  run_profile_.replicas = t + 1;
+  run_profile_.clients = options_.clients.value_or(static_cast<uint32_t>(draw.between(2, 12)));
+  LOCKSTEP_ASSERT(run_profile_.clients >= 1, "a run needs a client");
+  run_profile_.keys = static_cast<uint32_t>(draw.between(1, 5));
+  run_profile_.fault_phase_ns = draw.between(1500 * kMs, 5 * kSec);
+  run_profile_.clock_beyond_bounds = options_.clock_beyond_bounds.value_or(draw.chance(150'000));
+
+  p.delay_low_ns = draw.between(20 * kUs, 500 * kUs);
+  p.delay_high_ns = p.delay_low_ns + draw.between(0, 3 * kMs);
+  p.tail_per_million = static_cast<uint32_t>(draw.between(0, 300'000));
+  p.client_delay_cap_ns = draw.chance(300'000) ? draw.between(100 * kMs, 2 * kSec) : 50 * kMs;
+  // Each per-message fault is on for about half the seeds, at a rate drawn for the seed.
+  auto maybe_rate = [&](uint32_t max_per_million) -> uint32_t {
+    return draw.chance(500'000) ? static_cast<uint32_t>(draw.between(1, max_per_million)) : 0;
+  };
+  p.retransmit_per_million = maybe_rate(50'000);
+  p.reset_per_million = maybe_rate(5'000);
+  p.client_loss_per_million = maybe_rate(200'000);
+  p.client_duplicate_per_million = maybe_rate(100'000);
+  p.batch_per_million = maybe_rate(900'000);
+  p.tick_interval_ns = draw.between(1 * kMs, kTickMaxNs);
+  p.heartbeat_interval_ns = draw.between(2 * kMs, kHeartbeatMaxNs);
+  p.relay_timeout_ns = draw.between(20 * kMs, 100 * kMs);
+  p.client_retry_ns = draw.between(50 * kMs, 300 * kMs);
+  p.skew_max_ns = static_cast<int64_t>(draw.between(0, 100 * kMs));
+  p.drift_max_ppm = static_cast<int32_t>(draw.between(0, 500));
+
+  // Episode kinds: each on with some probability; short pauses and partitions are always
+  // possible, so the schedule can reach faults_min whatever else is off.
+  auto maybe_weight = [&](uint32_t on_per_million) -> uint32_t {
+    return draw.chance(on_per_million) ? static_cast<uint32_t>(draw.between(1, 10)) : 0;
+  };
+  constexpr std::array<uint32_t, 4> kBudgetUse = {0, 300'000, 700'000, 1'000'000};
+  p.budget_use_per_million = kBudgetUse[draw.below(kBudgetUse.size())];
+  p.long_pause_share_per_million = static_cast<uint32_t>(draw.between(0, 1'000'000));
+  p.weight_client_crash = maybe_weight(600'000);
+  p.weight_clock_jump = run_profile_.clock_beyond_bounds ? maybe_weight(800'000) : 0;
+  p.weight_pause = static_cast<uint32_t>(draw.between(1, 10));
+  p.weight_partition = static_cast<uint32_t>(draw.between(1, 10));
+  const uint64_t episodes_target = draw.between(options_.faults_min, 3 * options_.faults_min);
+  p.fault_interval_ns = run_profile_.fault_phase_ns / std::max<uint64_t>(episodes_target, 1);
+
+  // Think time spreads the operations over the fault phase: each client runs ops / clients
+  // operations in about fault_phase_ns.
+  const uint64_t per_client =
+      std::max<uint64_t>(1, options_.ops / std::max<uint32_t>(run_profile_.clients, 1));
+  p.think_max_ns = 2 * run_profile_.fault_phase_ns / per_client;
+}
+
+void Simulator::set_up() {
+  const uint32_t n = run_profile_.replicas;
+  Random draw = random_.fork();
+  channels_.assign(n, std::vector<Channel>(n));
+  replicas_.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    failstop::Options o;
+    o.self = ReplicaId{i};
+    o.replica_count = n;
+    o.incarnation = draw.between(1, UINT64_MAX);
+    o.heartbeat_interval_ns = profile_.heartbeat_interval_ns;
+    o.failure_timeout_ns = kFailureTimeoutNs;
+    o.relay_timeout_ns = profile_.relay_timeout_ns;
+    o.planted = options_.planted;
+    ReplicaSlot& slot = replicas_[i];
+    slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>());
+    slot.clock.skew_ns =
+        static_cast<int64_t>(draw.between(0, 2 * profile_.skew_max_ns)) - profile_.skew_max_ns;
+    slot.clock.drift_ppm =
+        static_cast<int32_t>(draw.between(0, 2 * profile_.drift_max_ppm)) - profile_.drift_max_ppm;
+    slot.clock.monotonic_offset_ns = draw.between(0, 1000 * kSec);
+    slot.clock.monotonic_drift_ppm = static_cast<int32_t>(draw.between(0, 200)) - 100;
+    // Ticks start at a random phase, so replicas do not step in lockstep with each other.
+    schedule(draw.between(0, profile_.tick_interval_ns), ReplicaTick{ReplicaId{i}});
+  }
+  // A Byzantine replica is a faulty one: it spends a unit of t, so at most t - b more may crash.
+  for (uint32_t i = 0; i < n; ++i) {
+    if (options_.hooks.byzantine && options_.hooks.byzantine->is_byzantine(ReplicaId{i})) {
+      LOCKSTEP_ASSERT(budget_used_ < run_profile_.t, "more Byzantine replicas than t");
+      ++budget_used_;
+      replicas_[i].budgeted = true;
+    }
+  }
+  for (uint32_t c = 0; c < run_profile_.clients; ++c)
+    add_client();
+  schedule(draw.between(0, 2 * profile_.fault_interval_ns), FaultDue{});
+  for (uint32_t unit = 0; unit < run_profile_.t; ++unit) {
+    if (!draw.chance(profile_.budget_use_per_million)) continue;
+    const FaultKind kind = draw.chance(profile_.long_pause_share_per_million)
+                               ? FaultKind::kReplicaLongPause
+                               : FaultKind::kReplicaCrash;
+    schedule(draw.between(0, run_profile_.fault_phase_ns), FaultDue{kind});
+  }
+}
+
+size_t Simulator::add_client() {
+  const size_t c = clients_.size();
+  ClientId id{random_.next_u64()};
+  while (client_by_id_.contains(id))
+    id = ClientId{random_.next_u64()};
+  ClientOptions o;
+  o.replica_count = run_profile_.replicas;
+  o.retry_interval_ns = profile_.client_retry_ns;
+  o.deadline_ns = kClientDeadlineNs;
+  o.outstanding_max = 1;
+  ClientSlot slot;
+  slot.session = std::make_unique<ClientSession>(id, o);
+  slot.partitioned_until_ns.assign(run_profile_.replicas, 0);
+  clients_.push_back(std::move(slot));
+  client_by_id_.emplace(id, c);
+  schedule(now_ns_ + random_.between(0, profile_.think_max_ns), ClientWake{c});
+  schedule(now_ns_ + random_.between(1, profile_.client_retry_ns / 4), ClientTick{c});
+  return c;
+}
+
+void Simulator::schedule(uint64_t at_ns, EventBody body) {
+  LOCKSTEP_ASSERT(at_ns >= now_ns_, "events are never scheduled in the past");
+  queue_.push_back(Event{at_ns, next_order_++, std::move(body)});
+  std::push_heap(queue_.begin(), queue_.end(), EventLater{});
+}
+
+uint64_t Simulator::think_time() {
+  // Behind the schedule that spreads `ops` over the fault phase (lossy links and few clients
+  // make operations slow), clients hurry, so that runs reach their size without running long.
+  const uint64_t due = options_.ops * std::min(now_ns_, run_profile_.fault_phase_ns) /
+                       std::max<uint64_t>(run_profile_.fault_phase_ns, 1);
+  const uint64_t think_max =
+      ops_submitted_ < due ? profile_.think_max_ns / 8 : profile_.think_max_ns;
+  return random_.between(0, think_max);
+}
+
+uint64_t Simulator::network_delay(uint64_t cap_ns) {
+  return random_.long_tailed(profile_.delay_low_ns, profile_.delay_high_ns,
+                             profile_.tail_per_million, cap_ns);
+}
+
+void Simulator::fail(std::string violation) {
+  if (violation_) return;
+  violation_ = std::move(violation);
+  trace("VIOLATION: " + *violation_);
+}
+
+void Simulator::trace(std::string line) {
+  if (!tracing_) return;
+  current_trace_ += "\n    ";
+  current_trace_ += line;
+}
+
+void Simulator::end_trace_event() {
+  // Timer events that did nothing visible (most ticks) are left out, so the tail shows the last
+  // events that mattered rather than the last few milliseconds of timers.
+  if (!(trace_quiet_ && current_trace_.empty())) {
+    std::string text = std::move(trace_header_) + current_trace_;
+    if (options_.trace_sink) options_.trace_sink(text);
+    trace_tail_.push_back(std::move(text));
+    if (trace_tail_.size() > options_.trace_tail_events) trace_tail_.pop_front();
+  }
+  trace_header_.clear();
+  current_trace_.clear();
+}
+
+void Simulator::count_fault(FaultKind kind, const std::string& detail) {
+  ++faults_[static_cast<size_t>(kind)];
+  if (is_episode(kind)) ++episodes_;
+  hash_.add(0xfa000000 + static_cast<uint64_t>(kind));
+  if (tracing_) trace("fault " + std::string(fault_kind_name(kind)) + " " + detail);
+}
+
+// ---- the event loop ---------------------------------------------------------------------------
+
+RunResult Simulator::run() {
+  tracing_ = options_.trace;
+  set_up();
+  while (!violation_ && phase_ != Phase::kDone) {
+    if (queue_.empty()) {
+      fail("the event queue ran empty (nothing left to drive the cluster)");
+      break;
+    }
+    std::pop_heap(queue_.begin(), queue_.end(), EventLater{});
+    Event event = std::move(queue_.back());
+    queue_.pop_back();
+    LOCKSTEP_ASSERT(event.at_ns >= now_ns_, "simulated time never goes backwards");
+    now_ns_ = event.at_ns;
+    ++events_;
+    hash_.add(event.at_ns);
+    hash_.add(event.body.index());
+    if (tracing_) trace_event_start(event);
+    dispatch(event);
+    if (phase_ == Phase::kFaults) maybe_end_fault_phase();
+    if (events_ >= kEventsMax) fail("event limit reached: the run does not converge");
+    if (tracing_) end_trace_event();
+  }
+
+  RunResult result;
+  result.seed = options_.seed;
+  result.passed = !violation_;
+  if (violation_) result.violation = *violation_;
+  result.profile = run_profile_;
+  result.events = events_;
+  result.simulated_ns = now_ns_;
+  result.ops_submitted = ops_submitted_;
+  result.ops_completed = ops_completed_;
+  result.ops_unknown = ops_unknown_;
+  result.faults = faults_;
+  result.fault_episodes = episodes_;
+  result.event_log_hash = hash_.value();
+  result.trace_tail.assign(trace_tail_.begin(), trace_tail_.end());
+  return result;
+}
+
+void Simulator::trace_event_start(const Event& event) {
+  std::string line = "[" + time_text(event.at_ns) + "] #" + std::to_string(events_) + " ";
+  std::visit(
+      [&](const auto& e) {
+        using T = std::decay_t<decltype(e)>;
+        if constexpr (std::is_same_v<T, PeerDelivery>) {
+          line += "r" + std::to_string(e.to.value) + " <- r" + std::to_string(e.from.value) + " " +
+                  describe(e.message);
+        } else if constexpr (std::is_same_v<T, RequestDelivery>) {
+          line += "r" + std::to_string(e.to.value) + " <- client" + std::to_string(e.client) + " " +
+                  describe(e.request);
+        } else if constexpr (std::is_same_v<T, ReplyDelivery>) {
+          line += "client" + std::to_string(e.client) + " <- r" +
+                  std::to_string(e.reply.replica.value) + " " + describe(e.reply);
+        } else if constexpr (std::is_same_v<T, ReplicaTick>) {
+          line += "r" + std::to_string(e.replica.value) + " tick";
+        } else if constexpr (std::is_same_v<T, ReplicaFlush>) {
+          line += "r" + std::to_string(e.replica.value) + " flush";
+        } else if constexpr (std::is_same_v<T, ClientTick>) {
+          line += "client" + std::to_string(e.client) + " tick";
+        } else if constexpr (std::is_same_v<T, ClientWake>) {
+          line += "client" + std::to_string(e.client) + " wakes";
+        } else if constexpr (std::is_same_v<T, FaultDue>) {
+          line += e.planned ? "planned fault" : "fault schedule";
+        } else if constexpr (std::is_same_v<T, PauseEnd>) {
+          line += "r" + std::to_string(e.replica.value) + " pause ends";
+        } else if constexpr (std::is_same_v<T, LivenessDeadline>) {
+          line += "liveness deadline";
+        } else {
+          static_assert(std::is_same_v<T, SettleCheck>);
+          line += "settle check";
+        }
+      },
+      event.body);
+  trace_header_ = std::move(line);
+  trace_quiet_ = std::holds_alternative<ReplicaTick>(event.body) ||
+                 std::holds_alternative<ReplicaFlush>(event.body) ||
+                 std::holds_alternative<ClientTick>(event.body) ||
+                 std::holds_alternative<SettleCheck>(event.body);
+}
+
+void Simulator::dispatch(Event& event) {
+  std::visit(
+      [&](auto& e) {
+        using T = std::decay_t<decltype(e)>;
+        if constexpr (std::is_same_v<T, PeerDelivery>) {
+          Channel& channel = channels_[e.from.value][e.to.value];
+          ++channel.delivered;
+          if (e.channel_sequence > channel.cutoff) {
+            trace("lost: its sender crashed before the frame left");
+            return;
+          }
+          hash_message(hash_, e.message);
+          deliver_to_replica(std::move(e));
+        } else if constexpr (std::is_same_v<T, RequestDelivery>) {
+          hash_request(hash_, e.request);
+          deliver_to_replica(std::move(e));
+        } else if constexpr (std::is_same_v<T, ReplyDelivery>) {
+          hash_reply(hash_, e.reply);
+          ClientSlot& client = clients_[e.client];
+          if (client.crashed) return;
+          client.session->on_reply(now_ns_, e.reply);
+          drain_client(e.client);
+        } else if constexpr (std::is_same_v<T, ReplicaTick>) {
+          ReplicaSlot& slot = replicas_[e.replica.value];
+          if (slot.crashed) return;  // a crashed replica's tick chain ends
+          schedule(now_ns_ + profile_.tick_interval_ns, ReplicaTick{e.replica});
+          if (!slot.paused) tick_replica(e.replica);
+        } else if constexpr (std::is_same_v<T, ReplicaFlush>) {
+          ReplicaSlot& slot = replicas_[e.replica.value];
+          slot.flush_scheduled = false;
+          if (slot.crashed) return;
+          if (slot.paused) return;  // resume flushes
+          flush_replica(e.replica);
+          slot.replica->core().check_invariants();
+        } else if constexpr (std::is_same_v<T, ClientTick>) {
+          ClientSlot& client = clients_[e.client];
+          if (client.crashed) return;
+          schedule(now_ns_ + profile_.client_retry_ns / 4, ClientTick{e.client});
+          client.session->tick(now_ns_);
+          drain_client(e.client);
+        } else if constexpr (std::is_same_v<T, ClientWake>) {
+          start_operation(e.client);
+        } else if constexpr (std::is_same_v<T, FaultDue>) {
+          if (phase_ != Phase::kFaults) return;
+          if (e.planned) {
+            if (!try_fault(*e.planned)) trace("planned fault not possible now; skipped");
+            return;
+          }
+          // The schedule is spent once the drawn duration has passed with enough episodes; the
+          // phase may go on until the workload reaches its size, with per-message faults only,
+          // so that slow seeds are not buried under ever more episodes.
+          if (now_ns_ >= run_profile_.fault_phase_ns && episodes_ >= options_.faults_min) return;
+          inject_fault();
+          schedule(now_ns_ + random_.between(profile_.fault_interval_ns / 2,
+                                             profile_.fault_interval_ns * 3 / 2),
+                   FaultDue{});
+        } else if constexpr (std::is_same_v<T, PauseEnd>) {
+          ReplicaSlot& slot = replicas_[e.replica.value];
+          if (slot.paused && slot.pause_number == e.pause_number) resume(e.replica);
+        } else if constexpr (std::is_same_v<T, LivenessDeadline>) {
+          for (size_t c = 0; c < clients_.size(); ++c) {
+            const ClientSlot& client = clients_[c];
+            if (client.crashed || !client.current) continue;
+            fail("liveness: client" + std::to_string(c) + "'s request " +
+                 key_text({client.session->id(), client.current->sequence}) +
+                 " is still outstanding " + time_text(options_.liveness_bound_ns) +
+                 "s after the faults healed");
+            return;
+          }
+        } else {
+          static_assert(std::is_same_v<T, SettleCheck>);
+          settle_check();
+        }
+      },
+      event.body);
+}
+
+// ---- replicas ---------------------------------------------------------------------------------
+
+void Simulator::deliver_to_replica(ReplicaInput input) {
+  const ReplicaId to = std::visit([](const auto& e) { return e.to; }, input);
+  ReplicaSlot& slot = replicas_[to.value];
+  if (slot.crashed) {
+    trace("dropped: r" + std::to_string(to.value) + " has crashed");
+    return;
+  }
+  if (slot.paused) {
+    // A paused process takes no steps; what arrives waits in its socket buffers.
+    slot.inbox.push_back(std::move(input));
+    trace("queued: r" + std::to_string(to.value) + " is paused");
+    return;
+  }
+  step_replica(to, input);
+}
+
+void Simulator::step_replica(ReplicaId r, ReplicaInput& input) {
+  ReplicaSlot& slot = replicas_[r.value];
+  const Now now = slot.clock.at(now_ns_);
+  std::visit(
+      [&](auto& e) {
+        using T = std::decay_t<decltype(e)>;
+        if constexpr (std::is_same_v<T, PeerDelivery>) {
+          slot.replica->on_peer_message(now, e.from, std::move(e.message));
+        } else {
+          const RequestKey key{e.request.client, e.request.sequence};
+          if (auto partial = partial_requests_.find(key); partial != partial_requests_.end()) {
+            if (!slot.replica->halted()) partial->second.insert(r);
+          }
+          slot.replica->on_client_request(now, std::move(e.request));
+        }
+      },
+      input);
+  after_step(r);
+}
+
+void Simulator::tick_replica(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.replica->tick(slot.clock.at(now_ns_));
+  after_step(r);
+}
+
+void Simulator::after_step(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  // A real event loop takes the output once per batch of inputs, not per input: deferring the
+  // take a little lets several inputs share one ReplicaUpdate, as they would in the runtime.
+  if (random_.chance(profile_.batch_per_million)) {
+    if (!slot.flush_scheduled) {
+      slot.flush_scheduled = true;
+      schedule(now_ns_ + random_.between(1, kFlushDelayMaxNs), ReplicaFlush{r});
+    }
+  } else {
+    flush_replica(r);
+  }
+  slot.replica->core().check_invariants();
+}
+
+void Simulator::flush_replica(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  Replica::Output output = slot.replica->take_output();
+
+  for (const Replica::Executed& executed : output.executed) {
+    hash_.add(executed.timestamp.clock);
+    hash_.add(executed.timestamp.source.value);
+    hash_.add(executed.client.value);
+    hash_.add(executed.sequence.value);
+    hash_.add(static_cast<uint64_t>(executed.outcome));
+    const RequestKey key{executed.client, executed.sequence};
+    const char* outcome = executed.outcome == Service::Outcome::kExecuted    ? "executed"
+                          : executed.outcome == Service::Outcome::kDuplicate ? "duplicate"
+                                                                             : "stale";
+    if (tracing_) {
+      trace("r" + std::to_string(r.value) + " runs " + key_text(key) + " at " +
+            describe(executed.timestamp) + ": " + outcome);
+    }
+    // Agreement: this replica's k-th execution must be the k-th of the one sequence.
+    const uint64_t position = slot.executed_position++;
+    if (position < reference_.size()) {
+      const Replica::Executed& expected = reference_[position];
+      if (expected.timestamp != executed.timestamp || expected.client != executed.client ||
+          expected.sequence != executed.sequence || expected.outcome != executed.outcome) {
+        fail("agreement: r" + std::to_string(r.value) + "'s execution #" +
+             std::to_string(position + 1) + " is " + key_text(key) + " at " +
+             describe(executed.timestamp) + " (" + outcome + "), but another replica's is " +
+             key_text({expected.client, expected.sequence}) + " at " +
+             describe(expected.timestamp));
+      }
+    } else {
+      reference_.push_back(executed);
+    }
+    if (executed.outcome == Service::Outcome::kExecuted) first_executed_ns_.emplace(key, now_ns_);
+    if (executed.outcome == Service::Outcome::kExecuted && !slot.executed_once.insert(key).second) {
+      fail("exactly-once: r" + std::to_string(r.value) + " executed " + key_text(key) +
+           " a second time (at " + describe(executed.timestamp) + ")");
+    }
+    slot.executed_any.insert(key);
+  }
+
+  for (ClientReply& reply : output.to_clients) {
+    hash_reply(hash_, reply);
+    const RequestKey key{reply.client, reply.sequence};
+    if (reply.status == ReplyStatus::kOk && !slot.executed_any.contains(key)) {
+      fail("reply before execution: r" + std::to_string(r.value) + " answered " + key_text(key) +
+           " with " + describe_result(reply.result) + " before executing it in the agreed order");
+    }
+    if (reply.replica != r) {
+      fail("r" + std::to_string(r.value) + " sent a reply signed as r" +
+           std::to_string(reply.replica.value));
+    }
+    send_reply(r, std::move(reply));
+  }
+
+  for (Replica::PeerMessage& message : output.to_peers) {
+    send_peer(r, message.to, std::move(message.message));
+  }
+
+  if (slot.replica->halted() && !slot.halted_seen) {
+    slot.halted_seen = true;
+    trace("r" + std::to_string(r.value) + " halts: removed from the membership");
+    if (!slot.budgeted) {
+      fail("failure detection: r" + std::to_string(r.value) +
+           " was removed although it was never silent for the failure timeout (the simulator "
+           "kept every live replica's silence under " +
+           time_text(kShortPauseMaxNs + kReplicaDelayMaxNs + kHeartbeatMaxNs + kTickMaxNs) + "s)");
+    }
+    check_budget();
+  }
+}
+
+void Simulator::check_budget() {
+  uint32_t failed = 0;
+  for (const ReplicaSlot& slot : replicas_) {
+    if (slot.crashed || slot.replica->halted()) ++failed;
+  }
+  if (failed > run_profile_.t) {
+    fail("fault budget: " + std::to_string(failed) +
+         " replicas are crashed or removed, t = " + std::to_string(run_profile_.t));
+  }
+}
+
+void Simulator::send_peer(ReplicaId from, ReplicaId to, ReplicaMessage message) {
+  LOCKSTEP_ASSERT(to.value < replicas_.size(), "message to a replica outside the cluster");
+  if (options_.hooks.byzantine && options_.hooks.byzantine->is_byzantine(from) &&
+      !options_.hooks.byzantine->on_peer_send(from, to, message, random_)) {
+    return;
+  }
+  Channel& channel = channels_[from.value][to.value];
+  uint64_t delay = network_delay(kReplicaDelayMaxNs);
+  if (phase_ == Phase::kFaults) {
+    // Loss on a replica channel is repaired by the runtime's retransmission: the frame arrives
+    // late, and (FIFO) so does everything behind it.
+    if (random_.chance(profile_.retransmit_per_million)) {
+      delay += random_.between(5 * kMs, 40 * kMs);
+      count_fault(FaultKind::kRetransmit,
+                  "r" + std::to_string(from.value) + "->r" + std::to_string(to.value));
+    }
+    // A connection reset: nothing gets through until the reconnect and resend.
+    if (random_.chance(profile_.reset_per_million)) {
+      const uint64_t spike = random_.between(10 * kMs, kReplicaDelayMaxNs);
+      channel.last_delivery_ns = std::max(channel.last_delivery_ns, now_ns_ + spike);
+      count_fault(FaultKind::kConnectionReset, "r" + std::to_string(from.value) + "->r" +
+                                                   std::to_string(to.value) + " for " +
+                                                   time_text(spike) + "s");
+    }
+  }
+  delay = std::min(delay, kReplicaDelayMaxNs);
+  const uint64_t at = std::max(now_ns_ + delay, channel.last_delivery_ns);
+  LOCKSTEP_ASSERT(at <= now_ns_ + kReplicaDelayMaxNs, "replica link delay stays in its bound");
+  channel.last_delivery_ns = at;
+  schedule(at, PeerDelivery{from, to, ++channel.sent, std::move(message)});
+}
+
+void Simulator::send_reply(ReplicaId from, ClientReply reply) {
+  if (options_.hooks.byzantine && options_.hooks.byzantine->is_byzantine(from) &&
+      !options_.hooks.byzantine->on_client_reply(from, reply, random_)) {
+    return;
+  }
+  auto it = client_by_id_.find(reply.client);
+  if (it == client_by_id_.end()) return;  // not one of ours; a real replica drops it too
+  const size_t c = it->second;
+  if (clients_[c].crashed) return;
+  if (now_ns_ < clients_[c].partitioned_until_ns[from.value]) return;
+  if (phase_ == Phase::kFaults && random_.chance(profile_.client_loss_per_million)) {
+    count_fault(FaultKind::kClientLoss,
+                "reply r" + std::to_string(from.value) + "->client" + std::to_string(c));
+    return;
+  }
+  if (phase_ == Phase::kFaults && random_.chance(profile_.client_duplicate_per_million)) {
+    count_fault(FaultKind::kClientDuplicate,
+                "reply r" + std::to_string(from.value) + "->client" + std::to_string(c));
+    schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns), ReplyDelivery{c, reply});
+  }
+  schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+           ReplyDelivery{c, std::move(reply)});
+}
+
+void Simulator::resume(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.paused = false;
+  slot.resumed_ns = now_ns_;
+  trace("r" + std::to_string(r.value) + " resumes with " + std::to_string(slot.inbox.size()) +
+        " queued inputs");
+  // Everything that queued up is processed now, in arrival order and before any later arrival,
+  // which keeps every channel FIFO across the pause.
+  while (!slot.inbox.empty() && !violation_) {
+    ReplicaInput input = std::move(slot.inbox.front());
+    slot.inbox.pop_front();
+    step_replica(r, input);
+  }
+  if (!violation_) tick_replica(r);
+}
+
+void Simulator::crash(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.crashed = true;
+  slot.paused = false;  // a crash ends a pause for good: nothing resumes
+  slot.inbox.clear();
+  // Frames already sent may or may not have left the machine: a prefix of each channel's
+  // in-flight frames arrives, the rest is lost with the process (a crash mid-broadcast).
+  for (Channel& channel : channels_[r.value]) {
+    channel.cutoff = random_.between(channel.delivered, channel.sent);
+  }
+  if (options_.hooks.disk) options_.hooks.disk->on_crash(r, random_);
+  check_budget();
+}
+
+// ---- clients ----------------------------------------------------------------------------------
+
+void Simulator::start_operation(size_t c) {
+  ClientSlot& client = clients_[c];
+  if (client.crashed || client.current || phase_ != Phase::kFaults) return;
+  const std::string key = "k" + std::to_string(random_.below(run_profile_.keys));
+  kv::Command command;
+  command.key = key;
+  check::OpKind kind = check::OpKind::kGet;
+  const uint64_t roll = random_.below(10);
+  if (roll < 4) {
+    command.op = kv::Op::kGet;
+  } else {
+    // Unique values make the history cheap to check and every read attributable to one write.
+    command.value = "v" + std::to_string(++writes_) + ";";
+    command.op = roll < 7 ? kv::Op::kPut : kv::Op::kAppend;
+    kind = roll < 7 ? check::OpKind::kPut : check::OpKind::kAppend;
+  }
+  const Sequence sequence = client.session->submit(now_ns_, kv::encode_command(command));
+  const uint64_t id = history_.invoke(c, kind, key, command.value, "", now_ns_);
+  client.current = Operation{sequence, id, kind};
+  history_ids_.emplace(RequestKey{client.session->id(), sequence}, id);
+  ++ops_submitted_;
+  hash_.add(sequence.value);
+  if (tracing_) {
+    trace("client" + std::to_string(c) + " starts " + key_text({client.session->id(), sequence}) +
+          ": " + describe_command(kv::encode_command(command)));
+  }
+  drain_client(c);
+}
+
+void Simulator::drain_client(size_t c) {
+  ClientSlot& client = clients_[c];
+  std::vector<ClientSession::Send> sends = client.session->take_sends();
+  if (client.crash_armed && !sends.empty() && phase_ == Phase::kFaults) {
+    crash_client_mid_broadcast(c, std::move(sends));
+    return;
+  }
+  for (const ClientSession::Send& send : sends)
+    send_request(c, send);
+
+  for (ClientSession::Completion& completion : client.session->take_completions()) {
+    if (!client.current || completion.sequence != client.current->sequence) continue;
+    const Operation op = *client.current;
+    client.current.reset();
+    if (completion.status == ClientSession::Status::kTimedOut) {
+      // The deadline (an hour) is far beyond any run's length, so this means the session's
+      // deadline logic misfired; liveness itself is judged by the heal-phase bound.
+      fail("client" + std::to_string(c) + "'s request " +
+           key_text({client.session->id(), op.sequence}) + " timed out before its deadline");
+      return;
+    }
+    auto result = kv::decode_result(completion.result);
+    if (!result || result->code == kv::ResultCode::kError) {
+      fail("client" + std::to_string(c) + " got a malformed or error result " +
+           describe_result(completion.result));
+      return;
+    }
+    std::optional<std::string> output;
+    if (op.kind == check::OpKind::kGet) {
+      output = result->code == kv::ResultCode::kNotFound ? std::string() : result->value;
+    }
+    history_.complete_ok(op.history_id, std::move(output), now_ns_);
+    ++ops_completed_;
+    if (tracing_) {
+      trace("client" + std::to_string(c) + " completes " +
+            key_text({client.session->id(), op.sequence}) + " = " +
+            describe_result(completion.result) + " from r" +
+            std::to_string(completion.replied_by.value));
+    }
+    if (phase_ == Phase::kFaults) {
+      schedule(now_ns_ + think_time(), ClientWake{c});
+    } else {
+      maybe_quiesce();
+    }
+  }
+}
+
+void Simulator::send_request(size_t c, const ClientSession::Send& send) {
+  ClientSlot& client = clients_[c];
+  if (now_ns_ < client.partitioned_until_ns[send.to.value]) return;
+  if (phase_ == Phase::kFaults && random_.chance(profile_.client_loss_per_million)) {
+    count_fault(FaultKind::kClientLoss,
+                "request client" + std::to_string(c) + "->r" + std::to_string(send.to.value));
+    return;
+  }
+  if (phase_ == Phase::kFaults && random_.chance(profile_.client_duplicate_per_million)) {
+    count_fault(FaultKind::kClientDuplicate,
+                "request client" + std::to_string(c) + "->r" + std::to_string(send.to.value));
+    schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+             RequestDelivery{c, send.to, send.request});
+  }
+  schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+           RequestDelivery{c, send.to, send.request});
+}
+
+void Simulator::crash_client_mid_broadcast(size_t c, std::vector<ClientSession::Send> sends) {
+  ClientSlot& client = clients_[c];
+  // A proper, non-empty subset of the broadcast leaves before the crash (a client that sent to
+  // nobody or to everybody is not crashing *mid*-broadcast).
+  size_t keep = sends.size() <= 1 ? sends.size() : random_.between(1, sends.size() - 1);
+  for (size_t i = sends.size(); i > 1; --i)
+    std::swap(sends[i - 1], sends[random_.below(i)]);
+  sends.resize(keep);
+  std::string receivers;
+  for (const ClientSession::Send& send : sends) {
+    partial_requests_[{send.request.client, send.request.sequence}];
+    receivers += " r" + std::to_string(send.to.value);
+    send_request(c, send);
+  }
+  client.crashed = true;
+  client.crash_armed = false;
+  if (client.current) {
+    ++ops_unknown_;  // stays ok: null in the recorded history
+    crashed_ops_.push_back(CrashedOperation{client.current->history_id,
+                                            {client.session->id(), client.current->sequence},
+                                            client.current->kind});
+  }
+  count_fault(FaultKind::kClientCrash,
+              "client" + std::to_string(c) + " after sending to" + receivers);
+  // A fresh client takes the crashed one's place, so the load does not fade with crashes.
+  add_client();
+}
+
+// ---- faults -----------------------------------------------------------------------------------
+
+void Simulator::inject_fault() {
+  const std::array<std::pair<FaultKind, uint32_t>, 4> weights = {{
+      {FaultKind::kReplicaPause, profile_.weight_pause},
+      {FaultKind::kClientPartition, profile_.weight_partition},
+      {FaultKind::kClientCrash, profile_.weight_client_crash},
+      {FaultKind::kClockJump, profile_.weight_clock_jump},
+  }};
+  uint64_t total = 0;
+  for (const auto& [kind, weight] : weights)
+    total += weight;
+  uint64_t roll = random_.below(total);
+  FaultKind chosen = FaultKind::kClientPartition;
+  for (const auto& [kind, weight] : weights) {
+    if (roll < weight) {
+      chosen = kind;
+      break;
+    }
+    roll -= weight;
+  }
+  // Infeasible right now (budget spent, everyone paused): a partition is always possible.
+  if (!try_fault(chosen)) try_fault(FaultKind::kClientPartition);
+}
+
+bool Simulator::try_fault(FaultKind kind) {
+  const uint32_t n = run_profile_.replicas;
+  std::vector<ReplicaId> candidates;
+  for (uint32_t i = 0; i < n; ++i) {
+    const ReplicaSlot& slot = replicas_[i];
+    if (slot.crashed || slot.replica->halted() || slot.budgeted) continue;
+    candidates.push_back(ReplicaId{i});
+  }
+  switch (kind) {
+    case FaultKind::kReplicaCrash: {
+      // Crashed + removed never exceeds t: a replica's crash, or its removal after a long pause,
+      // each spend one unit of the budget, for the whole run (restart is not modelled yet).
+      if (budget_used_ >= run_profile_.t || candidates.empty()) return false;
+      const ReplicaId r = candidates[random_.below(candidates.size())];
+      ++budget_used_;
+      replicas_[r.value].budgeted = true;
+      count_fault(kind, "r" + std::to_string(r.value));
+      crash(r);
+      return true;
+    }
+    case FaultKind::kReplicaPause:
+    case FaultKind::kReplicaLongPause: {
+      const bool long_pause = kind == FaultKind::kReplicaLongPause;
+      if (long_pause && budget_used_ >= run_profile_.t) return false;
+      std::erase_if(candidates, [&](ReplicaId r) {
+        const ReplicaSlot& slot = replicas_[r.value];
+        return slot.paused || now_ns_ < slot.resumed_ns + kPauseGapNs;
+      });
+      if (candidates.empty()) return false;
+      const ReplicaId r = candidates[random_.below(candidates.size())];
+      ReplicaSlot& slot = replicas_[r.value];
+      const uint64_t duration = long_pause ? random_.between(kLongPauseMinNs, kLongPauseMaxNs)
+                                           : random_.between(1 * kMs, kShortPauseMaxNs);
+      if (long_pause) {
+        ++budget_used_;
+        slot.budgeted = true;
+      }
+      slot.paused = true;
+      ++slot.pause_number;
+      schedule(now_ns_ + duration, PauseEnd{r, slot.pause_number});
+      count_fault(kind, "r" + std::to_string(r.value) + " for " + time_text(duration) + "s");
+      return true;
+    }
+    case FaultKind::kClientPartition: {
+      std::vector<size_t> live;
+      for (size_t c = 0; c < clients_.size(); ++c) {
+        if (!clients_[c].crashed) live.push_back(c);
+      }
+      if (live.empty()) return false;
+      const size_t c = live[random_.below(live.size())];
+      const uint32_t r = static_cast<uint32_t>(random_.below(n));
+      const uint64_t duration = random_.long_tailed(20 * kMs, 200 * kMs, 300'000, 1500 * kMs);
+      clients_[c].partitioned_until_ns[r] =
+          std::max(clients_[c].partitioned_until_ns[r], now_ns_ + duration);
+      count_fault(kind, "client" + std::to_string(c) + "<->r" + std::to_string(r) + " for " +
+                            time_text(duration) + "s");
+      return true;
+    }
+    case FaultKind::kClientCrash: {
+      std::vector<size_t> live;
+      for (size_t c = 0; c < clients_.size(); ++c) {
+        if (!clients_[c].crashed && !clients_[c].crash_armed) live.push_back(c);
+      }
+      // n = 1 has no proper subset to send to; a crash there is just a crash.
+      if (live.empty() || n < 2) return false;
+      // Counted when it happens: at the client's next broadcast (a new op or a retry).
+      clients_[live[random_.below(live.size())]].crash_armed = true;
+      return true;
+    }
+    case FaultKind::kClockJump: {
+      if (candidates.empty()) return false;
+      const ReplicaId r = candidates[random_.below(candidates.size())];
+      const auto magnitude = static_cast<int64_t>(random_.between(kSec, kClockJumpMaxNs));
+      // A step to a new offset (not a sum of steps), so the wall clock stays within
+      // kClockJumpMaxNs of true time and far from zero.
+      int64_t& jump = replicas_[r.value].clock.jump_ns;
+      jump = random_.chance(500'000) ? magnitude : -magnitude;
+      count_fault(kind, "r" + std::to_string(r.value) + " wall clock now off by " +
+                            std::to_string(jump / static_cast<int64_t>(kMs)) + "ms");
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// ---- phases -----------------------------------------------------------------------------------
+
+void Simulator::maybe_end_fault_phase() {
+  const bool done = ops_submitted_ >= options_.ops && episodes_ >= options_.faults_min &&
+                    now_ns_ >= run_profile_.fault_phase_ns;
+  // A cluster that stops making progress would keep the phase open forever; heal it anyway and
+  // let the liveness check say what is stuck.
+  const bool overdue = now_ns_ >= kFaultPhaseMaxNs;
+  if (done || overdue) heal();
+}
+
+void Simulator::heal() {
+  phase_ = Phase::kHeal;
+  heal_ns_ = now_ns_;
+  trace("HEAL: no new faults from here; pauses end, partitions heal");
+  for (ClientSlot& client : clients_) {
+    client.crash_armed = false;
+    std::fill(client.partitioned_until_ns.begin(), client.partitioned_until_ns.end(), 0);
+  }
+  for (uint32_t i = 0; i < replicas_.size() && !violation_; ++i) {
+    if (replicas_[i].paused && !replicas_[i].crashed) resume(ReplicaId{i});
+  }
+  schedule(now_ns_ + options_.liveness_bound_ns, LivenessDeadline{});
+  maybe_quiesce();
+}
+
+void Simulator::maybe_quiesce() {
+  if (phase_ != Phase::kHeal) return;
+  for (const ClientSlot& client : clients_) {
+    if (!client.crashed && client.current) return;
+  }
+  phase_ = Phase::kQuiesce;
+  quiesce_ns_ = now_ns_;
+  trace("QUIESCE: every live client's operation completed");
+  schedule(now_ns_ + kSettleCheckIntervalNs, SettleCheck{});
+}
+
+std::optional<std::string> Simulator::membership_problem() const {
+  // One membership: every live replica installed the same view, made of exactly the live
+  // replicas. So crashed replicas were removed, and a replica that was removed (after a long
+  // pause) halted instead of going on in a view of its own.
+  std::vector<ReplicaId> live_replicas;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (live(ReplicaId{i})) live_replicas.push_back(ReplicaId{i});
+  }
+  if (live_replicas.empty()) return "no live replica (at most t of the t+1 may fail)";
+  const failstop::Core& first = replicas_[live_replicas.front().value].replica->core();
+  for (ReplicaId r : live_replicas) {
+    const failstop::Core& core = replicas_[r.value].replica->core();
+    if (core.view() != first.view() || core.members() != live_replicas) {
+      std::string members;
+      for (ReplicaId m : core.members()) members += " r" + std::to_string(m.value);
+      return "r" + std::to_string(r.value) + " is in view " + std::to_string(core.view().value) +
+             " with members" + members + ", r" + std::to_string(live_replicas.front().value) +
+             " in view " + std::to_string(first.view().value) + ", and " +
+             std::to_string(live_replicas.size()) + " replicas are live";
+    }
+  }
+  return std::nullopt;
+}
+
+void Simulator::settle_check() {
+  // Converged: every live replica has executed the whole agreed sequence and holds nothing more.
+  bool converged = now_ns_ >= quiesce_ns_ + kSettleMinNs;
+  for (uint32_t i = 0; i < replicas_.size() && converged; ++i) {
+    if (!live(ReplicaId{i})) continue;
+    const ReplicaSlot& slot = replicas_[i];
+    if (slot.executed_position != reference_.size() ||
+        slot.replica->core().pending_entries() != 0) {
+      converged = false;
+    }
+  }
+  const std::optional<std::string> membership = membership_problem();
+  converged = converged && !membership;
+  if (converged) {
+    final_checks();
+    phase_ = Phase::kDone;
+    return;
+  }
+  if (now_ns_ >= quiesce_ns_ + options_.liveness_bound_ns && membership) {
+    fail("membership: live replicas did not settle on one view of exactly the live replicas "
+         "within " +
+         time_text(options_.liveness_bound_ns) + "s of quiescence: " + *membership);
+    return;
+  }
+  if (now_ns_ >= quiesce_ns_ + options_.liveness_bound_ns) {
+    std::string counts;
+    for (uint32_t i = 0; i < replicas_.size(); ++i) {
+      if (!live(ReplicaId{i})) continue;
+      counts += " r" + std::to_string(i) + ":" + std::to_string(replicas_[i].executed_position) +
+                "/" + std::to_string(replicas_[i].replica->core().pending_entries()) + " pending";
+    }
+    fail("convergence: live replicas did not all execute the agreed sequence (" +
+         std::to_string(reference_.size()) + " entries) within " +
+         time_text(options_.liveness_bound_ns) + "s of quiescence:" + counts);
+    return;
+  }
+  schedule(now_ns_ + kSettleCheckIntervalNs, SettleCheck{});
+}
+
+std::vector<check::Operation> Simulator::resolved_history() const {
+  // The recorded history is what the clients saw: a crashed client's operation is unknown
+  // (ok: null), free to take effect at any time after its call, or never. Many of them on one key
+  // make the search exponential. The simulator knows more, so it resolves them before checking:
+  //  - a read has no effect on the state, so it is dropped (ok: false);
+  //  - a write that no replica executed by the end (after quiescence nothing more executes)
+  //    certainly had no effect: ok: false;
+  //  - a write that executed took effect by its first execution (it was stable then, so every
+  //    operation called later is ordered after it): ok: true, returning at that time.
+  // Each resolution only narrows where an operation may take effect, so a resolved history that
+  // is linearizable makes the recorded one linearizable too; and each is true of a correct
+  // cluster, so a violation found in the resolved history is a real one.
+  std::vector<check::Operation> history = history_.operations();
+  for (const CrashedOperation& crashed : crashed_ops_) {
+    check::Operation& op = history[crashed.history_id];
+    auto executed = first_executed_ns_.find(crashed.request);
+    if (crashed.kind == check::OpKind::kGet || executed == first_executed_ns_.end()) {
+      op.outcome = check::Outcome::kFailed;
+      op.return_ns = op.call_ns;
+    } else {
+      op.outcome = check::Outcome::kOk;
+      op.return_ns = executed->second;
+    }
+    op.output.reset();
+  }
+  return history;
+}
+
+void Simulator::final_checks() {
+  // Equal states: the same executed sequence must give the same service state everywhere.
+  std::optional<std::pair<uint32_t, uint64_t>> first;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (!live(ReplicaId{i})) continue;
+    const uint64_t digest = replicas_[i].replica->service().digest();
+    if (!first) {
+      first = {i, digest};
+    } else if (digest != first->second) {
+      fail("state digests differ after quiescence: r" + std::to_string(first->first) + " and r" +
+           std::to_string(i));
+      return;
+    }
+  }
+  if (!first) {
+    fail("no live replica at the end (the budget allows at most t of t+1 to fail)");
+    return;
+  }
+  // Agreement for crashed clients (Schneider §3.1): a request that reached a replica that
+  // stayed live must be executed by every live replica, even though its client is gone.
+  for (const auto& [key, receivers] : partial_requests_) {
+    bool reached_live = false;
+    for (ReplicaId r : receivers)
+      reached_live |= live(r);
+    if (!reached_live) continue;
+    for (uint32_t i = 0; i < replicas_.size(); ++i) {
+      if (live(ReplicaId{i}) && !replicas_[i].executed_any.contains(key)) {
+        fail("relay: crashed client's request " + key_text(key) +
+             " reached a live replica but was never executed by r" + std::to_string(i));
+        return;
+      }
+    }
+  }
+  const std::vector<check::Operation> history = resolved_history();
+  if (!options_.history_path.empty()) {
+    auto error = history_.write_jsonl(options_.history_path);
+    if (!error) error = check::write_history_file(options_.history_path + ".resolved", history);
+    if (error) {
+      fail("could not write the history: " + *error);
+      return;
+    }
+  }
+  check::CheckOptions check_options;
+  check_options.steps_per_key_max = kCheckStepsPerKeyMax;
+  const check::CheckResult check = check::check_linearizability(history, check_options);
+  const std::optional<std::string> witness_failure = check_order_witness(history);
+  if (check.verdict == check::Verdict::kNotLinearizable) {
+    std::string text = "linearizability: the client history is not linearizable (keys:";
+    for (const std::string& key : check.violating_keys)
+      text += " " + key;
+    text += ")";
+    if (check.window) text += "\n" + check::format_window(*check.window, history);
+    if (!witness_failure) {
+      text += "\n  but the agreed order replays as a linearization: suspect the checker";
+    }
+    fail(std::move(text));
+  } else if (witness_failure) {
+    fail("linearizability (order witness): " + *witness_failure);
+  } else if (check.verdict == check::Verdict::kUndecided) {
+    trace("the linearizability search ran out of steps; the order witness decided");
+  }
+}
+
+std::optional<std::string> Simulator::check_order_witness(
+    const std::vector<check::Operation>& history) const {
+  // The cluster's own total order is a candidate linearization, checkable in O(n log n): replay
+  // the agreed sequence on a model of the KV store; every completed operation must have
+  // returned what the model gives at its place, and the order must respect real time (an
+  // operation that returned before another was called comes first). Both hold in a correct
+  // cluster: replies come from executing in the agreed order, and a request is stamped after
+  // everything that executed before it was sent (stability). Passing proves the history
+  // linearizable even where the general search gives up.
+  std::map<std::string, std::string> model;
+  std::vector<std::optional<uint64_t>> position(history.size());
+  std::vector<std::optional<std::string>> output(history.size());
+  uint64_t next_position = 0;
+  for (const Replica::Executed& executed : reference_) {
+    if (executed.outcome != Service::Outcome::kExecuted) continue;
+    auto id = history_ids_.find({executed.client, executed.sequence});
+    if (id == history_ids_.end()) {
+      return key_text({executed.client, executed.sequence}) +
+             " executed but no client ever sent it";
+    }
+    const check::Operation& op = history[id->second];
+    position[id->second] = next_position++;
+    std::string& value = model[op.key];
+    switch (op.kind) {
+      case check::OpKind::kGet:
+        output[id->second] = value;
+        break;
+      case check::OpKind::kPut:
+        value = op.value;
+        break;
+      case check::OpKind::kAppend:
+        value += op.value;
+        break;
+      default:
+        return "the simulator's workload has no " + std::string(check::op_kind_name(op.kind));
+    }
+  }
+  std::vector<size_t> ordered;  // completed operations that took effect, by position
+  for (size_t i = 0; i < history.size(); ++i) {
+    const check::Operation& op = history[i];
+    if (op.outcome != check::Outcome::kOk) continue;
+    if (!position[i]) {
+      return "client" + std::to_string(op.client) + "'s " +
+             std::string(check::op_kind_name(op.kind)) + " " + op.key +
+             " completed but never executed in the agreed order";
+    }
+    if (op.output && output[i] != op.output) {
+      return "client" + std::to_string(op.client) + "'s get " + op.key + " returned \"" +
+             *op.output + "\" but the agreed order gives \"" + output[i].value_or("") +
+             "\" at its place (#" + std::to_string(*position[i] + 1) + ")";
+    }
+    ordered.push_back(i);
+  }
+  std::sort(ordered.begin(), ordered.end(),
+            [&](size_t a, size_t b) { return *position[a] < *position[b]; });
+  // From the back: the earliest return among the operations ordered after this one must not
+  // precede this one's call.
+  uint64_t earliest_later_return = UINT64_MAX;
+  size_t earliest_later = 0;
+  for (size_t k = ordered.size(); k-- > 0;) {
+    const check::Operation& op = history[ordered[k]];
+    if (earliest_later_return < op.call_ns) {
+      const check::Operation& later = history[earliest_later];
+      return "client" + std::to_string(later.client) + "'s " +
+             std::string(check::op_kind_name(later.kind)) + " " + later.key + " returned at " +
+             time_text(later.return_ns.value_or(0)) + "s, before client" +
+             std::to_string(op.client) + "'s " + std::string(check::op_kind_name(op.kind)) + " " +
+             op.key + " was called at " + time_text(op.call_ns) +
+             "s, yet the agreed order puts it later";
+    }
+    if (op.return_ns && *op.return_ns < earliest_later_return) {
+      earliest_later_return = *op.return_ns;
+      earliest_later = ordered[k];
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string RunProfile::describe() const {
+  return "t=" + std::to_string(t) + " replicas=" + std::to_string(replicas) +
+         " clients=" + std::to_string(clients) + " keys=" + std::to_string(keys) +
+         " fault_phase=" + time_text(fault_phase_ns) + "s" +
+         (clock_beyond_bounds ? " clocks=beyond-bounds" : " clocks=bounded");
+}
+
+std::string_view fault_kind_name(FaultKind kind) {
+  switch (kind) {
+    case FaultKind::kReplicaCrash:
+      return "replica_crash";
+    case FaultKind::kReplicaPause:
+      return "replica_pause";
+    case FaultKind::kReplicaLongPause:
+      return "replica_long_pause";
+    case FaultKind::kClientPartition:
+      return "client_partition";
+    case FaultKind::kClientCrash:
+      return "client_crash";
+    case FaultKind::kClientLoss:
+      return "client_loss";
+    case FaultKind::kClientDuplicate:
+      return "client_duplicate";
+    case FaultKind::kRetransmit:
+      return "retransmit";
+    case FaultKind::kConnectionReset:
+      return "connection_reset";
+    case FaultKind::kClockJump:
+      return "clock_jump";
+  }
+  return "unknown";
+}
+
+bool is_episode(FaultKind kind) {
+  switch (kind) {
+    case FaultKind::kReplicaCrash:
+    case FaultKind::kReplicaPause:
+    case FaultKind::kReplicaLongPause:
+    case FaultKind::kClientPartition:
+    case FaultKind::kClientCrash:
+    case FaultKind::kClockJump:
+    case FaultKind::kConnectionReset:
+      return true;
+    case FaultKind::kClientLoss:
+    case FaultKind::kClientDuplicate:
+    case FaultKind::kRetransmit:
+      return false;
+  }
+  return false;
+}
+
+RunResult run_simulation(const SimOptions& options) {
+  Simulator simulator(options);
+  return simulator.run();
+}
+
+std::string summarize(const RunResult& result) {
+  std::string text =
+      "seed " + std::to_string(result.seed) + ": " + (result.passed ? "pass" : "FAIL") + "  " +
+      result.profile.describe() + "\n  ops: " + std::to_string(result.ops_submitted) +
+      " submitted, " + std::to_string(result.ops_completed) + " completed, " +
+      std::to_string(result.ops_unknown) + " unknown (crashed clients)" + "\n  simulated " +
+      time_text(result.simulated_ns) + "s in " + std::to_string(result.events) +
+      " events, log hash " + std::to_string(result.event_log_hash) +
+      "\n  faults: " + std::to_string(result.fault_episodes) + " episodes;";
+  for (size_t k = 0; k < kFaultKindCount; ++k) {
+    if (result.faults[k] == 0) continue;
+    text += " " + std::string(fault_kind_name(static_cast<FaultKind>(k))) + "=" +
+            std::to_string(result.faults[k]);
+  }
+  if (!result.passed) text += "\n  violation: " + result.violation;
+  return text;
+}
+
+}  // namespace lockstep::sim

@@ -1,0 +1,123 @@
+// The deterministic simulator (in the manner of FoundationDB's simulation and TigerBeetle's
+// VOPR): a whole cluster — real `Replica` objects running the real failstop core and the KV
+// service, and real `ClientSession`s — in one process and one thread, driven by one seeded PRNG
+// over simulated time. Same seed + same binary = the same run, event for event.
+//
+// A run has three phases:
+//   1. faults: clients run a workload while the seed's fault schedule injects faults (network
+//      delay tails, retransmissions, connection resets, client-link loss, duplicates and
+//      partitions, replica crashes and pauses, clients crashing mid-broadcast, clock skew, drift
+//      and jumps). Which faults are enabled and how often is itself drawn from the seed ("swarm
+//      testing", Groce et al. 2012), so that different seeds stress different mixes.
+//   2. heal: no new faults; paused replicas resume and partitions heal. Every live client's
+//      outstanding operation must complete within `liveness_bound_ns`.
+//   3. quiescence: once no client has an operation outstanding, the cluster runs on until every
+//      live replica has executed the same requests; then the final checks run.
+//
+// Checks: agreement (the executed sequences of all replicas are prefixes of one sequence),
+// exactly-once (no request executes twice on a replica), replies only after execution,
+// Core::check_invariants after every step, the fault budget (crashed + removed <= t),
+// linearizability of the client history, liveness after healing, relay of a crashed client's
+// request, and equal state digests at the end. The first violation stops the run.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/failstop/core.h"
+#include "sim/hooks.h"
+
+namespace lockstep::sim {
+
+enum class Mode : uint8_t { kFailstop, kByzantine };
+
+enum class FaultKind : uint8_t {
+  kReplicaCrash,      // a replica stops forever (counts against t)
+  kReplicaPause,      // a replica takes no steps for a while, shorter than the failure timeout
+  kReplicaLongPause,  // paused past the failure timeout: the others remove it (counts against t)
+  kClientPartition,   // a client<->replica link drops everything for a while
+  kClientCrash,       // a client sends a request to only some replicas and stops forever
+  kClientLoss,        // one client<->replica message lost outright
+  kClientDuplicate,   // one client<->replica message delivered twice
+  kRetransmit,        // one replica<->replica message lost and resent (extra delay, still FIFO)
+  kConnectionReset,   // a replica<->replica connection drops and reconnects (a delay spike)
+  kClockJump,         // a replica's wall clock steps, beyond the configured skew bound
+};
+inline constexpr size_t kFaultKindCount = 10;
+std::string_view fault_kind_name(FaultKind kind);
+
+// True for the faults counted as episodes by the schedule (the others are per message).
+bool is_episode(FaultKind kind);
+
+using FaultCounts = std::array<uint64_t, kFaultKindCount>;
+
+struct SimOptions {
+  Mode mode = Mode::kFailstop;
+  uint64_t seed = 1;
+  // Fault tolerance; n = t + 1 replicas in failstop. Drawn from the seed (1..3) when absent.
+  std::optional<uint32_t> t;
+  // Client operations submitted during the fault phase (at least; the phase also lasts until
+  // `faults_min` fault episodes have happened and its drawn duration has passed).
+  uint32_t ops = 500;
+  std::optional<uint32_t> clients;  // drawn (2..12) when absent
+  uint32_t faults_min = 10;         // fault episodes (crash, pause, partition, ...) at least
+  // Whether replica clocks may leave the configured skew bound (clock jumps of seconds). Failstop
+  // safety must not depend on clocks at all, so this is on for a share of the seeds.
+  std::optional<bool> clock_beyond_bounds;
+  uint64_t liveness_bound_ns = 20'000'000'000;  // after healing, per outstanding operation
+  // When set, the client history is written there as JSON lines (history-format.md) at the end
+  // of the run, as the clients saw it, and with crashed clients' operations resolved (see
+  // simulator.cc) to `history_path + ".resolved"`, for `lockstep check-history`.
+  std::string history_path;
+  // Planted protocol bugs (tests only): the checkers must catch each.
+  failstop::Options::PlantedBugs planted;
+  Hooks hooks;
+  // Keep a readable line per event: the last `trace_tail_events` go into the result, and every
+  // line goes to `trace_sink` when set (the runner streams them out of a child process, so that
+  // they survive an assertion that aborts).
+  bool trace = false;
+  size_t trace_tail_events = 200;
+  std::function<void(std::string_view line)> trace_sink;
+};
+
+// What the seed drew for this run, printed with every result so a run can be understood
+// without re-running it.
+struct RunProfile {
+  uint32_t t = 0;
+  uint32_t replicas = 0;
+  uint32_t clients = 0;
+  uint32_t keys = 0;
+  uint64_t fault_phase_ns = 0;
+  bool clock_beyond_bounds = false;
+  std::string describe() const;
+};
+
+struct RunResult {
+  uint64_t seed = 0;
+  bool passed = false;
+  std::string violation;  // the first violation, empty when passed
+  RunProfile profile;
+  uint64_t events = 0;
+  uint64_t simulated_ns = 0;
+  uint64_t ops_submitted = 0;
+  uint64_t ops_completed = 0;  // completed with a known result
+  uint64_t ops_unknown = 0;    // crashed clients' operations (ok: null in the history)
+  FaultCounts faults{};
+  uint64_t fault_episodes = 0;
+  uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
+  std::vector<std::string> trace_tail;  // the last events before the end or the violation
+};
+
+// Runs one seed to completion or to the first violation. Aborts (LOCKSTEP_ASSERT) only when a
+// replica's own invariant check fails; runner.h runs seeds in child processes to survive that.
+RunResult run_simulation(const SimOptions& options);
+
+// One line: seed, pass/fail, ops, faults by kind, simulated time, events.
+std::string summarize(const RunResult& result);
+
+}  // namespace lockstep::sim

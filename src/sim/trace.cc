@@ -1,0 +1,217 @@
+#include "sim/trace.h"
+
+#include <cstdio>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+
+#include "apps/kv/kv_machine.h"
+#include "core/hlc.h"
+
+namespace lockstep::sim {
+namespace {
+
+void hash_timestamp(EventHash& hash, const Timestamp& timestamp) {
+  hash.add(timestamp.clock);
+  hash.add(timestamp.source.value);
+}
+
+void hash_tail(EventHash& hash, const StreamTail& tail) {
+  hash.add(tail.source.value);
+  hash.add(tail.received);
+  hash.add(tail.entries.size());
+  for (const auto& entry : tail.entries) {
+    hash.add(entry.index);
+    hash_timestamp(hash, entry.timestamp);
+    hash_request(hash, entry.request);
+  }
+}
+
+// Hybrid clock values as "physical_us+counter", so a reader sees real time in the trace.
+std::string clock_text(uint64_t clock) {
+  std::string text = std::to_string(HybridClock::wall_us_of(clock));
+  uint64_t counter = clock & ((uint64_t{1} << HybridClock::kCounterBits) - 1);
+  if (counter != 0) text += "+" + std::to_string(counter);
+  return text;
+}
+
+std::string request_key(const ClientRequest& request) {
+  // Client ids are random 64-bit numbers; the low 16 bits in hex are enough to tell the clients
+  // of one run apart in a trace and short enough to read.
+  char buffer[48];
+  std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
+                static_cast<unsigned long long>(request.client.value & 0xffff),
+                static_cast<unsigned long long>(request.sequence.value));
+  return buffer;
+}
+
+std::string members_text(const std::vector<ReplicaId>& members) {
+  std::string text = "{";
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (i > 0) text += ",";
+    text += "r" + std::to_string(members[i].value);
+  }
+  return text + "}";
+}
+
+std::string tail_text(const StreamTail& tail) {
+  std::string text = "r" + std::to_string(tail.source.value) + ":" + std::to_string(tail.received);
+  if (!tail.entries.empty()) {
+    text += "[" + std::to_string(tail.entries.front().index) + ".." +
+            std::to_string(tail.entries.back().index) + "]";
+  }
+  return text;
+}
+
+}  // namespace
+
+void hash_request(EventHash& hash, const ClientRequest& request) {
+  hash.add(request.client.value);
+  hash.add(request.sequence.value);
+  hash.add(request.acked_below.value);
+  hash.add_bytes(request.command);
+}
+
+void hash_reply(EventHash& hash, const ClientReply& reply) {
+  hash.add(reply.client.value);
+  hash.add(reply.sequence.value);
+  hash.add(reply.replica.value);
+  hash.add(static_cast<uint64_t>(reply.status));
+  hash.add_bytes(reply.result);
+}
+
+void hash_message(EventHash& hash, const ReplicaMessage& message) {
+  hash.add(message.index());
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        hash.add(m.sender.value);
+        if constexpr (std::is_same_v<T, ReplicaUpdate>) {
+          hash.add(m.incarnation);
+          hash.add(m.view.value);
+          hash.add(m.clock);
+          hash.add(m.entries.size());
+          for (const auto& entry : m.entries) {
+            hash.add(entry.index);
+            hash_timestamp(hash, entry.timestamp);
+            hash_request(hash, entry.request);
+          }
+          for (uint64_t received : m.received)
+            hash.add(received);
+        } else if constexpr (std::is_same_v<T, ForwardRequest>) {
+          hash_request(hash, m.request);
+        } else if constexpr (std::is_same_v<T, ViewChange>) {
+          hash.add(m.view.value);
+          for (auto member : m.members)
+            hash.add(member.value);
+          for (const auto& tail : m.tails)
+            hash_tail(hash, tail);
+        } else {
+          static_assert(std::is_same_v<T, NewView>);
+          hash.add(m.view.value);
+          for (auto member : m.members)
+            hash.add(member.value);
+          for (const auto& cut : m.cuts)
+            hash_tail(hash, cut);
+        }
+      },
+      message);
+}
+
+std::string describe(const Timestamp& timestamp) {
+  return clock_text(timestamp.clock) + "@r" + std::to_string(timestamp.source.value);
+}
+
+std::string describe(const ReplicaMessage& message) {
+  return std::visit(
+      [](const auto& m) -> std::string {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, ReplicaUpdate>) {
+          std::string text = "Update{v" + std::to_string(m.view.value) + " clock " +
+                             clock_text(m.clock) + " recv [";
+          for (size_t i = 0; i < m.received.size(); ++i) {
+            if (i > 0) text += " ";
+            text += std::to_string(m.received[i]);
+          }
+          text += "]";
+          // Entries are listed up to a few; a trace line must stay one line.
+          constexpr size_t kShown = 4;
+          for (size_t i = 0; i < m.entries.size() && i < kShown; ++i) {
+            const auto& entry = m.entries[i];
+            text += " " + std::to_string(entry.index) + ":" + request_key(entry.request) + "@" +
+                    clock_text(entry.timestamp.clock);
+          }
+          if (m.entries.size() > kShown) {
+            text += " +" + std::to_string(m.entries.size() - kShown) + " more";
+          }
+          return text + "}";
+        } else if constexpr (std::is_same_v<T, ForwardRequest>) {
+          return "Forward{" + request_key(m.request) + "}";
+        } else if constexpr (std::is_same_v<T, ViewChange>) {
+          std::string text =
+              "ViewChange{v" + std::to_string(m.view.value) + " " + members_text(m.members);
+          for (const auto& tail : m.tails)
+            text += " " + tail_text(tail);
+          return text + "}";
+        } else {
+          std::string text =
+              "NewView{v" + std::to_string(m.view.value) + " " + members_text(m.members);
+          for (const auto& cut : m.cuts)
+            text += " cut " + tail_text(cut);
+          return text + "}";
+        }
+      },
+      message);
+}
+
+std::string describe(const ClientRequest& request) {
+  return "Request{" + request_key(request) + " acked<" + std::to_string(request.acked_below.value) +
+         " " + describe_command(request.command) + "}";
+}
+
+std::string describe(const ClientReply& reply) {
+  ClientRequest key{reply.client, reply.sequence, {}, {}};
+  const char* status = reply.status == ReplyStatus::kOk     ? "ok"
+                       : reply.status == ReplyStatus::kBusy ? "busy"
+                                                            : "not-serving";
+  std::string text = "Reply{" + request_key(key) + " " + status;
+  if (reply.status == ReplyStatus::kOk) text += " " + describe_result(reply.result);
+  return text + "}";
+}
+
+std::string describe_command(const Bytes& command) {
+  auto decoded = kv::decode_command(command);
+  if (!decoded) return "<" + std::to_string(command.size()) + " bytes>";
+  switch (decoded->op) {
+    case kv::Op::kGet:
+      return "get " + decoded->key;
+    case kv::Op::kPut:
+      return "put " + decoded->key + "=" + decoded->value;
+    case kv::Op::kDel:
+      return "del " + decoded->key;
+    case kv::Op::kAppend:
+      return "append " + decoded->key + "+=" + decoded->value;
+    case kv::Op::kCas:
+      return "cas " + decoded->key + " " + decoded->expected + "->" + decoded->value;
+    case kv::Op::kIncr:
+      return "incr " + decoded->key + " " + std::to_string(decoded->delta);
+  }
+  return "<unknown op>";
+}
+
+std::string describe_result(const Bytes& result) {
+  auto decoded = kv::decode_result(result);
+  if (!decoded) return "<" + std::to_string(result.size()) + " bytes>";
+  switch (decoded->code) {
+    case kv::ResultCode::kOk:
+      return "\"" + decoded->value + "\"";
+    case kv::ResultCode::kNotFound:
+      return "absent";
+    case kv::ResultCode::kError:
+      return "error(" + decoded->value + ")";
+  }
+  return "<unknown code>";
+}
+
+}  // namespace lockstep::sim

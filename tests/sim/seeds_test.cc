@@ -1,0 +1,41 @@
+// The simulator's main job in CI: a fixed range of seeds, each a whole cluster run with at least
+// 500 client operations and 10 fault episodes, must all pass every checker. The range is scaled
+// by LOCKSTEP_SIM_SEEDS_SCALE (the sanitizer build uses 0.1); a failure prints the replay command.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "sim/runner.h"
+#include "sim/simulator.h"
+
+namespace lockstep::sim {
+namespace {
+
+constexpr uint64_t kFailstopSeeds = 1000;
+constexpr uint32_t kOpsPerRun = 500;
+constexpr uint32_t kFaultEpisodesPerRun = 10;
+
+TEST(SeedsTest, FailstopSeedRangePasses) {
+  SimOptions options;
+  options.mode = Mode::kFailstop;
+  options.ops = kOpsPerRun;
+  options.faults_min = kFaultEpisodesPerRun;
+  const uint64_t count = scale_count(kFailstopSeeds, seeds_scale_from_environment());
+  uint64_t undersized = 0;
+  // ctest already runs test binaries side by side, so one child process at a time here.
+  const BatchResult batch = run_seeds(options, SeedRange{1, count}, 1, [&](const RunResult& r) {
+    if (r.passed && (r.ops_submitted < kOpsPerRun || r.fault_episodes < kFaultEpisodesPerRun)) {
+      ++undersized;
+      ADD_FAILURE() << "seed " << r.seed << " ran too little: " << summarize(r);
+    }
+  });
+  EXPECT_EQ(batch.runs, count);
+  EXPECT_EQ(undersized, 0u);
+  for (const RunResult& failure : batch.failures) {
+    ADD_FAILURE() << summarize(failure) << "\n  replay: " << replay_command(options, failure.seed);
+  }
+  EXPECT_EQ(batch.passed, count);
+}
+
+}  // namespace
+}  // namespace lockstep::sim

@@ -1,0 +1,231 @@
+// `lockstep sim`: the deterministic simulator (src/sim). One seed prints a summary of the run
+// and, when it fails, the trace of the events before the violation; a range of seeds prints
+// progress, pass/fail counts, runs per second and the replay command of every failing seed.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "sim/runner.h"
+#include "sim/simulator.h"
+
+namespace lockstep::tool {
+namespace {
+
+struct SimCommandOptions {
+  std::string mode = "failstop";
+  std::optional<uint64_t> seed;
+  std::string seeds;
+  uint32_t ops = 500;
+  std::optional<uint32_t> t;
+  std::optional<uint32_t> clients;
+  uint32_t faults_min = 10;
+  std::string clocks = "drawn";
+  std::vector<std::string> planted;
+  bool trace = false;
+  size_t trace_events = 200;
+  unsigned jobs = 1;
+  std::optional<double> scale;
+  bool in_process = false;
+  std::string history;
+};
+
+void print_trace(const sim::RunResult& result) {
+  std::printf("--- trace: the last %zu events before %s ---\n", result.trace_tail.size(),
+              result.passed ? "the end" : "the violation");
+  for (const std::string& line : result.trace_tail)
+    std::printf("%s\n", line.c_str());
+  std::printf("--- end of trace ---\n");
+}
+
+int run_one(const SimCommandOptions& cli, sim::SimOptions options) {
+  options.seed = *cli.seed;
+  options.trace = cli.trace;
+  sim::RunResult result =
+      cli.in_process ? sim::run_simulation(options) : sim::run_isolated(options);
+  if (!result.passed && !options.trace) {
+    // Replay the seed with the trace on: the same seed gives the same run, event for event.
+    options.trace = true;
+    sim::RunResult traced =
+        cli.in_process ? sim::run_simulation(options) : sim::run_isolated(options);
+    if (traced.violation != result.violation) {
+      std::printf("warning: the traced replay ended differently (nondeterminism?)\n");
+    }
+    result = std::move(traced);
+  }
+  if (options.trace) print_trace(result);
+  std::printf("%s\n", sim::summarize(result).c_str());
+  if (!result.passed) {
+    std::printf("replay: %s\n", sim::replay_command(options, result.seed).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
+  std::optional<sim::SeedRange> range = sim::parse_seed_range(cli.seeds);
+  if (!range) {
+    std::fprintf(stderr, "--seeds wants A..B (A <= B) or a single seed, got '%s'\n",
+                 cli.seeds.c_str());
+    return 2;
+  }
+  const double scale = cli.scale.value_or(sim::seeds_scale_from_environment());
+  const uint64_t count = sim::scale_count(range->count(), scale);
+  range->last = range->first + count - 1;
+  std::printf("simulating seeds %llu..%llu (%llu runs, scale %.3g) with %u job%s\n",
+              static_cast<unsigned long long>(range->first),
+              static_cast<unsigned long long>(range->last), static_cast<unsigned long long>(count),
+              scale, cli.jobs, cli.jobs == 1 ? "" : "s");
+  std::fflush(stdout);
+
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
+  Clock::time_point last_progress = start;
+  uint64_t done = 0;
+  uint64_t failed = 0;
+  uint64_t events = 0;
+  auto rate = [&](Clock::time_point now) {
+    const double seconds = std::chrono::duration<double>(now - start).count();
+    return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
+  };
+  sim::BatchResult batch =
+      sim::run_seeds(options, *range, cli.jobs, [&](const sim::RunResult& result) {
+        ++done;
+        events += result.events;
+        if (!result.passed) {
+          ++failed;
+          std::printf("FAIL seed %llu: %s\n", static_cast<unsigned long long>(result.seed),
+                      result.violation.substr(0, result.violation.find('\n')).c_str());
+        }
+        const Clock::time_point now = Clock::now();
+        if (now - last_progress >= std::chrono::seconds(2) || done == count) {
+          last_progress = now;
+          std::printf("progress: %llu/%llu runs, %llu failed, %.1f runs/s\n",
+                      static_cast<unsigned long long>(done), static_cast<unsigned long long>(count),
+                      static_cast<unsigned long long>(failed), rate(now));
+        }
+        std::fflush(stdout);
+      });
+  const Clock::time_point end = Clock::now();
+  const double seconds = std::chrono::duration<double>(end - start).count();
+
+  std::printf("\n%llu runs: %llu passed, %zu failed in %.1f s (%.1f runs/s, %.0f events/s)\n",
+              static_cast<unsigned long long>(batch.runs),
+              static_cast<unsigned long long>(batch.passed), batch.failures.size(), seconds,
+              rate(end), seconds > 0 ? static_cast<double>(events) / seconds : 0.0);
+  if (batch.failures.empty()) return 0;
+  std::printf("failing seeds:\n");
+  for (const sim::RunResult& failure : batch.failures) {
+    std::printf("  seed %llu: %s\n    replay: %s\n", static_cast<unsigned long long>(failure.seed),
+                failure.violation.c_str(), sim::replay_command(options, failure.seed).c_str());
+  }
+  if (cli.trace) {
+    // Traces of the first few failures; the replay command gives any other.
+    constexpr size_t kTracesShown = 3;
+    for (size_t i = 0; i < batch.failures.size() && i < kTracesShown; ++i) {
+      sim::SimOptions traced = options;
+      traced.seed = batch.failures[i].seed;
+      traced.trace = true;
+      std::printf("\nseed %llu:\n", static_cast<unsigned long long>(traced.seed));
+      print_trace(sim::run_isolated(traced));
+    }
+  }
+  return 1;
+}
+
+int run(const SimCommandOptions& cli) {
+  if (cli.mode == "byzantine") {
+    std::fprintf(stderr,
+                 "lockstep sim: mode 'byzantine' is not implemented yet (the simulator has a "
+                 "ByzantineHook for it; the byzantine protocol does not exist yet)\n");
+    return 2;
+  }
+  if (cli.mode != "failstop") {
+    std::fprintf(stderr, "lockstep sim: unknown mode '%s' (failstop or byzantine)\n",
+                 cli.mode.c_str());
+    return 2;
+  }
+  if (cli.seed.has_value() == !cli.seeds.empty()) {
+    std::fprintf(stderr, "lockstep sim: give exactly one of --seed S or --seeds A..B\n");
+    return 2;
+  }
+  sim::SimOptions options;
+  options.mode = sim::Mode::kFailstop;
+  options.ops = cli.ops;
+  options.t = cli.t;
+  options.clients = cli.clients;
+  options.faults_min = cli.faults_min;
+  options.trace_tail_events = cli.trace_events;
+  if (!cli.history.empty() && !cli.seed) {
+    std::fprintf(stderr, "lockstep sim: --history goes with one --seed\n");
+    return 2;
+  }
+  options.history_path = cli.history;
+  if (cli.clocks == "bounded") {
+    options.clock_beyond_bounds = false;
+  } else if (cli.clocks == "beyond") {
+    options.clock_beyond_bounds = true;
+  } else if (cli.clocks != "drawn") {
+    std::fprintf(stderr, "lockstep sim: --clocks is drawn, bounded or beyond\n");
+    return 2;
+  }
+  for (const std::string& name : cli.planted) {
+    if (!sim::set_planted_bug(options.planted, name)) {
+      std::fprintf(stderr, "lockstep sim: unknown planted bug '%s'; known:", name.c_str());
+      for (const std::string& known : sim::all_planted_bug_names()) {
+        std::fprintf(stderr, " %s", known.c_str());
+      }
+      std::fprintf(stderr, "\n");
+      return 2;
+    }
+  }
+  return cli.seed ? run_one(cli, options) : run_many(cli, options);
+}
+
+}  // namespace
+
+LOCKSTEP_COMMAND(
+    "sim", "Run the deterministic cluster simulator on one seed or a range of seeds",
+    [](CLI::App& app) -> std::function<int()> {
+      auto cli = std::make_shared<SimCommandOptions>();
+      app.add_option("--mode", cli->mode, "fault model: failstop (byzantine: not yet)")
+          ->capture_default_str();
+      app.add_option("--seed", cli->seed, "run this one seed (prints a trace when it fails)");
+      app.add_option("--seeds", cli->seeds, "run seeds A..B (both included)");
+      app.add_option("--ops", cli->ops, "client operations per run, at least")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber);
+      app.add_option("--t", cli->t,
+                     "faults tolerated (n = t+1); drawn 1..3 from the seed if absent")
+          ->check(CLI::Range(1, 8));
+      app.add_option("--clients", cli->clients, "concurrent clients; drawn 2..12 if absent")
+          ->check(CLI::Range(1, 64));
+      app.add_option("--faults-min", cli->faults_min, "fault episodes per run, at least")
+          ->capture_default_str();
+      app.add_option("--clocks", cli->clocks,
+                     "drawn | bounded | beyond: may replica clocks jump beyond the skew bound")
+          ->capture_default_str();
+      app.add_option("--plant", cli->planted,
+                     "enable a planted protocol bug (tests the checkers): execute_before_stable, "
+                     "skip_relay, reply_before_execute, drop_session_entry");
+      app.add_flag("--trace", cli->trace, "print the trace of the last events of the run");
+      app.add_option("--trace-events", cli->trace_events, "events kept in the trace")
+          ->capture_default_str();
+      app.add_option("--jobs,-j", cli->jobs, "seeds run in parallel (child processes)")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 256));
+      app.add_option("--scale", cli->scale,
+                     "multiply the number of seeds (default: $LOCKSTEP_SIM_SEEDS_SCALE or 1)")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--history", cli->history,
+                     "write the client history (JSON lines) here, and the resolved one to "
+                     "FILE.resolved");
+      app.add_flag("--in-process", cli->in_process,
+                   "run in this process (for a debugger); an assertion then ends the tool");
+      return [cli] { return run(*cli); };
+    });
+
+}  // namespace lockstep::tool
