@@ -21,7 +21,9 @@ absent; put sets; append concatenates (absent counts as ""); del removes; cas e 
 returns "true" when the key is present and equals e, else "false".
 
 Exit codes (same as the C++ tool): 0 linearizable, 1 not linearizable, 2 bad input or undecided
-(a key's search exceeded --budget). Standard library only.
+(a key's search exceeded --budget). Several files may be given (one Python start-up for many
+histories); each gets a verdict line "FILE: ..." and the exit code is the largest. Standard
+library only.
 """
 
 import argparse
@@ -147,24 +149,32 @@ def linearizable(ops, budget):
     n = len(ops)
     calls = [o["call"] for o in ops]
     returns = [INFINITE if o["return"] is None else o["return"] for o in ops]
-    must = 0
-    for i in range(n):
-        if returns[i] != INFINITE:
-            must |= 1 << i
+    # Completed operations by return time: the first one not yet linearized is the deadline,
+    # the latest point by which the next operation must have been called.
+    by_return = sorted((i for i in range(n) if returns[i] != INFINITE), key=lambda i: returns[i])
     seen = set()
     nodes = 0
 
-    def candidates(done):
-        deadline = min((returns[j] for j in range(n) if not done >> j & 1), default=INFINITE)
-        return [i for i in range(n) if not done >> i & 1 and calls[i] <= deadline]
+    def first_pending(done, position):
+        while position < len(by_return) and done >> by_return[position] & 1:
+            position += 1
+        return position
 
-    start = (0, (False, ""))
-    stack = [(start, iter(candidates(0)))]
-    seen.add(start)
+    def candidates(done, position):
+        deadline = returns[by_return[position]]
+        i = ((~done) & (done + 1)).bit_length() - 1  # lowest operation not yet linearized
+        while i < n and calls[i] <= deadline:
+            if not done >> i & 1:
+                yield i
+            i += 1
+
+    position = first_pending(0, 0)
+    if position == len(by_return):
+        return True  # nothing completed: every unknown operation may never have happened
+    stack = [(0, (False, ""), position, candidates(0, position))]
+    seen.add((0, (False, "")))
     while stack:
-        (done, state), options = stack[-1]
-        if done & must == must:
-            return True
+        done, state, position, options = stack[-1]
         advanced = False
         for i in options:
             nodes += 1
@@ -177,7 +187,10 @@ def linearizable(ops, budget):
             if config in seen:
                 continue
             seen.add(config)
-            stack.append((config, iter(candidates(config[0]))))
+            next_position = first_pending(config[0], position)
+            if next_position == len(by_return):
+                return True  # every completed operation is linearized
+            stack.append((config[0], after, next_position, candidates(config[0], next_position)))
             advanced = True
             break
         if not advanced:
@@ -185,16 +198,12 @@ def linearizable(ops, budget):
     return False
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("file")
-    parser.add_argument("--budget", type=int, default=20_000_000,
-                        help="search nodes per key before the key is undecided")
-    args = parser.parse_args()
+def check_file(path, budget):
+    """Checks one file, prints its verdict line(s) and returns its exit code."""
     try:
-        operations = read_history(args.file)
+        operations = read_history(path)
     except (BadInput, OSError) as error:
-        print("check_history.py: %s" % error, file=sys.stderr)
+        print("%s: bad input: %s" % (path, error))
         return 2
     by_key = {}
     for op in operations:
@@ -206,19 +215,30 @@ def main():
     violating, undecided = [], []
     for key in sorted(by_key):
         try:
-            if not linearizable(by_key[key], args.budget):
+            if not linearizable(by_key[key], budget):
                 violating.append(key)
         except BudgetExceeded:
             undecided.append(key)
-    print("operations: %d, keys: %d" % (len(operations), len(by_key)))
+    summary = "%s: %d operations, %d keys: " % (path, len(operations), len(by_key))
     if violating:
-        print("verdict: not linearizable; keys: %s" % ", ".join(json.dumps(k) for k in violating))
+        print(summary + "not linearizable; keys: " + ", ".join(json.dumps(k) for k in violating))
         return 1
     if undecided:
-        print("verdict: undecided; keys: %s" % ", ".join(json.dumps(k) for k in undecided))
+        print(summary + "undecided; keys: " + ", ".join(json.dumps(k) for k in undecided))
         return 2
-    print("verdict: linearizable")
+    print(summary + "linearizable")
     return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="history files; with several, one verdict line each and the "
+                             "largest exit code")
+    parser.add_argument("--budget", type=int, default=20_000_000,
+                        help="search nodes per key before the key is undecided")
+    args = parser.parse_args()
+    return max(check_file(path, args.budget) for path in args.files)
 
 
 if __name__ == "__main__":

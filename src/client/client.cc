@@ -14,7 +14,8 @@ Client::Client(net::EventLoop& loop, NetworkClientOptions options)
   LOCKSTEP_ASSERT(!options_.replicas.empty(), "a client needs at least one replica address");
   options_.session.replica_count = static_cast<uint32_t>(options_.replicas.size());
   incarnation_ = 0;
-  while (incarnation_ == 0) incarnation_ = random_();
+  while (incarnation_ == 0)
+    incarnation_ = random_();
   links_.resize(options_.replicas.size());
   for (size_t r = 0; r < links_.size(); ++r) {
     links_[r].address = options_.replicas[r];
@@ -84,8 +85,8 @@ bool Client::submit(Bytes command, Callback callback) {
 void Client::request_status(ReplicaId replica, StatusCallback callback) {
   LOCKSTEP_ASSERT(replica.value < links_.size(), "status of a replica outside the cluster");
   const uint64_t nonce = next_nonce_++;
-  statuses_.emplace(nonce, PendingStatus{loop_.now_ns() + options_.session.deadline_ns,
-                                         std::move(callback)});
+  statuses_.emplace(
+      nonce, PendingStatus{loop_.now_ns() + options_.session.deadline_ns, std::move(callback)});
   ReplicaLink& link = links_[replica.value];
   // Queued even while connecting; a connection that fails loses it and the deadline answers.
   if (link.connection && link.connection->is_open()) link.connection->send(StatusRequest{nonce});
@@ -142,7 +143,8 @@ void Client::after_iteration() {
   if (!status_results_.empty()) {
     auto results = std::move(status_results_);
     status_results_.clear();
-    for (auto& [callback, reply] : results) callback(std::move(reply));
+    for (auto& [callback, reply] : results)
+      callback(std::move(reply));
   }
   // Callbacks may submit again (a closed-loop workload does), which dirties sessions anew: keep
   // going until nothing is left, still before this iteration's flush.
@@ -276,7 +278,8 @@ std::optional<StatusReply> BlockingClient::status(ReplicaId replica) {
     loop_->stop();
   });
   // The client's deadline answers every request; the loop cannot stop before `done`.
-  while (!done) loop_->run();
+  while (!done)
+    loop_->run();
   return answer;
 }
 

@@ -19,8 +19,8 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -150,9 +150,9 @@ class BlockingClient {
 
   struct Outcome {
     bool ok = false;
-    Bytes result;           // when ok
+    Bytes result;            // when ok
     ReplicaId replied_by{};  // when ok
-    std::string error;      // when not ok
+    std::string error;       // when not ok
   };
   Outcome call(Bytes command);
   // One replica's status; nullopt when it does not answer by the deadline.

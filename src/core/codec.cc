@@ -8,6 +8,8 @@
 // covers the header at no extra cost.
 #include "core/codec.h"
 
+#include <algorithm>
+
 #include <xxhash.h>
 
 #include <bit>
@@ -490,6 +492,12 @@ std::variant<WireMessage, DecodeError> decode_payload(std::span<const uint8_t> p
   });
 }
 
+// Callers append many frames to one buffer; an exact reserve per frame would reallocate and
+// copy the whole buffer every time.
+void reserve_geometrically(Bytes& out, size_t needed) {
+  if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
+}
+
 }  // namespace
 
 void encode_frame(const WireMessage& message, Bytes& out) {
@@ -502,7 +510,7 @@ void encode_frame(const WireMessage& message, Bytes& out) {
   LOCKSTEP_ASSERT(frame_bytes <= kFrameBytesMax, "message exceeds kFrameBytesMax");
 
   const size_t start = out.size();
-  out.reserve(start + frame_bytes);
+  reserve_geometrically(out, start + frame_bytes);
   out.resize(start + kFrameHeaderBytes);  // zero reserved bytes, checksum patched below
   store_le(out.data() + start, kLengthBytes, frame_bytes - kLengthBytes);
   out[start + kVersionOffset] = kWireVersion;
@@ -561,7 +569,7 @@ void encode_replica_message(const ReplicaMessage& message, Bytes& out) {
   SizeCounter counter;
   put(counter, message);
   const size_t start = out.size();
-  out.reserve(start + counter.total());
+  reserve_geometrically(out, start + counter.total());
   Writer writer(out);
   put(writer, message);
   LOCKSTEP_ASSERT(out.size() - start == counter.total(), "sizing and encoding passes disagree");

@@ -21,13 +21,15 @@ Acceptor::Acceptor(EventLoop& loop, const Address& address, OnHello on_hello,
       on_hello_(std::move(on_hello)),
       limits_(limits),
       hello_timeout_ns_(hello_timeout_ns),
-      listener_(loop, address, [this](int fd, std::string peer) { on_accept(fd, std::move(peer)); }) {
+      listener_(loop, address,
+                [this](int fd, std::string peer) { on_accept(fd, std::move(peer)); }) {
   sweep_timer_ = loop_.schedule_every(kSweepIntervalNs, [this] { expire_silent(); });
 }
 
 Acceptor::~Acceptor() {
   loop_.cancel(sweep_timer_);
-  for (auto& [raw, pending] : pending_) pending.connection->set_handler(nullptr);
+  for (auto& [raw, pending] : pending_)
+    pending.connection->set_handler(nullptr);
 }
 
 void Acceptor::on_accept(int fd, std::string peer_name) {
@@ -48,8 +50,7 @@ void Acceptor::on_message(Connection& connection, WireMessage&& message) {
   if (it == pending_.end()) return;
   auto* hello = std::get_if<Hello>(&message);
   if (hello == nullptr) {
-    spdlog::warn("closing connection from {}: first frame is not a Hello",
-                 connection.peer_name());
+    spdlog::warn("closing connection from {}: first frame is not a Hello", connection.peer_name());
     connection.close("first frame is not a Hello");  // on_closed erases it
     return;
   }

@@ -159,8 +159,8 @@ void Connection::flush() {
 
 void Connection::write_output() {
   while (output_begin_ < output_.size()) {
-    ssize_t n = ::send(fd_, output_.data() + output_begin_, output_.size() - output_begin_,
-                       MSG_NOSIGNAL);
+    ssize_t n =
+        ::send(fd_, output_.data() + output_begin_, output_.size() - output_begin_, MSG_NOSIGNAL);
     if (n > 0) {
       output_begin_ += static_cast<size_t>(n);
       continue;
@@ -264,8 +264,7 @@ bool Connection::deliver_frames() {
     }
     size_t frame_bytes = std::get<size_t>(size);
     if (frame_bytes == 0) break;  // partial frame: wait for more bytes
-    std::variant<WireMessage, DecodeError> decoded =
-        decode_frame(available.first(frame_bytes));
+    std::variant<WireMessage, DecodeError> decoded = decode_frame(available.first(frame_bytes));
     input_begin_ += frame_bytes;
     if (auto* error = std::get_if<DecodeError>(&decoded)) {
       spdlog::warn("closing connection from {}: malformed frame: {}", peer_name_, error->reason);
@@ -296,8 +295,8 @@ void Listener::on_io(uint32_t /*epoll_events*/) {
   for (;;) {
     sockaddr_storage peer{};
     socklen_t length = sizeof peer;
-    int fd = accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &length,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd =
+        accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       on_accept_(fd, describe_peer(peer));
       continue;

@@ -106,15 +106,15 @@ class Connection final : public IoHandler, public Flushable {
   int fd_ = -1;
   std::string peer_name_;
   bool connecting_ = false;
-  bool want_write_ = false;       // EPOLLOUT registered
-  bool close_pending_ = false;    // a failure found outside a safe point; closed at flush
-  bool closed_ = false;           // close() ran (on_closed was called)
+  bool want_write_ = false;     // EPOLLOUT registered
+  bool close_pending_ = false;  // a failure found outside a safe point; closed at flush
+  bool closed_ = false;         // close() ran (on_closed was called)
   std::string close_reason_;
 
-  Bytes input_;                   // [input_begin_, input_end_) holds unparsed bytes
+  Bytes input_;  // [input_begin_, input_end_) holds unparsed bytes
   size_t input_begin_ = 0;
   size_t input_end_ = 0;
-  Bytes output_;                  // [output_begin_, size()) is still to be written
+  Bytes output_;  // [output_begin_, size()) is still to be written
   size_t output_begin_ = 0;
   uint64_t frames_received_ = 0;
 };

@@ -34,8 +34,12 @@ uint64_t clock_ns(clockid_t clock) {
 
 }  // namespace
 
-uint64_t monotonic_now_ns() { return clock_ns(CLOCK_MONOTONIC); }
-uint64_t wall_now_us() { return clock_ns(CLOCK_REALTIME) / 1000; }
+uint64_t monotonic_now_ns() {
+  return clock_ns(CLOCK_MONOTONIC);
+}
+uint64_t wall_now_us() {
+  return clock_ns(CLOCK_REALTIME) / 1000;
+}
 
 // The eventfd that post() and stop() write to, so a sleeping epoll_wait wakes up.
 class EventLoop::Wakeup final : public IoHandler {
@@ -114,7 +118,8 @@ EventLoop::~EventLoop() {
 void EventLoop::run() {
   stop_requested_.store(false, std::memory_order_relaxed);
   // A stop() that raced with the start of run() is not lost: post() wakes us and we re-check.
-  while (!stop_requested_.load(std::memory_order_acquire)) run_iteration();
+  while (!stop_requested_.load(std::memory_order_acquire))
+    run_iteration();
 }
 
 void EventLoop::stop() {
@@ -166,7 +171,9 @@ EventLoop::TimerId EventLoop::schedule_every(uint64_t interval_ns, std::function
   return id;
 }
 
-void EventLoop::cancel(TimerId id) { timers_.erase(id); }
+void EventLoop::cancel(TimerId id) {
+  timers_.erase(id);
+}
 
 EventLoop::HookId EventLoop::add_iteration_hook(std::function<void()> hook) {
   HookId id = next_hook_id_++;
@@ -259,7 +266,8 @@ void EventLoop::run_posted() {
     std::lock_guard lock(posted_mutex_);
     running_posted_.swap(posted_);
   }
-  for (auto& task : running_posted_) task();
+  for (auto& task : running_posted_)
+    task();
   running_posted_.clear();
 }
 

@@ -94,12 +94,12 @@ class PeerChannel final : public ConnectionHandler {
   uint64_t peer_incarnation() const { return peer_incarnation_; }
 
   struct Stats {
-    uint64_t frames_sent = 0;        // new frames (not counting resends)
+    uint64_t frames_sent = 0;  // new frames (not counting resends)
     uint64_t frames_resent = 0;
     uint64_t frames_delivered = 0;
     uint64_t duplicates_dropped = 0;
-    uint64_t connections = 0;        // handshakes completed
-    uint64_t resets = 0;             // peer restarts seen
+    uint64_t connections = 0;  // handshakes completed
+    uint64_t resets = 0;       // peer restarts seen
   };
   const Stats& stats() const { return stats_; }
   size_t unacknowledged_frames() const { return unacked_.size(); }

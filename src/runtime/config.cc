@@ -1,6 +1,7 @@
 #include "runtime/config.h"
 
 #include <fcntl.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 #include <map>
 #include <optional>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace lockstep::runtime {
 namespace {
@@ -116,7 +116,8 @@ ClientOptions ClusterConfig::client_options() const {
 
 std::vector<net::Address> ClusterConfig::addresses() const {
   std::vector<net::Address> result;
-  for (const ReplicaConfig& replica : replicas) result.push_back(replica.address);
+  for (const ReplicaConfig& replica : replicas)
+    result.push_back(replica.address);
   return result;
 }
 
@@ -198,8 +199,8 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
   if (replicas == nullptr) errors.fail("replicas", "missing (expected [[replicas]] tables)");
   const toml::array* array = replicas->as_array();
   if (array == nullptr) {
-    errors.fail("replicas", std::string("expected an array of tables, got ") +
-                                type_name(replicas->type()));
+    errors.fail("replicas",
+                std::string("expected an array of tables, got ") + type_name(replicas->type()));
   }
   std::map<uint32_t, size_t> index_of_id;
   for (size_t i = 0; i < array->size(); ++i) {
@@ -219,8 +220,8 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     const toml::node* address = table->get("address");
     if (address == nullptr) errors.fail(field + ".address", "missing");
     if (!address->is_string()) {
-      errors.fail(field + ".address",
-                  std::string("expected a string \"host:port\", got ") + type_name(address->type()));
+      errors.fail(field + ".address", std::string("expected a string \"host:port\", got ") +
+                                          type_name(address->type()));
     }
     const std::string address_text = address->value_or(std::string());
     std::optional<net::Address> parsed = net::parse_address(address_text);
@@ -243,9 +244,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     out.failure_timeout_ms =
         errors.integer(*timeouts, "failure_timeout_ms", "timeouts.failure_timeout_ms",
                        out.failure_timeout_ms, 1, kTimeoutMsMax);
-    out.relay_timeout_ms = errors.integer(*timeouts, "relay_timeout_ms",
-                                          "timeouts.relay_timeout_ms", out.relay_timeout_ms, 1,
-                                          kTimeoutMsMax);
+    out.relay_timeout_ms =
+        errors.integer(*timeouts, "relay_timeout_ms", "timeouts.relay_timeout_ms",
+                       out.relay_timeout_ms, 1, kTimeoutMsMax);
   }
   if (const toml::table* client = errors.optional_table(root, "client")) {
     errors.reject_unknown_keys(*client, "client.", {"retry_interval_ms", "deadline_ms"});

@@ -63,21 +63,26 @@ std::vector<uint16_t> pick_free_ports(size_t count, const std::string& host) {
       ports.push_back(net::local_port(fd));
     }
   } catch (...) {
-    for (int fd : sockets) close(fd);
+    for (int fd : sockets)
+      close(fd);
     throw;
   }
-  for (int fd : sockets) close(fd);
+  for (int fd : sockets)
+    close(fd);
   return ports;
 }
 
-std::filesystem::path self_executable() { return std::filesystem::read_symlink("/proc/self/exe"); }
+std::filesystem::path self_executable() {
+  return std::filesystem::read_symlink("/proc/self/exe");
+}
 
 pid_t spawn_process(const std::vector<std::string>& argv, const std::filesystem::path& log_path) {
   if (argv.empty()) throw std::runtime_error("spawn_process: empty argv");
   // Everything the child needs is prepared before fork: between fork and exec only
   // async-signal-safe calls are allowed.
   std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  for (const std::string& arg : argv)
+    args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) fail_errno("cannot open " + log_path.string());
@@ -169,7 +174,8 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
 }
 
 LocalCluster::~LocalCluster() {
-  for (uint32_t i = 0; i < replicas_.size(); ++i) kill(ReplicaId{i});
+  for (uint32_t i = 0; i < replicas_.size(); ++i)
+    kill(ReplicaId{i});
 }
 
 std::filesystem::path LocalCluster::log_path(ReplicaId id) const {
@@ -253,10 +259,9 @@ void LocalCluster::wait_until_listening(uint64_t timeout_ms) {
     if (replicas_[i].pid <= 0) continue;  // not started: nothing to wait for
     while (!accepts_connections(config_.replicas[i].address)) {
       if (!running(id)) {
-        throw std::runtime_error(
-            "replica " + std::to_string(i) + " " +
-            describe_wait_status(replicas_[i].last_status.value_or(0)) +
-            " before listening; its log ends with:\n" + log_tail(id));
+        throw std::runtime_error("replica " + std::to_string(i) + " " +
+                                 describe_wait_status(replicas_[i].last_status.value_or(0)) +
+                                 " before listening; its log ends with:\n" + log_tail(id));
       }
       if (net::monotonic_now_ns() >= deadline) {
         throw std::runtime_error("replica " + std::to_string(i) + " is not listening on " +
@@ -278,7 +283,8 @@ std::string LocalCluster::log_tail(ReplicaId id, size_t lines) const {
     if (tail.size() > lines) tail.pop_front();
   }
   std::string text;
-  for (const std::string& l : tail) text += "  " + l + "\n";
+  for (const std::string& l : tail)
+    text += "  " + l + "\n";
   return text;
 }
 

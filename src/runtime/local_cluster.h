@@ -43,11 +43,11 @@ std::optional<int> wait_process(pid_t pid, uint64_t timeout_ms);
 std::string describe_wait_status(int status);
 
 struct LocalClusterOptions {
-  uint32_t replicas = 3;             // failstop, t = replicas - 1
-  std::filesystem::path dir;         // created if missing; holds cluster.toml and the logs
-  uint16_t base_port = 0;            // replicas listen on base_port + id; 0 picks free ports
-  std::filesystem::path binary;      // the lockstep executable; empty means self_executable()
-  std::string log_level = "info";    // passed to the replicas
+  uint32_t replicas = 3;           // failstop, t = replicas - 1
+  std::filesystem::path dir;       // created if missing; holds cluster.toml and the logs
+  uint16_t base_port = 0;          // replicas listen on base_port + id; 0 picks free ports
+  std::filesystem::path binary;    // the lockstep executable; empty means self_executable()
+  std::string log_level = "info";  // passed to the replicas
   TimeoutConfig timeouts;
   ClientConfig client;
 };

@@ -32,7 +32,8 @@ ClusterConfig checked(ClusterConfig config, ReplicaId self) {
 uint64_t random_incarnation() {
   std::random_device device;
   uint64_t value = 0;
-  while (value == 0) value = (uint64_t{device()} << 32) ^ device();
+  while (value == 0)
+    value = (uint64_t{device()} << 32) ^ device();
   return value;
 }
 
@@ -72,7 +73,8 @@ ReplicaServer::~ReplicaServer() {
   loop_.cancel(tick_timer_);
   loop_.cancel(stats_timer_);
   if (output_hook_ != 0) loop_.remove_iteration_hook(output_hook_);
-  for (auto& [raw, client] : clients_) client.connection->set_handler(nullptr);
+  for (auto& [raw, client] : clients_)
+    client.connection->set_handler(nullptr);
 }
 
 Now ReplicaServer::now() const {
@@ -102,7 +104,9 @@ void ReplicaServer::stop() {
   loop_.stop();
 }
 
-void ReplicaServer::on_tick() { replica_.tick(now()); }
+void ReplicaServer::on_tick() {
+  replica_.tick(now());
+}
 
 void ReplicaServer::after_iteration() {
   Replica::Output output = replica_.take_output();
@@ -195,9 +199,10 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
   }
   auto* request = std::get_if<ClientRequest>(&message);
   if (request == nullptr) {
-    spdlog::warn("closing connection from {}: a client may only send ClientRequest and "
-                 "StatusRequest frames",
-                 connection.peer_name());
+    spdlog::warn(
+        "closing connection from {}: a client may only send ClientRequest and "
+        "StatusRequest frames",
+        connection.peer_name());
     connection.close("unexpected frame from a client");
     return;
   }

@@ -2,8 +2,8 @@
 // sockets, timers and clocks on one event loop thread (docs/DESIGN.md, "runtime").
 //
 //   inputs   client connections  -> Replica::on_client_request
-//            peer channels       -> Replica::on_peer_message (FIFO, exactly once; net/peer_channel.h)
-//            a 1 ms timer        -> Replica::tick
+//            peer channels       -> Replica::on_peer_message (FIFO, exactly once;
+//            net/peer_channel.h) a 1 ms timer        -> Replica::tick
 //   outputs  once per loop iteration, after all inputs: Replica::take_output(), whose to_peers go
 //            to the peer channels and whose to_clients go to the connection that carried the
 //            client's request (dropped when that connection is gone: the client retries).
@@ -13,8 +13,9 @@
 //
 // Connections: the listener accepts replicas and clients alike; the first frame (Hello) says
 // which. On a client connection a StatusRequest is answered at once with this replica's view,
-// executed count and state digest (for operators and tests comparing replicas). A client connection may carry many client sessions (client/client.h multiplexes them),
-// so replies are routed by the client id of the requests each connection carried.
+// executed count and state digest (for operators and tests comparing replicas). A client connection
+// may carry many client sessions (client/client.h multiplexes them), so replies are routed by the
+// client id of the requests each connection carried.
 #pragma once
 
 #include <cstdint>

@@ -91,8 +91,10 @@ TEST_F(RuntimeBasicTest, PutsAndGetsThroughThreeReplicas) {
     EXPECT_EQ(call(client, command(kv::Op::kGet, "k" + std::to_string(i))),
               (kv::Result{kv::ResultCode::kOk, "v" + std::to_string(i)}));
   }
-  EXPECT_EQ(call(client, command(kv::Op::kGet, "absent")), (kv::Result{kv::ResultCode::kNotFound, ""}));
-  EXPECT_EQ(call(client, command(kv::Op::kIncr, "n", {}, {}, 5)), (kv::Result{kv::ResultCode::kOk, "5"}));
+  EXPECT_EQ(call(client, command(kv::Op::kGet, "absent")),
+            (kv::Result{kv::ResultCode::kNotFound, ""}));
+  EXPECT_EQ(call(client, command(kv::Op::kIncr, "n", {}, {}, 5)),
+            (kv::Result{kv::ResultCode::kOk, "5"}));
   EXPECT_EQ(call(client, command(kv::Op::kCas, "k1", "new", "v1")),
             (kv::Result{kv::ResultCode::kOk, "true"}));
   // A second client (new session, new connections) sees what the first wrote.
@@ -144,9 +146,9 @@ TEST_F(RuntimeBasicTest, CorruptedFrameClosesOnlyThatConnection) {
   Bytes bytes;
   encode_frame(Hello{PeerRole::kClient, 1234, 1, 0}, bytes);
   const size_t corrupt_at = bytes.size() + kFrameHeaderBytes + 2;
-  encode_frame(ClientRequest{ClientId{1234}, Sequence{1}, Sequence{1},
-                             command(kv::Op::kPut, "evil", "x")},
-               bytes);
+  encode_frame(
+      ClientRequest{ClientId{1234}, Sequence{1}, Sequence{1}, command(kv::Op::kPut, "evil", "x")},
+      bytes);
   bytes[corrupt_at] ^= 0x5a;
   ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   // The replica answers the Hello, then closes the connection: read until EOF.
@@ -175,8 +177,9 @@ TEST_F(RuntimeBasicTest, SurvivorsKeepServingAfterSigkill) {
   EXPECT_TRUE(WIFSIGNALED(*cluster_->last_status(ReplicaId{1})));
 
   for (int i = 0; i < 10; ++i) {
-    EXPECT_EQ(call(client, command(kv::Op::kPut, "after-" + std::to_string(i), std::to_string(i))).code,
-              kv::ResultCode::kOk);
+    EXPECT_EQ(
+        call(client, command(kv::Op::kPut, "after-" + std::to_string(i), std::to_string(i))).code,
+        kv::ResultCode::kOk);
   }
   BlockingClient fresh(cluster_->client_options());
   for (int i = 0; i < 10; ++i) {
@@ -208,8 +211,7 @@ TEST_F(RuntimeBasicTest, ReplicaRemovedWhilePausedHaltsWithExitCode3) {
   std::optional<int> status = cluster_->wait(ReplicaId{2}, 10'000);
   ASSERT_TRUE(status) << "replica 2 did not exit; log:\n" << cluster_->log_tail(ReplicaId{2});
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << describe_wait_status(*status);
-  EXPECT_NE(read_log(ReplicaId{2}).find("removed from the membership; halting"),
-            std::string::npos);
+  EXPECT_NE(read_log(ReplicaId{2}).find("removed from the membership; halting"), std::string::npos);
   EXPECT_EQ(call(client, command(kv::Op::kGet, "b")), (kv::Result{kv::ResultCode::kOk, "2"}));
 }
 
@@ -220,15 +222,16 @@ std::pair<int, std::string> run_command(const std::string& command_line) {
   if (pipe == nullptr) return {-1, ""};
   std::array<char, 4096> buffer{};
   size_t n = 0;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    output.append(buffer.data(), n);
   int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 TEST_F(RuntimeBasicTest, KvCommandLine) {
   start_cluster(2);
-  const std::string kv = std::string(LOCKSTEP_BINARY) + " kv --config " +
-                         cluster_->config_path().string() + " ";
+  const std::string kv =
+      std::string(LOCKSTEP_BINARY) + " kv --config " + cluster_->config_path().string() + " ";
   EXPECT_EQ(run_command(kv + "put greeting hello"), (std::pair<int, std::string>{0, "OK\n"}));
   EXPECT_EQ(run_command(kv + "get greeting"), (std::pair<int, std::string>{0, "hello\n"}));
   EXPECT_EQ(run_command(kv + "append greeting ' world'"), (std::pair<int, std::string>{0, "OK\n"}));

@@ -60,8 +60,10 @@ TEST(RuntimeThroughputTest, SixtyFourSessionsOverThreeReplicas) {
       issue(s);
     });
   };
-  for (size_t s = 0; s < kSessions; ++s) sessions.push_back(client.open_session());
-  for (size_t s = 0; s < kSessions; ++s) issue(s);
+  for (size_t s = 0; s < kSessions; ++s)
+    sessions.push_back(client.open_session());
+  for (size_t s = 0; s < kSessions; ++s)
+    issue(s);
   const uint64_t start = net::monotonic_now_ns();
   double seconds = 0;
   loop.schedule(kMeasureNs, [&] {

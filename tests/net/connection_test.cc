@@ -83,7 +83,8 @@ TEST(ConnectionTest, ManyFramesInOneReadAreAllDeliveredInOrder) {
   Recorder recorder;
   Connection connection(loop, pair.ours, "test peer", &recorder);
   Bytes stream;
-  for (uint64_t s = 1; s <= 200; ++s) encode_frame(request(s), stream);
+  for (uint64_t s = 1; s <= 200; ++s)
+    encode_frame(request(s), stream);
   write_all(pair.theirs, stream);
   ASSERT_TRUE(run_until(loop, [&] { return recorder.messages.size() == 200; }));
   for (uint64_t s = 1; s <= 200; ++s) {
@@ -187,8 +188,8 @@ TEST(ConnectionTest, OversizedAndUnknownFramesAreRejectedFromTheHeader) {
     // Only the header: the connection must not wait for the rest of a forged frame.
     write_all(pair.theirs, std::span(c.bytes).first(kFrameHeaderBytes));
     ASSERT_TRUE(run_until(loop, [&] { return recorder.closed; })) << c.name;
-    EXPECT_NE(recorder.reason.find(c.reason), std::string::npos) << c.name << ": "
-                                                                 << recorder.reason;
+    EXPECT_NE(recorder.reason.find(c.reason), std::string::npos)
+        << c.name << ": " << recorder.reason;
     EXPECT_TRUE(recorder.messages.empty()) << c.name;
   }
 }
@@ -201,7 +202,8 @@ TEST(ConnectionTest, SendsAreBufferedUntilTheEndOfTheIteration) {
   size_t buffered_before_flush = 0;
   ssize_t readable_before_flush = -2;
   loop.post([&] {
-    for (uint64_t s = 1; s <= 100; ++s) connection.send(request(s));
+    for (uint64_t s = 1; s <= 100; ++s)
+      connection.send(request(s));
     buffered_before_flush = connection.output_bytes();
     char byte;
     readable_before_flush = ::recv(pair.theirs, &byte, 1, MSG_PEEK | MSG_DONTWAIT);

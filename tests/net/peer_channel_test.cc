@@ -14,9 +14,8 @@ namespace lockstep::net {
 namespace {
 
 ReplicaMessage numbered(uint64_t n, size_t command_bytes = 16) {
-  return ForwardRequest{ReplicaId{0},
-                        ClientRequest{ClientId{7}, Sequence{n}, Sequence{0},
-                                      Bytes(command_bytes, static_cast<uint8_t>(n))}};
+  return ForwardRequest{ReplicaId{0}, ClientRequest{ClientId{7}, Sequence{n}, Sequence{0},
+                                                    Bytes(command_bytes, static_cast<uint8_t>(n))}};
 }
 
 uint64_t number_of(const ReplicaMessage& message) {
@@ -96,12 +95,14 @@ class PeerChannelTest : public ::testing::Test {
 };
 
 TEST_F(PeerChannelTest, DeliversInOrderBothWays) {
-  ASSERT_TRUE(run_until(loop_, [&] { return a_.channel->established() && b_.channel->established(); }));
+  ASSERT_TRUE(
+      run_until(loop_, [&] { return a_.channel->established() && b_.channel->established(); }));
   for (uint64_t n = 1; n <= 500; ++n) {
     a_.channel->send(numbered(n));
     b_.channel->send(numbered(n));
   }
-  ASSERT_TRUE(run_until(loop_, [&] { return b_.delivered.size() == 500 && a_.delivered.size() == 500; }));
+  ASSERT_TRUE(
+      run_until(loop_, [&] { return b_.delivered.size() == 500 && a_.delivered.size() == 500; }));
   EXPECT_TRUE(is_one_to(b_.delivered, 500));
   EXPECT_TRUE(is_one_to(a_.delivered, 500));
   // Acknowledgements (piggybacked or PeerAck) empty both resend buffers once traffic stops.
@@ -113,9 +114,12 @@ TEST_F(PeerChannelTest, DeliversInOrderBothWays) {
 
 TEST_F(PeerChannelTest, MessagesSentBeforeTheFirstConnectionAreDelivered) {
   // Nothing has connected yet: the frames wait in the resend buffer.
-  for (uint64_t n = 1; n <= 50; ++n) a_.channel->send(numbered(n));
-  for (uint64_t n = 1; n <= 50; ++n) b_.channel->send(numbered(n));
-  ASSERT_TRUE(run_until(loop_, [&] { return b_.delivered.size() == 50 && a_.delivered.size() == 50; }));
+  for (uint64_t n = 1; n <= 50; ++n)
+    a_.channel->send(numbered(n));
+  for (uint64_t n = 1; n <= 50; ++n)
+    b_.channel->send(numbered(n));
+  ASSERT_TRUE(
+      run_until(loop_, [&] { return b_.delivered.size() == 50 && a_.delivered.size() == 50; }));
   EXPECT_TRUE(is_one_to(b_.delivered, 50));
   EXPECT_TRUE(is_one_to(a_.delivered, 50));
 }
@@ -142,9 +146,9 @@ TEST_F(PeerChannelTest, ResendsAfterForcedReconnectsWithoutLossOrDuplicates) {
     }
   });
   const uint64_t total = kRounds * kPerRound;
-  ASSERT_TRUE(run_until(loop_, [&] {
-    return b_.delivered.size() >= total && a_.delivered.size() >= total;
-  })) << "a got " << a_.delivered.size() << ", b got " << b_.delivered.size();
+  ASSERT_TRUE(run_until(
+      loop_, [&] { return b_.delivered.size() >= total && a_.delivered.size() >= total; }))
+      << "a got " << a_.delivered.size() << ", b got " << b_.delivered.size();
   loop_.cancel(driver);
   EXPECT_TRUE(is_one_to(b_.delivered, total));
   EXPECT_TRUE(is_one_to(a_.delivered, total));
@@ -155,15 +159,18 @@ TEST_F(PeerChannelTest, ResendsAfterForcedReconnectsWithoutLossOrDuplicates) {
 
 TEST_F(PeerChannelTest, PeerRestartStartsTheChannelOver) {
   ASSERT_TRUE(run_until(loop_, [&] { return b_.channel->established(); }));
-  for (uint64_t n = 1; n <= 20; ++n) a_.channel->send(numbered(n));
+  for (uint64_t n = 1; n <= 20; ++n)
+    a_.channel->send(numbered(n));
   ASSERT_TRUE(run_until(loop_, [&] { return b_.delivered.size() == 20; }));
 
   // Replica 1 "restarts": its channel (and connection) is gone, a new incarnation comes up.
   b_.channel.reset();
   ASSERT_TRUE(run_until(loop_, [&] { return !a_.channel->established(); }));
-  for (uint64_t n = 21; n <= 30; ++n) a_.channel->send(numbered(n));  // meant for the old one
+  for (uint64_t n = 21; n <= 30; ++n)
+    a_.channel->send(numbered(n));  // meant for the old one
   make_b(0xB2);
-  ASSERT_TRUE(run_until(loop_, [&] { return a_.channel->established() && b_.channel->established(); }));
+  ASSERT_TRUE(
+      run_until(loop_, [&] { return a_.channel->established() && b_.channel->established(); }));
   EXPECT_EQ(a_.channel->stats().resets, 1u);
   EXPECT_EQ(a_.channel->peer_incarnation(), 0xB2u);
   // Frames queued for the old process were dropped with it; the new one sees a fresh stream.
@@ -171,7 +178,8 @@ TEST_F(PeerChannelTest, PeerRestartStartsTheChannelOver) {
     a_.channel->send(numbered(n));
     b_.channel->send(numbered(n));
   }
-  ASSERT_TRUE(run_until(loop_, [&] { return b_.delivered.size() >= 10 && a_.delivered.size() >= 10; }));
+  ASSERT_TRUE(
+      run_until(loop_, [&] { return b_.delivered.size() >= 10 && a_.delivered.size() >= 10; }));
   EXPECT_TRUE(is_one_to(b_.delivered, 10));
   EXPECT_TRUE(is_one_to(a_.delivered, 10));
 }
@@ -210,10 +218,12 @@ TEST(PeerChannelLimitTest, OverflowingTheResendBufferFailsTheChannel) {
   options.dial_address = Address{"127.0.0.1", 1};
   PeerChannel channel(loop, options, [](ReplicaId, ReplicaMessage&&) {});
   channel.start();
-  for (uint64_t n = 1; n <= 15; ++n) channel.send(numbered(n, 1000));
+  for (uint64_t n = 1; n <= 15; ++n)
+    channel.send(numbered(n, 1000));
   EXPECT_FALSE(channel.failed());
   EXPECT_EQ(channel.unacknowledged_frames(), 15u);
-  for (uint64_t n = 16; n <= 20; ++n) channel.send(numbered(n, 1000));
+  for (uint64_t n = 16; n <= 20; ++n)
+    channel.send(numbered(n, 1000));
   EXPECT_TRUE(channel.failed());
   // A failed channel holds nothing and takes nothing more.
   EXPECT_EQ(channel.unacknowledged_frames(), 0u);

@@ -131,8 +131,7 @@ TEST(ConfigTest, EachErrorNamesItsField) {
       {with("address = \"127.0.0.1:7002\"", ""), "cluster.toml: replicas[1].address: missing"},
       {with("address = \"127.0.0.1:7002\"", "address = \"127.0.0.1:7000\""),
        "cluster.toml: replicas[2].address: same address as replicas[0] (127.0.0.1:7000)"},
-      {with("id = 2", "id = 0"),
-       "cluster.toml: replicas[1].id: duplicate id 0 (also replicas[0])"},
+      {with("id = 2", "id = 0"), "cluster.toml: replicas[1].id: duplicate id 0 (also replicas[0])"},
       {with("id = 2", "id = 5"), "cluster.toml: replicas[1].id: must be in [0, 2], got 5"},
       {with("id = 2", "id = \"two\""),
        "cluster.toml: replicas[1].id: expected an integer, got a string"},
@@ -155,12 +154,14 @@ TEST(ConfigTest, EachErrorNamesItsField) {
        "cluster.toml: timeouts.failure_timeout: unknown key"},
       {with("deadline_ms = 1500", "deadline_ms = 0"),
        "cluster.toml: client.deadline_ms: must be in [1, 86400000], got 0"},
-      // A top-level `timeouts = 3` (the [timeouts] table cut off, or TOML rejects the redefinition).
+      // A top-level `timeouts = 3` (the [timeouts] table cut off, or TOML rejects the
+      // redefinition).
       {without_tables_from("[timeouts]", with("t = 2", "t = 2\ntimeouts = 3")),
        "cluster.toml: timeouts: expected a table, got an integer"},
       {with("t = 2", "t = 2\nport = 1"), "cluster.toml: port: unknown key"},
   };
-  for (const Case& c : cases) EXPECT_EQ(error_of(c.text), c.message);
+  for (const Case& c : cases)
+    EXPECT_EQ(error_of(c.text), c.message);
 }
 
 TEST(ConfigTest, SyntaxErrorsGiveLineAndColumn) {

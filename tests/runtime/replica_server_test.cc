@@ -58,7 +58,8 @@ Bytes get(const std::string& key) {
 }
 kv::Result result_of(const CallResult& result) {
   EXPECT_TRUE(result.ok());
-  return kv::decode_result(result.result).value_or(kv::Result{kv::ResultCode::kError, "undecodable"});
+  return kv::decode_result(result.result)
+      .value_or(kv::Result{kv::ResultCode::kError, "undecodable"});
 }
 
 class InProcessClusterTest : public ::testing::Test {
@@ -107,7 +108,8 @@ class InProcessClusterTest : public ::testing::Test {
     }
     EXPECT_TRUE(run_until(loop_, [&] { return finished == sessions; }))
         << finished << " of " << sessions << " sessions finished";
-    for (State& state : states) client_->close_session(state.id);
+    for (State& state : states)
+      client_->close_session(state.id);
     return mismatches;
   }
 
@@ -121,7 +123,8 @@ TEST_F(InProcessClusterTest, ManySessionsShareOneConnectionPerReplica) {
   start(3);
   EXPECT_EQ(run_sessions(64, 10, "key-"), 0);
   // 64 sessions, one connection to each replica: replies were routed by client id.
-  for (auto& server : servers_) EXPECT_EQ(server->client_connections(), 1u);
+  for (auto& server : servers_)
+    EXPECT_EQ(server->client_connections(), 1u);
   EXPECT_EQ(client_->connected_replicas(), 3u);
   // Every replica executed every request (1280 of them) in the same order: same state.
   ASSERT_TRUE(run_until(loop_, [&] {

@@ -4,8 +4,13 @@
 // File format, one seed per line: the seed, then optional flags as `lockstep sim` takes them
 // (--t T, --clients C, --ops N, --faults-min F, --clocks bounded|beyond), then `#` and what the
 // seed found. Blank lines and lines starting with `#` are comments.
+//
+// A seed whose bug is found but not fixed yet carries `--open`: it is run and its state printed,
+// but not asserted, so that a known bug is on record without turning every build red. Whoever
+// fixes the bug removes `--open`, and from then on the seed must pass.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -21,6 +26,7 @@ struct RegressionSeed {
   SimOptions options;
   std::string finding;
   size_t line = 0;
+  bool open = false;
 };
 
 std::vector<RegressionSeed> read_regression_seeds(const std::string& path) {
@@ -48,6 +54,10 @@ std::vector<RegressionSeed> read_regression_seeds(const std::string& path) {
       seed.finding = text.substr(text.find_first_not_of(" #", hash));
     }
     for (std::string flag; words >> flag;) {
+      if (flag == "--open") {
+        seed.open = true;
+        continue;
+      }
       std::string value;
       if (!(words >> value)) {
         ADD_FAILURE() << path << ":" << line << ": " << flag << " needs a value";
@@ -78,6 +88,17 @@ TEST(RegressionSeedsTest, EverySeedThatOnceFailedPasses) {
   ASSERT_FALSE(seeds.empty()) << path << " lists no seeds";
   for (const RegressionSeed& seed : seeds) {
     const RunResult result = run_isolated(seed.options);
+    if (seed.open) {
+      std::printf("open bug, line %zu (%s): seed %llu %s\n", seed.line, seed.finding.c_str(),
+                  static_cast<unsigned long long>(seed.options.seed),
+                  result.passed
+                      ? "now PASSES: remove --open from its line"
+                      : ("still fails: " + result.violation.substr(0, result.violation.find('\n')))
+                            .c_str());
+      continue;
+    }
+    EXPECT_GE(result.ops_submitted, seed.options.ops) << "line " << seed.line;
+    EXPECT_GE(result.fault_episodes, seed.options.faults_min) << "line " << seed.line;
     EXPECT_TRUE(result.passed) << "line " << seed.line << " (" << seed.finding << ") fails again:\n"
                                << summarize(result)
                                << "\n  replay: " << replay_command(seed.options, seed.options.seed);

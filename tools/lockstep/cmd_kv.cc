@@ -84,7 +84,9 @@ std::function<int()> setup_kv(CLI::App& app) {
     return sub;
   };
   op("get", "print the value of KEY", kv::Op::kGet);
-  op("put", "set KEY to VALUE", kv::Op::kPut)->add_option("value", args->value, "value")->required();
+  op("put", "set KEY to VALUE", kv::Op::kPut)
+      ->add_option("value", args->value, "value")
+      ->required();
   op("del", "delete KEY", kv::Op::kDel);
   op("append", "append VALUE to KEY's value", kv::Op::kAppend)
       ->add_option("value", args->value, "value")

@@ -40,8 +40,8 @@ int run_local_cluster(const LocalClusterArgs& args) {
     runtime::LocalCluster cluster(options);
     cluster.start_all();
     cluster.wait_until_listening();
-    std::cout << "cluster of " << args.replicas << " replicas (failstop, t = "
-              << cluster.config().t << ")\n";
+    std::cout << "cluster of " << args.replicas << " replicas (failstop, t = " << cluster.config().t
+              << ")\n";
     std::cout << "config: " << cluster.config_path().string() << "\n";
     for (uint32_t i = 0; i < args.replicas; ++i) {
       std::cout << "replica " << i << ": "
@@ -92,18 +92,18 @@ int run_local_cluster(const LocalClusterArgs& args) {
   }
 }
 
-LOCKSTEP_COMMAND("local-cluster", "Run a whole cluster on loopback in the foreground",
-                 [](CLI::App& app) -> std::function<int()> {
-                   auto args = std::make_shared<LocalClusterArgs>();
-                   app.add_option("--replicas", args->replicas, "number of replicas (t+1)")
-                       ->check(CLI::Range(1, 33));
-                   app.add_option("--dir", args->dir, "directory for cluster.toml and the logs")
-                       ->required();
-                   app.add_option("--base-port", args->base_port,
-                                  "replica i listens on base-port + i (default: free ports)");
-                   app.add_option("--log-level", args->log_level, "the replicas' log level");
-                   return [args] { return run_local_cluster(*args); };
-                 });
+LOCKSTEP_COMMAND(
+    "local-cluster", "Run a whole cluster on loopback in the foreground",
+    [](CLI::App& app) -> std::function<int()> {
+      auto args = std::make_shared<LocalClusterArgs>();
+      app.add_option("--replicas", args->replicas, "number of replicas (t+1)")
+          ->check(CLI::Range(1, 33));
+      app.add_option("--dir", args->dir, "directory for cluster.toml and the logs")->required();
+      app.add_option("--base-port", args->base_port,
+                     "replica i listens on base-port + i (default: free ports)");
+      app.add_option("--log-level", args->log_level, "the replicas' log level");
+      return [args] { return run_local_cluster(*args); };
+    });
 
 }  // namespace
 }  // namespace lockstep::tool

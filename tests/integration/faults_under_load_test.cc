@@ -1,0 +1,207 @@
+// Faults while clients run, with real replica processes on loopback: a replica killed by SIGKILL
+// in the middle of a workload, and a client that vanishes in the middle of its broadcast. Each
+// checks what the seed asks: the history is linearizable (by our checker and by an independent
+// one), nothing acknowledged is lost, and the surviving replicas hold identical state.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "apps/kv/kv_machine.h"
+#include "check/linearizability.h"
+#include "client/client.h"
+#include "client/status.h"
+#include "core/codec.h"
+#include "protocol/failstop/core.h"
+#include "runtime/local_cluster.h"
+#include "workload/workload.h"
+
+namespace lockstep {
+namespace {
+
+class FaultsUnderLoadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path() /
+           ("lockstep-faults-" + std::to_string(getpid()) + "-" + test->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    cluster_.reset();
+    if (!HasFailure()) std::filesystem::remove_all(dir_);
+  }
+
+  void start_cluster(uint32_t replicas) {
+    runtime::LocalClusterOptions options;
+    options.replicas = replicas;
+    options.dir = dir_;
+    options.binary = LOCKSTEP_BINARY;
+    options.timeouts.failure_timeout_ms = 300;
+    options.timeouts.relay_timeout_ms = 30;
+    options.client.retry_interval_ms = 100;
+    options.client.deadline_ms = 10'000;
+    cluster_ = std::make_unique<runtime::LocalCluster>(options);
+    cluster_->start_all();
+    cluster_->wait_until_listening();
+  }
+
+  // Polls every running replica until all have executed the same number of requests, then
+  // returns their statuses.
+  std::map<uint32_t, StatusReply> converged_statuses(const std::vector<ReplicaId>& replicas) {
+    std::map<uint32_t, StatusReply> statuses;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      statuses.clear();
+      for (ReplicaId id : replicas) {
+        std::string error;
+        auto status =
+            query_status(cluster_->config().replicas[id.value].address, 1000, error);
+        if (status) statuses[id.value] = *status;
+      }
+      bool same = statuses.size() == replicas.size();
+      for (const auto& [id, status] : statuses) {
+        same &= status.executed == statuses.begin()->second.executed;
+      }
+      if (same) return statuses;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "replicas did not converge";
+    return statuses;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<runtime::LocalCluster> cluster_;
+};
+
+TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
+  start_cluster(3);
+  const ReplicaId victim{1};
+  workload::Options load;
+  load.client = cluster_->client_options();
+  load.clients = 16;
+  load.keys = 20;
+  load.duration_s = 3;
+  load.progress = false;
+  load.midway = [&] { cluster_->kill(victim); };
+  workload::Report report = workload::run(load);
+  ASSERT_GT(report.completed, 100u);
+  EXPECT_EQ(report.unknown, 0u) << "survivors answer every request once the view changes";
+
+  // Read every key at the end; the reads join the history so the checker judges them too.
+  BlockingClient reader(cluster_->client_options());
+  std::vector<check::Operation> history = report.history;
+  std::map<std::string, std::string> final_values;
+  for (uint32_t k = 0; k < load.keys; ++k) {
+    const std::string key = workload::key_name(k, load.key_bytes);
+    check::Operation op{999'999, check::OpKind::kGet, key, {}, {}, {},
+                        net::monotonic_now_ns(), {}, check::Outcome::kOk};
+    auto outcome = reader.call(kv::encode_command(kv::Command{kv::Op::kGet, key, {}, {}, 0}));
+    ASSERT_TRUE(outcome.ok) << outcome.error;
+    op.return_ns = net::monotonic_now_ns();
+    auto result = kv::decode_result(outcome.result);
+    ASSERT_TRUE(result);
+    op.output = result->code == kv::ResultCode::kOk ? result->value : "";
+    final_values[key] = *op.output;
+    history.push_back(op);
+  }
+
+  // No acknowledged append lost: each is in the final value unless a later put overwrote it.
+  std::map<std::string, uint64_t> last_put_return;
+  for (const check::Operation& op : history) {
+    if (op.kind == check::OpKind::kPut) {
+      last_put_return[op.key] =
+          std::max(last_put_return[op.key], op.return_ns.value_or(UINT64_MAX));
+    }
+  }
+  size_t checked = 0;
+  for (const auto& [key, token] : report.acknowledged_appends) {
+    auto appended = std::find_if(history.begin(), history.end(), [&](const check::Operation& op) {
+      return op.kind == check::OpKind::kAppend && op.value == token;
+    });
+    ASSERT_NE(appended, history.end());
+    if (last_put_return.count(key) && last_put_return[key] >= appended->call_ns) continue;
+    EXPECT_NE(final_values[key].find(token), std::string::npos) << "lost append " << token;
+    ++checked;
+  }
+  RecordProperty("appends_checked", static_cast<int>(checked));
+
+  const check::CheckResult verdict = check::check_linearizability(history);
+  EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
+      << (verdict.window ? check::format_window(*verdict.window, history) : "");
+
+  // The independent checker agrees. It is slow (plain Python), so it gets the operations on a few
+  // keys: each key is an independent register, so a history is linearizable exactly when each
+  // key's part is (P-compositionality), and any subset of keys is a valid history to check.
+  std::vector<check::Operation> sample;
+  for (const check::Operation& op : history) {
+    if (op.key <= workload::key_name(3, load.key_bytes)) sample.push_back(op);
+  }
+  const std::filesystem::path file = dir_ / "history.jsonl";
+  ASSERT_FALSE(check::write_history_file(file.string(), sample).has_value());
+  const std::string script = std::string(LOCKSTEP_SOURCE_DIR) + "/scripts/check_history.py";
+  if (std::system("python3 --version >/dev/null 2>&1") == 0) {
+    const int status = std::system(("python3 " + script + " " + file.string() + " >/dev/null").c_str());
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "scripts/check_history.py disagrees";
+  }
+
+  const auto statuses = converged_statuses({ReplicaId{0}, ReplicaId{2}});
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_EQ(statuses.at(0).digest, statuses.at(2).digest);
+  EXPECT_EQ(statuses.at(0).members, (std::vector<ReplicaId>{ReplicaId{0}, ReplicaId{2}}));
+}
+
+// Sends raw frames to one replica, as a client that dies after reaching only part of the cluster.
+void send_and_vanish(const net::Address& address, const ClientRequest& request) {
+  std::string error;
+  auto resolved = net::resolve(address, error);
+  ASSERT_TRUE(resolved) << error;
+  const int fd = ::socket(resolved->family, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&resolved->storage),
+                      resolved->length),
+            0);
+  Bytes out;
+  encode_frame(Hello{PeerRole::kClient, request.client.value, 1, 0}, out);
+  encode_frame(request, out);
+  ASSERT_EQ(::send(fd, out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::close(fd);
+}
+
+TEST_F(FaultsUnderLoadTest, ClientThatReachesOnlyANonOwnerStillGetsItsRequestRunEverywhere) {
+  start_cluster(3);
+  // Pick a client id whose owner is replica 0, and tell only replica 2 about its request.
+  failstop::Options probe;
+  probe.replica_count = 3;
+  failstop::Core core(probe);
+  ClientId client{0x5eed};
+  while (core.owner_of(client) != ReplicaId{0}) client = ClientId{client.value + 1};
+  const ClientRequest request{client, Sequence{1}, Sequence{1},
+                              kv::encode_command(kv::Command{kv::Op::kPut, "orphan", "v1", {}, 0})};
+  send_and_vanish(cluster_->config().replicas[2].address, request);
+
+  // The request is relayed to its owner and executed by every replica.
+  BlockingClient reader(cluster_->client_options());
+  std::string value;
+  for (int attempt = 0; attempt < 100 && value != "v1"; ++attempt) {
+    auto outcome =
+        reader.call(kv::encode_command(kv::Command{kv::Op::kGet, "orphan", {}, {}, 0}));
+    ASSERT_TRUE(outcome.ok) << outcome.error;
+    value = kv::decode_result(outcome.result).value_or(kv::Result{}).value;
+    if (value != "v1") std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(value, "v1");
+  const auto statuses = converged_statuses({ReplicaId{0}, ReplicaId{1}, ReplicaId{2}});
+  ASSERT_EQ(statuses.size(), 3u);
+  EXPECT_EQ(statuses.at(0).digest, statuses.at(1).digest);
+  EXPECT_EQ(statuses.at(0).digest, statuses.at(2).digest);
+}
+
+}  // namespace
+}  // namespace lockstep
