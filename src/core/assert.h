@@ -9,9 +9,9 @@ namespace lockstep {
 
 }  // namespace lockstep
 
-#define LOCKSTEP_ASSERT(condition, message)                                        \
-  do {                                                                             \
-    if (!(condition)) [[unlikely]] {                                               \
-      ::lockstep::assertion_failed(#condition, __FILE__, __LINE__, (message));     \
-    }                                                                              \
+#define LOCKSTEP_ASSERT(condition, message)                                    \
+  do {                                                                         \
+    if (!(condition)) [[unlikely]] {                                           \
+      ::lockstep::assertion_failed(#condition, __FILE__, __LINE__, (message)); \
+    }                                                                          \
   } while (false)

@@ -8,10 +8,9 @@
 // covers the header at no extra cost.
 #include "core/codec.h"
 
-#include <algorithm>
-
 #include <xxhash.h>
 
+#include <algorithm>
 #include <bit>
 #include <limits>
 #include <optional>

@@ -75,8 +75,8 @@ struct ForwardRequest {
 // What a replica holds of one removed replica's stream, for the view change.
 struct StreamTail {
   ReplicaId source{};
-  uint64_t received = 0;               // entries 1..received are held
-  std::vector<OrderedEntry> entries;   // the held entries that are not yet executed
+  uint64_t received = 0;              // entries 1..received are held
+  std::vector<OrderedEntry> entries;  // the held entries that are not yet executed
   bool operator==(const StreamTail&) const = default;
 };
 

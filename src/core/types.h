@@ -35,8 +35,12 @@ using ViewNumber = StrongId<ViewTag, uint64_t>;
 
 using Bytes = std::vector<uint8_t>;
 
-inline Bytes to_bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
-inline std::string to_string(const Bytes& b) { return std::string(b.begin(), b.end()); }
+inline Bytes to_bytes(std::string_view s) {
+  return Bytes(s.begin(), s.end());
+}
+inline std::string to_string(const Bytes& b) {
+  return std::string(b.begin(), b.end());
+}
 
 // A point in the total order (Schneider §3.2.1): a hybrid logical clock value with the id of the
 // replica that issued it as tiebreak, so no two replicas ever issue the same timestamp.

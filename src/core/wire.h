@@ -31,7 +31,8 @@ class Writer {
     varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
   }
   void fixed64(uint64_t v) {
-    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    for (int i = 0; i < 8; ++i)
+      out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
   }
   void bytes(std::span<const uint8_t> b) {
     varint(b.size());
@@ -79,7 +80,8 @@ class Reader {
   uint64_t fixed64() {
     if (!need(8)) return 0;
     uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(in_[pos_ + i]) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<uint64_t>(in_[pos_ + i]) << (8 * i);
     pos_ += 8;
     return v;
   }

@@ -53,8 +53,8 @@ void Replica::tick(Now now) {
 void Replica::execute_ready() {
   for (OrderedEntry& entry : core_.take_executable()) {
     Service::Result result = service_.execute(entry.request);
-    output_.executed.push_back(Executed{entry.timestamp, entry.request.client,
-                                        entry.request.sequence, result.outcome});
+    output_.executed.push_back(
+        Executed{entry.timestamp, entry.request.client, entry.request.sequence, result.outcome});
     if (core_.options().planted.drop_session_entry && entry.request.sequence.value % 5 == 0) {
       service_.forget_session_for_testing(entry.request.client);  // planted bug
     }

@@ -41,7 +41,8 @@ Report run(const Options& options) {
   std::vector<uint64_t> latencies;
   std::mt19937_64 random(options.seed);
   std::vector<ClientId> sessions;
-  for (uint32_t s = 0; s < options.clients; ++s) sessions.push_back(client.open_session());
+  for (uint32_t s = 0; s < options.clients; ++s)
+    sessions.push_back(client.open_session());
   std::vector<uint64_t> operation_counts(options.clients, 0);
 
   const uint64_t start_ns = net::monotonic_now_ns();
@@ -99,7 +100,8 @@ Report run(const Options& options) {
       throw std::logic_error("a workload session had a request in flight already");
     }
   };
-  for (uint32_t s = 0; s < options.clients; ++s) loop.post([&issue, s] { issue(s); });
+  for (uint32_t s = 0; s < options.clients; ++s)
+    loop.post([&issue, s] { issue(s); });
   if (options.midway) {
     loop.schedule(static_cast<uint64_t>(options.duration_s * 0.5e9), options.midway);
   }
@@ -136,9 +138,9 @@ std::string format_report(const Report& report, uint32_t clients) {
                 "%u clients: %llu ops completed, %llu unknown, in %.1f s: %.0f ops/s\n"
                 "latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
                 clients, static_cast<unsigned long long>(report.completed),
-                static_cast<unsigned long long>(report.unknown), report.elapsed_s,
-                report.ops_per_s, ms(report.latency.p50_ns), ms(report.latency.p90_ns),
-                ms(report.latency.p99_ns), ms(report.latency.p999_ns), ms(report.latency.max_ns));
+                static_cast<unsigned long long>(report.unknown), report.elapsed_s, report.ops_per_s,
+                ms(report.latency.p50_ns), ms(report.latency.p90_ns), ms(report.latency.p99_ns),
+                ms(report.latency.p999_ns), ms(report.latency.max_ns));
   return buffer;
 }
 

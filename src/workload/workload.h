@@ -26,7 +26,7 @@ struct Options {
   uint32_t key_bytes = 16;
   uint32_t value_bytes = 100;
   double duration_s = 10;
-  uint32_t get_percent = 50;     // the rest splits between put and append
+  uint32_t get_percent = 50;  // the rest splits between put and append
   uint32_t append_percent = 25;
   uint64_t seed = 1;
   bool progress = true;  // a line per second on stderr

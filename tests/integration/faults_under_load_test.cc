@@ -60,8 +60,7 @@ class FaultsUnderLoadTest : public ::testing::Test {
       statuses.clear();
       for (ReplicaId id : replicas) {
         std::string error;
-        auto status =
-            query_status(cluster_->config().replicas[id.value].address, 1000, error);
+        auto status = query_status(cluster_->config().replicas[id.value].address, 1000, error);
         if (status) statuses[id.value] = *status;
       }
       bool same = statuses.size() == replicas.size();
@@ -99,8 +98,8 @@ TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
   std::map<std::string, std::string> final_values;
   for (uint32_t k = 0; k < load.keys; ++k) {
     const std::string key = workload::key_name(k, load.key_bytes);
-    check::Operation op{999'999, check::OpKind::kGet, key, {}, {}, {},
-                        net::monotonic_now_ns(), {}, check::Outcome::kOk};
+    check::Operation op{999'999, check::OpKind::kGet, key, {}, {}, {}, net::monotonic_now_ns(),
+                        {},      check::Outcome::kOk};
     auto outcome = reader.call(kv::encode_command(kv::Command{kv::Op::kGet, key, {}, {}, 0}));
     ASSERT_TRUE(outcome.ok) << outcome.error;
     op.return_ns = net::monotonic_now_ns();
@@ -146,7 +145,8 @@ TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
   ASSERT_FALSE(check::write_history_file(file.string(), sample).has_value());
   const std::string script = std::string(LOCKSTEP_SOURCE_DIR) + "/scripts/check_history.py";
   if (std::system("python3 --version >/dev/null 2>&1") == 0) {
-    const int status = std::system(("python3 " + script + " " + file.string() + " >/dev/null").c_str());
+    const int status =
+        std::system(("python3 " + script + " " + file.string() + " >/dev/null").c_str());
     EXPECT_EQ(WEXITSTATUS(status), 0) << "scripts/check_history.py disagrees";
   }
 
@@ -163,8 +163,7 @@ void send_and_vanish(const net::Address& address, const ClientRequest& request) 
   ASSERT_TRUE(resolved) << error;
   const int fd = ::socket(resolved->family, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&resolved->storage),
-                      resolved->length),
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&resolved->storage), resolved->length),
             0);
   Bytes out;
   encode_frame(Hello{PeerRole::kClient, request.client.value, 1, 0}, out);
@@ -181,7 +180,8 @@ TEST_F(FaultsUnderLoadTest, ClientThatReachesOnlyANonOwnerStillGetsItsRequestRun
   probe.replica_count = 3;
   failstop::Core core(probe);
   ClientId client{0x5eed};
-  while (core.owner_of(client) != ReplicaId{0}) client = ClientId{client.value + 1};
+  while (core.owner_of(client) != ReplicaId{0})
+    client = ClientId{client.value + 1};
   const ClientRequest request{client, Sequence{1}, Sequence{1},
                               kv::encode_command(kv::Command{kv::Op::kPut, "orphan", "v1", {}, 0})};
   send_and_vanish(cluster_->config().replicas[2].address, request);
@@ -190,8 +190,7 @@ TEST_F(FaultsUnderLoadTest, ClientThatReachesOnlyANonOwnerStillGetsItsRequestRun
   BlockingClient reader(cluster_->client_options());
   std::string value;
   for (int attempt = 0; attempt < 100 && value != "v1"; ++attempt) {
-    auto outcome =
-        reader.call(kv::encode_command(kv::Command{kv::Op::kGet, "orphan", {}, {}, 0}));
+    auto outcome = reader.call(kv::encode_command(kv::Command{kv::Op::kGet, "orphan", {}, {}, 0}));
     ASSERT_TRUE(outcome.ok) << outcome.error;
     value = kv::decode_result(outcome.result).value_or(kv::Result{}).value;
     if (value != "v1") std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -1,11 +1,11 @@
 // The failstop core driven by hand: scripted deliveries on FIFO channels and a fake clock, each
 // test a short transcript of inputs and the outputs they must produce.
-#include "protocol/failstop/core.h"
-
 #include <gtest/gtest.h>
 
 #include <deque>
 #include <map>
+
+#include "protocol/failstop/core.h"
 
 namespace lockstep::failstop {
 namespace {
@@ -44,7 +44,8 @@ class Harness {
       for (Core::Send& send : cores_[r].take_messages(now())) {
         queues_[{r, send.to.value}].push_back(std::move(send.message));
       }
-      for (OrderedEntry& entry : cores_[r].take_executable()) executed_[r].push_back(entry);
+      for (OrderedEntry& entry : cores_[r].take_executable())
+        executed_[r].push_back(entry);
       cores_[r].check_invariants();
     }
   }
@@ -96,7 +97,9 @@ class Harness {
   uint64_t now_ns_ = 10 * kMs;
 };
 
-uint32_t owner(Harness& h, uint64_t client) { return h.core(0).owner_of(ClientId{client}).value; }
+uint32_t owner(Harness& h, uint64_t client) {
+  return h.core(0).owner_of(ClientId{client}).value;
+}
 
 TEST(FailstopCore, EntryWaitsForStabilityAndUniformReceipt) {
   Harness h(3);
@@ -141,13 +144,15 @@ TEST(FailstopCore, HeartbeatsMakeIdleReplicasPassStability) {
 TEST(FailstopCore, AllReplicasExecuteInTimestampOrder) {
   Harness h(3);
   for (uint64_t c = 1; c <= 12; ++c) {
-    for (uint32_t r = 0; r < 3; ++r) h.core(r).on_client_request(h.now(), request(c, 1));
+    for (uint32_t r = 0; r < 3; ++r)
+      h.core(r).on_client_request(h.now(), request(c, 1));
     h.advance(kMs / 3);
     if (c % 4 == 0) h.settle(1);
   }
   h.settle();
   ASSERT_EQ(h.executed(0).size(), 12u);
-  for (uint32_t r = 1; r < 3; ++r) EXPECT_EQ(h.executed(r), h.executed(0));
+  for (uint32_t r = 1; r < 3; ++r)
+    EXPECT_EQ(h.executed(r), h.executed(0));
   for (size_t i = 1; i < h.executed(0).size(); ++i) {
     EXPECT_LT(h.executed(0)[i - 1].timestamp, h.executed(0)[i].timestamp);
   }
@@ -203,7 +208,8 @@ TEST(FailstopCore, EntryHeldByNoSurvivorIsDroppedAndReorderedFromBackup) {
   const uint32_t a = (o + 1) % 3, b = (o + 2) % 3;
   h.run_for(5 * kMs);
   // The client reached every replica, but the owner's ordering reached nobody.
-  for (uint32_t r = 0; r < 3; ++r) h.core(r).on_client_request(h.now(), request(client, 1));
+  for (uint32_t r = 0; r < 3; ++r)
+    h.core(r).on_client_request(h.now(), request(client, 1));
   h.flush();
   h.drop(o, a);
   h.drop(o, b);
@@ -236,9 +242,9 @@ TEST(FailstopCore, RemovedReplicaHaltsWhenItHearsOfIt) {
 TEST(FailstopCore, RestartedPeerWithNewIncarnationIsTreatedAsFailed) {
   Harness h(3);
   h.run_for(5 * kMs);
-  h.core(0).on_message(h.now(), ReplicaId{1},
-                       ReplicaUpdate{ReplicaId{1}, 4242, ViewNumber{0},
-                                     h.core(1).clock() + 100, {}, {0, 0, 0}});
+  h.core(0).on_message(
+      h.now(), ReplicaId{1},
+      ReplicaUpdate{ReplicaId{1}, 4242, ViewNumber{0}, h.core(1).clock() + 100, {}, {0, 0, 0}});
   h.flush();
   h.crash(1);
   h.run_for(20 * kMs);
@@ -275,7 +281,8 @@ TEST(FailstopCore, PlantedExecuteBeforeStableExecutesAlone) {
   options.planted.execute_before_stable = true;
   Core core(options);
   ClientId client{1};
-  while (core.owner_of(client) != ReplicaId{0}) client = ClientId{client.value + 1};
+  while (core.owner_of(client) != ReplicaId{0})
+    client = ClientId{client.value + 1};
   core.on_client_request(Now{1, 1}, ClientRequest{client, Sequence{1}, Sequence{1}, {}});
   EXPECT_EQ(core.take_executable().size(), 1u);
 }

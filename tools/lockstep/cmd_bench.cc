@@ -24,9 +24,9 @@ Bytes put_command(uint64_t i) {
 ReplicaUpdate sample_update(size_t entries) {
   ReplicaUpdate update{ReplicaId{1}, 77, ViewNumber{0}, 1'000'000, {}, {5, 9, 12}};
   for (size_t i = 0; i < entries; ++i) {
-    update.entries.push_back(OrderedEntry{
-        i + 1, Timestamp{1000 + i, ReplicaId{1}},
-        ClientRequest{ClientId{i}, Sequence{i + 1}, Sequence{i}, put_command(i)}});
+    update.entries.push_back(
+        OrderedEntry{i + 1, Timestamp{1000 + i, ReplicaId{1}},
+                     ClientRequest{ClientId{i}, Sequence{i + 1}, Sequence{i}, put_command(i)}});
   }
   return update;
 }
@@ -61,8 +61,8 @@ void BM_ServiceExecutePut(benchmark::State& state) {
   uint64_t i = 0;
   for (auto _ : state) {
     ++i;
-    auto result = service.execute(
-        ClientRequest{ClientId{i % 64}, Sequence{i}, Sequence{i}, put_command(i)});
+    auto result =
+        service.execute(ClientRequest{ClientId{i % 64}, Sequence{i}, Sequence{i}, put_command(i)});
     benchmark::DoNotOptimize(result);
   }
   state.SetItemsProcessed(state.iterations());
@@ -94,7 +94,8 @@ void BM_FailstopOrdering(benchmark::State& state) {
     for (uint64_t c = 0; c < batch; ++c) {
       ClientRequest request{ClientId{c + 1}, Sequence{sequence}, Sequence{sequence},
                             put_command(c)};
-      for (Replica& replica : replicas) replica.on_client_request(now, request);
+      for (Replica& replica : replicas)
+        replica.on_client_request(now, request);
     }
     // Rounds of delivery until every request has been answered.
     for (int round = 0; round < 4; ++round) {
@@ -120,9 +121,11 @@ LOCKSTEP_COMMAND("bench", "Micro-benchmarks of codec, state machine and protocol
                    return [&app]() {
                      // Pass the remaining arguments (e.g. --benchmark_filter=...) through.
                      args = {"lockstep bench"};
-                     for (const std::string& extra : app.remaining()) args.push_back(extra);
+                     for (const std::string& extra : app.remaining())
+                       args.push_back(extra);
                      std::vector<char*> argv;
-                     for (std::string& a : args) argv.push_back(a.data());
+                     for (std::string& a : args)
+                       argv.push_back(a.data());
                      int argc = static_cast<int>(argv.size());
                      benchmark::Initialize(&argc, argv.data());
                      benchmark::RunSpecifiedBenchmarks();

@@ -47,8 +47,8 @@ std::map<std::string, std::string> final_reads(const runtime::LocalCluster& clus
   BlockingClient client(cluster.client_options());
   const uint64_t reader = 1'000'000;
   for (const std::string& key : keys) {
-    check::Operation op{reader, check::OpKind::kGet, key, {}, {}, {}, net::monotonic_now_ns(),
-                        {}, check::Outcome::kUnknown};
+    check::Operation op{reader, check::OpKind::kGet,     key, {}, {}, {}, net::monotonic_now_ns(),
+                        {},     check::Outcome::kUnknown};
     BlockingClient::Outcome outcome =
         client.call(kv::encode_command(kv::Command{kv::Op::kGet, key, {}, {}, 0}));
     std::optional<kv::Result> result;
@@ -91,8 +91,8 @@ int run_demo(const DemoArgs& args) {
   cluster.wait_until_listening();
   for (const runtime::ReplicaConfig& replica : cluster.config().replicas) {
     say("  replica %u  pid %d  listening on %s  (log: %s)", replica.id.value,
-        static_cast<int>(cluster.pid(replica.id)),
-        net::format_address(replica.address).c_str(), cluster.log_path(replica.id).c_str());
+        static_cast<int>(cluster.pid(replica.id)), net::format_address(replica.address).c_str(),
+        cluster.log_path(replica.id).c_str());
   }
   say("  cluster file: %s", cluster.config_path().c_str());
 
@@ -110,7 +110,8 @@ int run_demo(const DemoArgs& args) {
   load.keys = args.keys;
   load.duration_s = args.duration_s;
   load.midway = [&] {
-    say("  >>> SIGKILL replica %u (pid %d) <<<", victim.value, static_cast<int>(cluster.pid(victim)));
+    say("  >>> SIGKILL replica %u (pid %d) <<<", victim.value,
+        static_cast<int>(cluster.pid(victim)));
     cluster.kill(victim);
   };
   workload::Report report = workload::run(load);
@@ -121,7 +122,8 @@ int run_demo(const DemoArgs& args) {
   say("");
   say("== checks ==");
   std::vector<std::string> keys;
-  for (uint32_t k = 0; k < args.keys; ++k) keys.push_back(workload::key_name(k, 16));
+  for (uint32_t k = 0; k < args.keys; ++k)
+    keys.push_back(workload::key_name(k, 16));
   std::vector<check::Operation> history = report.history;
   std::map<std::string, std::string> values = final_reads(cluster, keys, history, all_ok);
 
@@ -143,8 +145,8 @@ int run_demo(const DemoArgs& args) {
     const size_t at = value.find(op.value);
     if (at != std::string::npos && value.find(op.value, at + 1) == std::string::npos) ++found;
   }
-  say("  acknowledged appends not overwritten since: %zu, present exactly once: %zu  %s",
-      required, found, required == found ? "ok" : "LOST WRITES");
+  say("  acknowledged appends not overwritten since: %zu, present exactly once: %zu  %s", required,
+      found, required == found ? "ok" : "LOST WRITES");
   if (required != found) all_ok = false;
 
   const check::CheckResult verdict = check::check_linearizability(history);
@@ -184,8 +186,7 @@ int run_demo(const DemoArgs& args) {
     } else {
       say("  replica %u: view %llu, %zu members, executed %llu, state digest %016llx",
           replica.id.value, static_cast<unsigned long long>(status->second.view.value),
-          status->second.members.size(),
-          static_cast<unsigned long long>(status->second.executed),
+          status->second.members.size(), static_cast<unsigned long long>(status->second.executed),
           static_cast<unsigned long long>(status->second.digest));
       digests_equal &= status->second.digest == statuses.begin()->second.digest;
     }
@@ -208,29 +209,29 @@ int run_demo(const DemoArgs& args) {
   return all_ok ? 0 : 1;
 }
 
-LOCKSTEP_COMMAND("demo", "Run a local cluster, kill a replica halfway, show nothing was lost",
-                 [](CLI::App& app) {
-                   auto args = std::make_shared<DemoArgs>();
-                   app.add_option("--replicas", args->replicas, "replicas (t = replicas - 1)")
-                       ->check(CLI::Range(2u, 9u));
-                   app.add_option("--clients", args->clients, "concurrent clients")
-                       ->check(CLI::Range(1u, 1024u));
-                   app.add_option("--keys", args->keys, "distinct keys")
-                       ->check(CLI::Range(1u, 100000u));
-                   app.add_option("--duration", args->duration_s, "seconds of load")
-                       ->check(CLI::Range(1.0, 3600.0));
-                   app.add_option("--history", args->history, "also write the history here");
-                   app.add_option("--dir", args->dir, "keep the cluster's files here");
-                   app.add_flag("--keep", args->keep, "keep the temporary directory");
-                   return [args] {
-                     try {
-                       return run_demo(*args);
-                     } catch (const std::exception& e) {
-                       std::fprintf(stderr, "lockstep demo: %s\n", e.what());
-                       return 1;
-                     }
-                   };
-                 });
+LOCKSTEP_COMMAND(
+    "demo", "Run a local cluster, kill a replica halfway, show nothing was lost",
+    [](CLI::App& app) {
+      auto args = std::make_shared<DemoArgs>();
+      app.add_option("--replicas", args->replicas, "replicas (t = replicas - 1)")
+          ->check(CLI::Range(2u, 9u));
+      app.add_option("--clients", args->clients, "concurrent clients")
+          ->check(CLI::Range(1u, 1024u));
+      app.add_option("--keys", args->keys, "distinct keys")->check(CLI::Range(1u, 100000u));
+      app.add_option("--duration", args->duration_s, "seconds of load")
+          ->check(CLI::Range(1.0, 3600.0));
+      app.add_option("--history", args->history, "also write the history here");
+      app.add_option("--dir", args->dir, "keep the cluster's files here");
+      app.add_flag("--keep", args->keep, "keep the temporary directory");
+      return [args] {
+        try {
+          return run_demo(*args);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "lockstep demo: %s\n", e.what());
+          return 1;
+        }
+      };
+    });
 
 }  // namespace
 }  // namespace lockstep::tool

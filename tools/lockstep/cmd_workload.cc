@@ -76,29 +76,27 @@ int run_workload(const WorkloadArgs& args) {
   return 0;
 }
 
-LOCKSTEP_COMMAND("workload", "Run concurrent KV clients against a cluster; record a history",
-                 [](CLI::App& app) {
-                   auto args = std::make_shared<WorkloadArgs>();
-                   app.add_option("--config", args->config, "cluster file")->required();
-                   app.add_option("--clients", args->clients, "concurrent sessions")
-                       ->check(CLI::Range(1u, 100000u));
-                   app.add_option("--keys", args->keys, "distinct keys")
-                       ->check(CLI::Range(1u, 10000000u));
-                   app.add_option("--duration", args->duration_s, "seconds of load")
-                       ->check(CLI::Range(0.1, 86400.0));
-                   app.add_option("--history", args->history, "write the history (JSON lines)");
-                   app.add_option("--key-bytes", args->key_bytes, "key length")
-                       ->check(CLI::Range(10u, 4096u));
-                   app.add_option("--value-bytes", args->value_bytes, "put value length")
-                       ->check(CLI::Range(16u, 1u << 20));
-                   app.add_option("--get-percent", args->get_percent, "share of gets")
-                       ->check(CLI::Range(0u, 100u));
-                   app.add_option("--append-percent", args->append_percent, "share of appends")
-                       ->check(CLI::Range(0u, 100u));
-                   app.add_option("--seed", args->seed, "random seed of the operation mix");
-                   app.add_flag("--check", args->check, "check the history when done");
-                   return [args] { return run_workload(*args); };
-                 });
+LOCKSTEP_COMMAND(
+    "workload", "Run concurrent KV clients against a cluster; record a history", [](CLI::App& app) {
+      auto args = std::make_shared<WorkloadArgs>();
+      app.add_option("--config", args->config, "cluster file")->required();
+      app.add_option("--clients", args->clients, "concurrent sessions")
+          ->check(CLI::Range(1u, 100000u));
+      app.add_option("--keys", args->keys, "distinct keys")->check(CLI::Range(1u, 10000000u));
+      app.add_option("--duration", args->duration_s, "seconds of load")
+          ->check(CLI::Range(0.1, 86400.0));
+      app.add_option("--history", args->history, "write the history (JSON lines)");
+      app.add_option("--key-bytes", args->key_bytes, "key length")->check(CLI::Range(10u, 4096u));
+      app.add_option("--value-bytes", args->value_bytes, "put value length")
+          ->check(CLI::Range(16u, 1u << 20));
+      app.add_option("--get-percent", args->get_percent, "share of gets")
+          ->check(CLI::Range(0u, 100u));
+      app.add_option("--append-percent", args->append_percent, "share of appends")
+          ->check(CLI::Range(0u, 100u));
+      app.add_option("--seed", args->seed, "random seed of the operation mix");
+      app.add_flag("--check", args->check, "check the history when done");
+      return [args] { return run_workload(*args); };
+    });
 
 }  // namespace
 }  // namespace lockstep::tool

@@ -32,7 +32,7 @@ class ClientSession {
   struct Completion {
     Sequence sequence;
     Status status;
-    Bytes result;        // the state machine's output when kOk
+    Bytes result;  // the state machine's output when kOk
     ReplicaId replied_by;
   };
   struct Send {

@@ -32,10 +32,12 @@ Core::Core(Options options) : options_(options) {
   LOCKSTEP_ASSERT(options_.self.value < options_.replica_count, "self must be a replica");
   LOCKSTEP_ASSERT(options_.failure_timeout_ns > 2 * options_.heartbeat_interval_ns,
                   "failure timeout must exceed two heartbeat intervals");
-  for (uint32_t r = 0; r < options_.replica_count; ++r) members_.push_back(ReplicaId{r});
+  for (uint32_t r = 0; r < options_.replica_count; ++r)
+    members_.push_back(ReplicaId{r});
   streams_.resize(options_.replica_count);
   peers_.resize(options_.replica_count);
-  for (PeerState& peer : peers_) peer.acked.assign(options_.replica_count, 0);
+  for (PeerState& peer : peers_)
+    peer.acked.assign(options_.replica_count, 0);
   removed_notice_ns_.assign(options_.replica_count, 0);
 }
 
@@ -56,9 +58,11 @@ void Core::notice_own_pause(Now now) {
   // replica was removed) arrive.
   if (!started_) {
     started_ = true;
-    for (PeerState& peer : peers_) peer.last_heard_ns = now.monotonic_ns;
+    for (PeerState& peer : peers_)
+      peer.last_heard_ns = now.monotonic_ns;
   } else if (now.monotonic_ns > last_input_ns_ + options_.failure_timeout_ns / 2) {
-    for (PeerState& peer : peers_) peer.last_heard_ns = now.monotonic_ns;
+    for (PeerState& peer : peers_)
+      peer.last_heard_ns = now.monotonic_ns;
   }
   last_input_ns_ = std::max(last_input_ns_, now.monotonic_ns);
 }
@@ -181,8 +185,7 @@ void Core::tick(Now now) {
 
 void Core::order(Now now, const ClientRequest& request) {
   Stream& own = streams_[options_.self.value];
-  OrderedEntry entry{own.received + 1, Timestamp{clock_.tick(now.wall_us), options_.self},
-                     request};
+  OrderedEntry entry{own.received + 1, Timestamp{clock_.tick(now.wall_us), options_.self}, request};
   accept_entry(options_.self, entry);
   unsent_.push_back(std::move(entry));
 }
@@ -190,8 +193,7 @@ void Core::order(Now now, const ClientRequest& request) {
 void Core::accept_entry(ReplicaId source, const OrderedEntry& entry) {
   Stream& stream = streams_[source.value];
   LOCKSTEP_ASSERT(entry.index == stream.received + 1, "streams are contiguous");
-  LOCKSTEP_ASSERT(stream.unexecuted.empty() ||
-                      stream.unexecuted.back().timestamp < entry.timestamp,
+  LOCKSTEP_ASSERT(stream.unexecuted.empty() || stream.unexecuted.back().timestamp < entry.timestamp,
                   "timestamps increase along a stream");
   stream.received = entry.index;
   stream.unexecuted.push_back(entry);
@@ -245,7 +247,8 @@ std::vector<OrderedEntry> Core::take_executable() {
 
 std::vector<uint64_t> Core::received_vector() const {
   std::vector<uint64_t> received(options_.replica_count);
-  for (size_t r = 0; r < streams_.size(); ++r) received[r] = streams_[r].received;
+  for (size_t r = 0; r < streams_.size(); ++r)
+    received[r] = streams_[r].received;
   return received;
 }
 
@@ -273,9 +276,8 @@ std::vector<Core::Send> Core::take_messages(Now now) {
       size_t end = next;
       size_t bytes = 0;
       while (end < unsent_.size() && end - next < options_.entries_per_message_max &&
-             (end == next ||
-              bytes + unsent_[end].request.command.size() <=
-                  options_.entry_bytes_per_message_max)) {
+             (end == next || bytes + unsent_[end].request.command.size() <=
+                                 options_.entry_bytes_per_message_max)) {
         bytes += unsent_[end].request.command.size();
         ++end;
       }
@@ -329,9 +331,9 @@ void Core::broadcast_view_change(Now now) {
     const ReplicaId r{id};
     if (std::binary_search(change.members.begin(), change.members.end(), r)) continue;
     const Stream& stream = streams_[r.value];
-    change.tails.push_back(StreamTail{
-        r, stream.received, std::vector<OrderedEntry>(stream.unexecuted.begin(),
-                                                      stream.unexecuted.end())});
+    change.tails.push_back(
+        StreamTail{r, stream.received,
+                   std::vector<OrderedEntry>(stream.unexecuted.begin(), stream.unexecuted.end())});
   }
   view_change_sent_ns_ = now.monotonic_ns;
   reports_[options_.self] = change;
@@ -359,7 +361,8 @@ void Core::on_view_change(Now now, const ViewChange& change) {
   }
   bool changed = false;
   bool grew = false;
-  for (ReplicaId r : theirs) grew |= suspected_.insert(r).second;
+  for (ReplicaId r : theirs)
+    grew |= suspected_.insert(r).second;
   const bool same_proposal = proposed_members() == change.members;
   if (change.view > target_view_) {
     target_view_ = change.view;
@@ -512,7 +515,8 @@ void Core::check_invariants() const {
   }
   LOCKSTEP_ASSERT(unexecuted_total == pending_.size(), "pending holds exactly the unexecuted");
   size_t ordered_total = 0;
-  for (const auto& [key, count] : ordered_) ordered_total += count;
+  for (const auto& [key, count] : ordered_)
+    ordered_total += count;
   LOCKSTEP_ASSERT(ordered_total == pending_.size(), "ordered_ counts every pending entry");
   const Stream& own = streams_[options_.self.value];
   LOCKSTEP_ASSERT(own.unexecuted.empty() || own.unexecuted.back().timestamp.clock <= clock_.value(),

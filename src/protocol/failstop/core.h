@@ -83,15 +83,15 @@ class Core {
 
  private:
   struct Stream {
-    uint64_t received = 0;                 // entries 1..received held (or executed)
-    uint64_t executed = 0;                 // entries 1..executed executed
-    std::deque<OrderedEntry> unexecuted;   // entries executed+1..received
+    uint64_t received = 0;                // entries 1..received held (or executed)
+    uint64_t executed = 0;                // entries 1..executed executed
+    std::deque<OrderedEntry> unexecuted;  // entries executed+1..received
   };
   struct PeerState {
-    uint64_t heard_clock = 0;              // highest clock heard from it (FIFO: monotone)
-    std::vector<uint64_t> acked;           // its `received` vector as last reported
+    uint64_t heard_clock = 0;     // highest clock heard from it (FIFO: monotone)
+    std::vector<uint64_t> acked;  // its `received` vector as last reported
     uint64_t last_heard_ns = 0;
-    uint64_t incarnation = 0;              // 0 until first heard
+    uint64_t incarnation = 0;  // 0 until first heard
   };
   struct Backup {
     ClientRequest request;
@@ -123,11 +123,11 @@ class Core {
   bool halted_ = false;
   HybridClock clock_;
   ViewNumber view_{0};
-  std::vector<ReplicaId> members_;          // ascending; the current view's membership
-  std::vector<Stream> streams_;             // indexed by ReplicaId
-  std::vector<PeerState> peers_;            // indexed by ReplicaId
-  std::vector<OrderedEntry> unsent_;        // own entries not yet broadcast
-  bool acknowledgement_due_ = false;        // received entries not yet acknowledged
+  std::vector<ReplicaId> members_;    // ascending; the current view's membership
+  std::vector<Stream> streams_;       // indexed by ReplicaId
+  std::vector<PeerState> peers_;      // indexed by ReplicaId
+  std::vector<OrderedEntry> unsent_;  // own entries not yet broadcast
+  bool acknowledgement_due_ = false;  // received entries not yet acknowledged
   uint64_t last_broadcast_ns_ = 0;
   // Entries held but not executed, by timestamp: the next to execute is the first.
   std::map<Timestamp, ReplicaId> pending_;
@@ -136,11 +136,11 @@ class Core {
   std::vector<OrderedEntry> executable_;
   uint64_t executed_total_ = 0;
 
-  uint64_t last_input_ns_ = 0;             // to notice that this process itself was paused
+  uint64_t last_input_ns_ = 0;  // to notice that this process itself was paused
   bool started_ = false;
 
   // View change state. A view change is under way while target_view_ > view_.
-  std::set<ReplicaId> suspected_;            // members this replica believes failed
+  std::set<ReplicaId> suspected_;  // members this replica believes failed
   ViewNumber target_view_{0};
   uint64_t view_change_sent_ns_ = 0;
   std::map<ReplicaId, ViewChange> reports_;  // at the coordinator: latest report per member
