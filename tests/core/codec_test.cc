@@ -148,8 +148,8 @@ std::vector<WireMessage> sample_messages() {
       StatusRequest{0},
       StatusRequest{kU64Max},
       StatusReply{},
-      StatusReply{kU64Max, ReplicaId{2}, true, ViewNumber{7}, {ReplicaId{0}, ReplicaId{2}}, 12345,
-                  kU64Max},
+      StatusReply{
+          kU64Max, ReplicaId{2}, true, ViewNumber{7}, {ReplicaId{0}, ReplicaId{2}}, 12345, kU64Max},
   };
 }
 

@@ -27,6 +27,6 @@ struct CommandRegistrar {
 
 #define LOCKSTEP_CONCAT_INNER(a, b) a##b
 #define LOCKSTEP_CONCAT(a, b) LOCKSTEP_CONCAT_INNER(a, b)
-#define LOCKSTEP_COMMAND(name, description, setup)              \
+#define LOCKSTEP_COMMAND(name, description, setup)                 \
   static const ::lockstep::tool::CommandRegistrar LOCKSTEP_CONCAT( \
       lockstep_command_, __LINE__)(::lockstep::tool::Command{name, description, setup})
