@@ -148,8 +148,8 @@ class RegisterModel {
   std::unordered_map<uint64_t, int64_t> transitions_;
 };
 
-// The set of (linearized operations, model state) configurations already explored (Lowe 2017
-// §4: without it the search revisits the same configuration once per order in which its
+// The set of (linearized operations, model state) configurations already explored (Lowe 2017:
+// without it the search revisits the same configuration once per order in which its
 // operations could have been linearized). Open addressing over flat arrays, because the bitsets
 // are the bulk of the memory and one allocation per entry would dominate the run time. The set's
 // hash is maintained incrementally by the caller (Zobrist hashing: XOR of one random word per
@@ -228,7 +228,7 @@ struct SearchOutcome {
   uint64_t steps = 0;
 };
 
-// Wing & Gong's search with Lowe's just-in-time linearization (Lowe 2017, Fig. 2 and §4), over
+// Wing & Gong's search with Lowe's just-in-time linearization (Lowe 2017), over
 // the operations of one key.
 SearchOutcome search(const std::vector<SearchOp>& ops, uint64_t steps_max,
                      const CheckOptions& limits) {

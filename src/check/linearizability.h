@@ -9,12 +9,12 @@
 //              (an absent key never equals e, not even e = "")
 //
 // Method:
-//  1. P-compositionality (Horn & Kroening 2015; Lowe 2017 §5): every operation touches one key
-//     and the model is a product of independent per-key registers, so the history is
+//  1. P-compositionality (Horn & Kroening 2015; also in Lowe 2017): every operation touches one
+//     key and the model is a product of independent per-key registers, so the history is
 //     linearizable exactly when each per-key sub-history is. Checking keys separately turns one
 //     search over all concurrent operations into many small ones.
 //  2. Per key, the Wing & Gong (1993) search in Lowe's just-in-time form (Lowe 2017, "Testing for
-//     linearizability", §3-4): call and return events in one doubly linked list; an operation is
+//     linearizability"): call and return events in one doubly linked list; an operation is
 //     linearized (lifted out of the list) when its call is reached and the model accepts it; a
 //     return reached before its operation was linearized means a dead end, so the search
 //     backtracks. A memo of (set of linearized operations, model state) pairs already explored
@@ -23,7 +23,13 @@
 //     infinite return time and no output constraint; the search succeeds once every completed
 //     operation is linearized, so an unknown operation may take effect at any point after its
 //     call, or never (which is the same as taking effect after everything else).
-//  4. Simultaneous events: at equal timestamps calls are ordered before returns, i.e. an
+//  4. Two reductions on top, both sound (each only skips configurations that cannot lead to a
+//     linearization; see search() for the arguments, and reference_test.cc for a brute-force
+//     cross-check): a read the current state explains is linearized as a forced move, never a
+//     choice to undo; and after each write, a look-ahead over the pending reads rejects a state
+//     no future write can turn into what they returned (the register-with-append case, where
+//     every order of concurrent appends is a different state the memo cannot merge).
+//  5. Simultaneous events: at equal timestamps calls are ordered before returns, i.e. an
 //     operation returning at t and one called at t count as concurrent. The clock has finite
 //     resolution, so the order of equal readings is not known; treating them as concurrent can
 //     only hide a violation, never report a false one.
