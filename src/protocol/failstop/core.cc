@@ -96,8 +96,18 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
     return;
   }
   // Once suspected, a replica is treated as crashed: what this replica reported of its stream in
-  // the view change must stay the last word on what it holds.
-  if (contains(suspected_, from)) return;
+  // the view change must stay the last word on what it holds. If it is in fact alive (paused, or
+  // its messages were delayed past the timeout), tell it it is being removed, so it halts instead
+  // of timing out on everyone and forming a view of its own.
+  if (contains(suspected_, from)) {
+    auto own_report = reports_.find(options_.self);
+    if (own_report != reports_.end() &&
+        now.monotonic_ns >= removed_notice_ns_[from.value] + options_.heartbeat_interval_ns) {
+      removed_notice_ns_[from.value] = now.monotonic_ns;
+      outbox_.push_back(Send{from, own_report->second});
+    }
+    return;
+  }
   peers_[from.value].last_heard_ns = now.monotonic_ns;
   std::visit(
       [&](const auto& m) {
@@ -338,6 +348,9 @@ void Core::broadcast_view_change(Now now) {
   view_change_sent_ns_ = now.monotonic_ns;
   reports_[options_.self] = change;
   broadcast(change);
+  // The suspects get it too: one that is alive learns at once that it is being removed, and halts
+  // (the ViewChange excludes it), before its own timeout could make it suspect everyone else.
+  for (ReplicaId r : suspected_) outbox_.push_back(Send{r, change});
   try_install_as_coordinator(now);
 }
 
