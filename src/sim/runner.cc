@@ -215,6 +215,7 @@ void drive(const SimOptions& options, std::vector<Worker> workers,
             }
           } else if (line.starts_with(kTraceTag)) {
             w.trace.push_back(unescape(line.substr(kTraceTag.size())));
+            if (options.trace_sink) options.trace_sink(w.trace.back());
             if (w.trace.size() > options.trace_tail_events) w.trace.pop_front();
           } else {
             w.stderr_lines.emplace_back(line);

@@ -32,7 +32,8 @@ double seeds_scale_from_environment();
 uint64_t scale_count(uint64_t count, double scale);
 
 // Runs `options.seed` in a child process. With options.trace, the trace tail comes back even
-// when the child aborts. When fork fails, runs in this process instead.
+// when the child aborts, and options.trace_sink (if set) is called here, in the parent, with
+// every line as the child produces it. When fork fails, runs in this process instead.
 RunResult run_isolated(const SimOptions& options);
 
 struct BatchResult {

@@ -177,8 +177,16 @@ struct Event {
   EventBody body;
 };
 
+// What the heap orders: the body stays put in a slab, since moving message-carrying variants up
+// and down the heap was the simulator's largest cost.
+struct QueuedEvent {
+  uint64_t at_ns;
+  uint64_t order;
+  size_t body;  // index into Simulator::bodies_
+};
+
 struct EventLater {
-  bool operator()(const Event& a, const Event& b) const {
+  bool operator()(const QueuedEvent& a, const QueuedEvent& b) const {
     return a.at_ns != b.at_ns ? a.at_ns > b.at_ns : a.order > b.order;
   }
 };
@@ -324,7 +332,9 @@ class Simulator {
   RunProfile run_profile_;
   Phase phase_ = Phase::kFaults;
 
-  std::vector<Event> queue_;  // a binary heap ordered by EventLater
+  std::vector<QueuedEvent> queue_;  // a binary heap ordered by EventLater
+  std::vector<EventBody> bodies_;   // slab of event bodies, reused through free_bodies_
+  std::vector<size_t> free_bodies_;
   uint64_t next_order_ = 0;
   uint64_t now_ns_ = 0;
   uint64_t events_ = 0;
@@ -339,8 +349,8 @@ class Simulator {
 
   // Checkers.
   std::vector<Replica::Executed> reference_;  // the one sequence every replica's is a prefix of
-  // Requests of clients that crashed mid-broadcast, and the replicas that received them.
-  std::map<RequestKey, std::set<ReplicaId>> partial_requests_;
+  // Which serving replicas each request reached (for the relay check on crashed clients).
+  std::map<RequestKey, std::set<ReplicaId>> receivers_;
   // Operations of crashed clients, and when each request first executed anywhere.
   struct CrashedOperation {
     uint64_t history_id;
@@ -500,7 +510,16 @@ size_t Simulator::add_client() {
 
 void Simulator::schedule(uint64_t at_ns, EventBody body) {
   LOCKSTEP_ASSERT(at_ns >= now_ns_, "events are never scheduled in the past");
-  queue_.push_back(Event{at_ns, next_order_++, std::move(body)});
+  size_t index;
+  if (free_bodies_.empty()) {
+    index = bodies_.size();
+    bodies_.push_back(std::move(body));
+  } else {
+    index = free_bodies_.back();
+    free_bodies_.pop_back();
+    bodies_[index] = std::move(body);
+  }
+  queue_.push_back(QueuedEvent{at_ns, next_order_++, index});
   std::push_heap(queue_.begin(), queue_.end(), EventLater{});
 }
 
@@ -563,8 +582,10 @@ RunResult Simulator::run() {
       break;
     }
     std::pop_heap(queue_.begin(), queue_.end(), EventLater{});
-    Event event = std::move(queue_.back());
+    const QueuedEvent next = queue_.back();
     queue_.pop_back();
+    Event event{next.at_ns, next.order, std::move(bodies_[next.body])};
+    free_bodies_.push_back(next.body);
     LOCKSTEP_ASSERT(event.at_ns >= now_ns_, "simulated time never goes backwards");
     now_ns_ = event.at_ns;
     ++events_;
@@ -742,9 +763,7 @@ void Simulator::step_replica(ReplicaId r, ReplicaInput& input) {
           slot.replica->on_peer_message(now, e.from, std::move(e.message));
         } else {
           const RequestKey key{e.request.client, e.request.sequence};
-          if (auto partial = partial_requests_.find(key); partial != partial_requests_.end()) {
-            if (!slot.replica->halted()) partial->second.insert(r);
-          }
+          if (!slot.replica->halted()) receivers_[key].insert(r);
           slot.replica->on_client_request(now, std::move(e.request));
         }
       },
@@ -1053,7 +1072,6 @@ void Simulator::crash_client_mid_broadcast(size_t c, std::vector<ClientSession::
   sends.resize(keep);
   std::string receivers;
   for (const ClientSession::Send& send : sends) {
-    partial_requests_[{send.request.client, send.request.sequence}];
     receivers += " r" + std::to_string(send.to.value);
     send_request(c, send);
   }
@@ -1341,9 +1359,10 @@ void Simulator::final_checks() {
   }
   // Agreement for crashed clients (Schneider §3.1): a request that reached a replica that
   // stayed live must be executed by every live replica, even though its client is gone.
-  for (const auto& [key, receivers] : partial_requests_) {
+  for (const CrashedOperation& crashed : crashed_ops_) {
+    const RequestKey& key = crashed.request;
     bool reached_live = false;
-    for (ReplicaId r : receivers)
+    for (ReplicaId r : receivers_[key])
       reached_live |= live(r);
     if (!reached_live) continue;
     for (uint32_t i = 0; i < replicas_.size(); ++i) {

@@ -1,10 +1,15 @@
 // The simulator's main job in CI: a fixed range of seeds, each a whole cluster run with at least
 // 500 client operations and 10 fault episodes, must all pass every checker. The range is scaled
 // by LOCKSTEP_SIM_SEEDS_SCALE (the sanitizer build uses 0.1); a failure prints the replay command.
+// Seeds listed with `--open` in regression_seeds.txt (a found bug not fixed yet) are reported but
+// not asserted here: the regression test tracks them, so one open bug does not hide new ones
+// behind a red build.
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 
+#include "regression_seeds.h"
 #include "sim/runner.h"
 #include "sim/simulator.h"
 
@@ -31,10 +36,26 @@ TEST(SeedsTest, FailstopSeedRangePasses) {
   });
   EXPECT_EQ(batch.runs, count);
   EXPECT_EQ(undersized, 0u);
+  std::set<uint64_t> open;
+  for (const RegressionSeed& seed : read_regression_seeds(regression_seeds_path())) {
+    // Only seeds recorded with this test's options name the same run.
+    SimOptions recorded = seed.options;
+    if (seed.open && !recorded.t && !recorded.clients && !recorded.clock_beyond_bounds &&
+        recorded.ops == kOpsPerRun && recorded.faults_min == kFaultEpisodesPerRun) {
+      open.insert(recorded.seed);
+    }
+  }
+  uint64_t known = 0;
   for (const RunResult& failure : batch.failures) {
+    if (open.contains(failure.seed)) {
+      ++known;
+      std::printf("known open bug (regression_seeds.txt), not asserted: %s\n",
+                  summarize(failure).c_str());
+      continue;
+    }
     ADD_FAILURE() << summarize(failure) << "\n  replay: " << replay_command(options, failure.seed);
   }
-  EXPECT_EQ(batch.passed, count);
+  EXPECT_EQ(batch.passed + known, count);
 }
 
 }  // namespace
