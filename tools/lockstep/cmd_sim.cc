@@ -1,6 +1,7 @@
 // `lockstep sim`: the deterministic simulator (src/sim). One seed prints a summary of the run
 // and, when it fails, the trace of the events before the violation; a range of seeds prints
 // progress, pass/fail counts, runs per second and the replay command of every failing seed.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -87,6 +88,11 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t done = 0;
   uint64_t failed = 0;
   uint64_t events = 0;
+  uint64_t ops_completed = 0;
+  uint64_t fault_episodes = 0;
+  uint64_t min_ops = UINT64_MAX;
+  uint64_t min_episodes = UINT64_MAX;
+  sim::FaultCounts faults{};
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -95,6 +101,12 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
       sim::run_seeds(options, *range, cli.jobs, [&](const sim::RunResult& result) {
         ++done;
         events += result.events;
+        ops_completed += result.ops_completed;
+        fault_episodes += result.fault_episodes;
+        min_ops = std::min(min_ops, result.ops_completed);
+        min_episodes = std::min(min_episodes, result.fault_episodes);
+        for (size_t k = 0; k < faults.size(); ++k)
+          faults[k] += result.faults[k];
         if (!result.passed) {
           ++failed;
           std::printf("FAIL seed %llu: %s\n", static_cast<unsigned long long>(result.seed),
@@ -116,6 +128,20 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
               static_cast<unsigned long long>(batch.runs),
               static_cast<unsigned long long>(batch.passed), batch.failures.size(), seconds,
               rate(end), seconds > 0 ? static_cast<double>(events) / seconds : 0.0);
+  std::printf(
+      "client ops completed: %llu (fewest in one run: %llu); fault episodes: %llu "
+      "(fewest in one run: %llu)\nfaults injected:",
+      static_cast<unsigned long long>(ops_completed),
+      static_cast<unsigned long long>(done ? min_ops : 0),
+      static_cast<unsigned long long>(fault_episodes),
+      static_cast<unsigned long long>(done ? min_episodes : 0));
+  for (size_t k = 0; k < faults.size(); ++k) {
+    if (faults[k] == 0) continue;
+    std::printf(" %s=%llu",
+                std::string(sim::fault_kind_name(static_cast<sim::FaultKind>(k))).c_str(),
+                static_cast<unsigned long long>(faults[k]));
+  }
+  std::printf("\n");
   if (batch.failures.empty()) return 0;
   std::printf("failing seeds:\n");
   for (const sim::RunResult& failure : batch.failures) {
