@@ -350,7 +350,8 @@ void Core::broadcast_view_change(Now now) {
   broadcast(change);
   // The suspects get it too: one that is alive learns at once that it is being removed, and halts
   // (the ViewChange excludes it), before its own timeout could make it suspect everyone else.
-  for (ReplicaId r : suspected_) outbox_.push_back(Send{r, change});
+  for (ReplicaId r : suspected_)
+    outbox_.push_back(Send{r, change});
   try_install_as_coordinator(now);
 }
 
