@@ -20,6 +20,7 @@
 #include "core/codec.h"
 #include "protocol/failstop/core.h"
 #include "runtime/local_cluster.h"
+#include "workload/verify.h"
 #include "workload/workload.h"
 
 namespace lockstep {
@@ -52,25 +53,13 @@ class FaultsUnderLoadTest : public ::testing::Test {
     cluster_->wait_until_listening();
   }
 
-  // Polls every running replica until all have executed the same number of requests, then
-  // returns their statuses.
   std::map<uint32_t, StatusReply> converged_statuses(const std::vector<ReplicaId>& replicas) {
-    std::map<uint32_t, StatusReply> statuses;
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      statuses.clear();
-      for (ReplicaId id : replicas) {
-        std::string error;
-        auto status = query_status(cluster_->config().replicas[id.value].address, 1000, error);
-        if (status) statuses[id.value] = *status;
-      }
-      bool same = statuses.size() == replicas.size();
-      for (const auto& [id, status] : statuses) {
-        same &= status.executed == statuses.begin()->second.executed;
-      }
-      if (same) return statuses;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::vector<std::pair<uint32_t, net::Address>> addresses;
+    for (ReplicaId id : replicas) {
+      addresses.emplace_back(id.value, cluster_->config().replicas[id.value].address);
     }
-    ADD_FAILURE() << "replicas did not converge";
+    auto statuses = workload::converged_statuses(addresses);
+    EXPECT_EQ(statuses.size(), replicas.size()) << "replicas did not all answer";
     return statuses;
   }
 
@@ -93,42 +82,18 @@ TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
   EXPECT_EQ(report.unknown, 0u) << "survivors answer every request once the view changes";
 
   // Read every key at the end; the reads join the history so the checker judges them too.
-  BlockingClient reader(cluster_->client_options());
+  std::vector<std::string> keys;
+  for (uint32_t k = 0; k < load.keys; ++k)
+    keys.push_back(workload::key_name(k, load.key_bytes));
   std::vector<check::Operation> history = report.history;
-  std::map<std::string, std::string> final_values;
-  for (uint32_t k = 0; k < load.keys; ++k) {
-    const std::string key = workload::key_name(k, load.key_bytes);
-    check::Operation op{999'999, check::OpKind::kGet, key, {}, {}, {}, net::monotonic_now_ns(),
-                        {},      check::Outcome::kOk};
-    auto outcome = reader.call(kv::encode_command(kv::Command{kv::Op::kGet, key, {}, {}, 0}));
-    ASSERT_TRUE(outcome.ok) << outcome.error;
-    op.return_ns = net::monotonic_now_ns();
-    auto result = kv::decode_result(outcome.result);
-    ASSERT_TRUE(result);
-    op.output = result->code == kv::ResultCode::kOk ? result->value : "";
-    final_values[key] = *op.output;
-    history.push_back(op);
-  }
+  const workload::FinalState final_state =
+      workload::read_final_state(cluster_->client_options(), keys, history);
+  EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
 
-  // No acknowledged append lost: each is in the final value unless a later put overwrote it.
-  std::map<std::string, uint64_t> last_put_return;
-  for (const check::Operation& op : history) {
-    if (op.kind == check::OpKind::kPut) {
-      last_put_return[op.key] =
-          std::max(last_put_return[op.key], op.return_ns.value_or(UINT64_MAX));
-    }
-  }
-  size_t checked = 0;
-  for (const auto& [key, token] : report.acknowledged_appends) {
-    auto appended = std::find_if(history.begin(), history.end(), [&](const check::Operation& op) {
-      return op.kind == check::OpKind::kAppend && op.value == token;
-    });
-    ASSERT_NE(appended, history.end());
-    if (last_put_return.count(key) && last_put_return[key] >= appended->call_ns) continue;
-    EXPECT_NE(final_values[key].find(token), std::string::npos) << "lost append " << token;
-    ++checked;
-  }
-  RecordProperty("appends_checked", static_cast<int>(checked));
+  const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
+  EXPECT_GT(audit.checked, 0u);
+  EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
+  RecordProperty("appends_checked", static_cast<int>(audit.checked));
 
   const check::CheckResult verdict = check::check_linearizability(history);
   EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)

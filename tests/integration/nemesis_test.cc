@@ -75,6 +75,7 @@
 #include "runtime/config.h"
 #include "runtime/local_cluster.h"
 #include "runtime/replica_server.h"
+#include "workload/verify.h"
 #include "workload/workload.h"
 
 namespace lockstep {
@@ -333,22 +334,11 @@ class NemesisTest : public ::testing::Test {
   // requests; then their digests must be equal.
   std::map<uint32_t, StatusReply> converged_statuses(const TestNetwork& network,
                                                      const std::vector<uint32_t>& replicas) {
-    std::map<uint32_t, StatusReply> statuses;
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      statuses.clear();
-      for (uint32_t id : replicas) {
-        std::string error;
-        if (auto status = query_status(network.replica_address(id), 1000, error)) {
-          statuses[id] = *status;
-        }
-      }
-      bool same = statuses.size() == replicas.size();
-      for (const auto& [id, status] : statuses)
-        same &= status.executed == statuses.begin()->second.executed;
-      if (same) return statuses;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ADD_FAILURE() << "replicas did not converge on one executed count";
+    std::vector<std::pair<uint32_t, net::Address>> addresses;
+    for (uint32_t id : replicas)
+      addresses.emplace_back(id, network.replica_address(id));
+    auto statuses = workload::converged_statuses(addresses);
+    EXPECT_EQ(statuses.size(), replicas.size()) << "replicas did not all answer";
     return statuses;
   }
 
@@ -584,47 +574,22 @@ TEST_F(NemesisTest, KillPauseAndCutsUnderDelayAndLossStayLinearizable) {
   EXPECT_EQ(report.unknown, 0u) << "the survivors answer every request once the view changes";
 
   // Every key read at the end through the clients' proxies; the reads join the history.
-  BlockingClient reader(client_options);
+  std::vector<std::string> keys;
+  for (uint32_t k = 0; k < load.keys; ++k)
+    keys.push_back(workload::key_name(k, load.key_bytes));
   std::vector<check::Operation> history = report.history;
-  std::map<std::string, std::string> final_values;
-  for (uint32_t k = 0; k < load.keys; ++k) {
-    const std::string key = workload::key_name(k, load.key_bytes);
-    check::Operation op{999'999, check::OpKind::kGet, key, {}, {}, {}, net::monotonic_now_ns(),
-                        {},      check::Outcome::kOk};
-    auto outcome = reader.call(kv::encode_command(kv::Command{kv::Op::kGet, key, {}, {}, 0}));
-    ASSERT_TRUE(outcome.ok) << outcome.error;
-    op.return_ns = net::monotonic_now_ns();
-    auto result = kv::decode_result(outcome.result);
-    ASSERT_TRUE(result);
-    op.output = result->code == kv::ResultCode::kOk ? result->value : "";
-    final_values[key] = *op.output;
-    history.push_back(op);
-  }
+  const workload::FinalState final_state =
+      workload::read_final_state(client_options, keys, history);
+  ASSERT_TRUE(final_state.errors.empty()) << final_state.errors.front();
 
-  // Nothing acknowledged lost: each acknowledged append is in the final value, unless a put to
-  // the key could have come after it (a put that returned after the append was called).
-  std::map<std::string, uint64_t> last_put_return;
-  for (const check::Operation& op : history) {
-    if (op.kind == check::OpKind::kPut) {
-      last_put_return[op.key] =
-          std::max(last_put_return[op.key], op.return_ns.value_or(UINT64_MAX));
-    }
-  }
-  std::map<std::string, uint64_t> append_call;
-  for (const check::Operation& op : history) {
-    if (op.kind == check::OpKind::kAppend) append_call[op.value] = op.call_ns;
-  }
-  size_t appends_checked = 0;
-  for (const auto& [key, token] : report.acknowledged_appends) {
-    ASSERT_TRUE(append_call.count(token)) << token;
-    if (last_put_return.count(key) && last_put_return[key] >= append_call[token]) continue;
-    EXPECT_NE(final_values[key].find(token), std::string::npos) << "lost append " << token;
-    ++appends_checked;
-  }
-  std::cerr << "acknowledged appends checked in the final values: " << appends_checked << " of "
+  // Nothing acknowledged lost: each acknowledged append is in the final value exactly once,
+  // unless a put to the key could have come after it.
+  const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
+  std::cerr << "acknowledged appends checked in the final values: " << audit.checked << " of "
             << report.acknowledged_appends.size() << "\n";
-  RecordProperty("appends_checked", static_cast<int>(appends_checked));
-  EXPECT_GT(appends_checked, 0u);
+  RecordProperty("appends_checked", static_cast<int>(audit.checked));
+  EXPECT_GT(audit.checked, 0u);
+  EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
 
   const check::CheckResult verdict = check::check_linearizability(history);
   std::cerr << "linearizability of " << history.size()
