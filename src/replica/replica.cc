@@ -58,10 +58,14 @@ void Replica::execute_ready() {
     if (core_.options().planted.drop_session_entry && entry.request.sequence.value % 5 == 0) {
       service_.forget_session_for_testing(entry.request.client);  // planted bug
     }
-    // Only the owner answers: one reply per request instead of n. If the owner fails before
-    // replying, the client's retry is answered from the session table by whoever it reaches.
-    if (result.outcome != Service::Outcome::kStale &&
-        core_.owner_of(entry.request.client) == core_.id()) {
+    // One reply per request instead of n: from the replica that ordered it (its owner then), or,
+    // once that one has been removed, from the client's current owner. If the replier fails
+    // first, the client's retry is answered from the session table by whoever it reaches.
+    const ReplicaId orderer = entry.timestamp.source;
+    const bool replies =
+        orderer == core_.id() ||
+        (!core_.is_member(orderer) && core_.owner_of(entry.request.client) == core_.id());
+    if (result.outcome != Service::Outcome::kStale && replies) {
       output_.to_clients.push_back(ClientReply{entry.request.client, entry.request.sequence,
                                                core_.id(), ReplyStatus::kOk,
                                                std::move(result.reply)});

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -165,6 +166,33 @@ TEST_F(FaultsUnderLoadTest, ClientThatReachesOnlyANonOwnerStillGetsItsRequestRun
   ASSERT_EQ(statuses.size(), 3u);
   EXPECT_EQ(statuses.at(0).digest, statuses.at(1).digest);
   EXPECT_EQ(statuses.at(0).digest, statuses.at(2).digest);
+}
+
+TEST_F(FaultsUnderLoadTest, ReplicaRestartedWithoutItsStateHaltsAndTheOthersServeOn) {
+  start_cluster(3);
+  BlockingClient client(cluster_->client_options());
+  auto put = [&](const std::string& value) {
+    auto outcome = client.call(kv::encode_command(kv::Command{kv::Op::kPut, "k", value, {}, 0}));
+    EXPECT_TRUE(outcome.ok) << outcome.error;
+  };
+  for (int i = 0; i < 20; ++i)
+    put("before-" + std::to_string(i));
+  // Restarted at once, before the others could notice the crash: it has lost its state (this
+  // mode keeps no disk yet), so it must halt rather than serve or disturb the others.
+  cluster_->kill(ReplicaId{2});
+  cluster_->start(ReplicaId{2});
+  const std::optional<int> status = cluster_->wait(ReplicaId{2}, 10'000);
+  ASSERT_TRUE(status.has_value()) << "the restarted replica is still running";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3)
+      << runtime::describe_wait_status(*status);
+  put("after");
+  auto outcome = client.call(kv::encode_command(kv::Command{kv::Op::kGet, "k", {}, {}, 0}));
+  ASSERT_TRUE(outcome.ok) << outcome.error;
+  EXPECT_EQ(kv::decode_result(outcome.result).value_or(kv::Result{}).value, "after");
+  const auto statuses = converged_statuses({ReplicaId{0}, ReplicaId{1}});
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_EQ(statuses.at(0).digest, statuses.at(1).digest);
+  EXPECT_FALSE(statuses.at(0).halted);
 }
 
 }  // namespace

@@ -252,6 +252,36 @@ TEST(FailstopCore, RestartedPeerWithNewIncarnationIsTreatedAsFailed) {
   EXPECT_FALSE(h.core(2).is_member(ReplicaId{1}));
 }
 
+// A replica process that restarted (no disk in this mode) must find out that it is the one that
+// lost its state, and halt, rather than suspect the healthy peers or count their
+// acknowledgements of its old stream.
+TEST(FailstopCore, RestartedReplicaHaltsWhenAPeerHoldsMoreOfItsStream) {
+  Harness h(3);
+  Options options;
+  options.self = ReplicaId{1};
+  options.replica_count = 3;
+  options.incarnation = 777;  // the new process
+  Core restarted(options);
+  restarted.on_message(h.now(), ReplicaId{0},
+                       ReplicaUpdate{ReplicaId{0}, 1000, ViewNumber{0}, 5000, {}, {0, 100, 0}});
+  EXPECT_TRUE(restarted.halted());
+}
+
+TEST(FailstopCore, RestartedReplicaHaltsOnAStreamItNeverSawStart) {
+  Harness h(3);
+  Options options;
+  options.self = ReplicaId{1};
+  options.replica_count = 3;
+  options.incarnation = 777;
+  Core restarted(options);
+  OrderedEntry entry{500, Timestamp{4000, ReplicaId{0}}, request(1, 1)};
+  restarted.on_message(
+      h.now(), ReplicaId{0},
+      ReplicaUpdate{ReplicaId{0}, 1000, ViewNumber{0}, 5000, {entry}, {500, 0, 0}});
+  EXPECT_TRUE(restarted.halted());
+  EXPECT_TRUE(restarted.take_messages(h.now()).empty()) << "it must not propose any view";
+}
+
 TEST(FailstopCore, SingleSurvivorKeepsServing) {
   Harness h(3);
   h.run_for(5 * kMs);

@@ -129,14 +129,28 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   const ReplicaId from = update.sender;
   PeerState& peer = peers_[from.value];
   if (update.received.size() != options_.replica_count) return;  // not from this cluster
-  if (peer.incarnation == 0) {
+  const bool first_from_peer = peer.incarnation == 0;
+  if (first_from_peer) {
     peer.incarnation = update.incarnation;
   } else if (peer.incarnation != update.incarnation) {
     // The peer restarted and lost its state (this mode keeps no disk): it is a failed replica.
     suspect(now, {from});
     return;
   }
+  // This process restarted and lost its state if a peer holds more of this replica's stream
+  // than this replica does, or if the first thing it hears from a peer continues a stream it
+  // never saw the start of. Then it is the failed one: halt, never suspect the healthy peer, and
+  // never count the peer's acknowledgements of the old stream as acknowledgements of the new.
+  if (update.received[options_.self.value] > streams_[options_.self.value].received) {
+    halt();
+    return;
+  }
   Stream& stream = streams_[from.value];
+  if (first_from_peer && !update.entries.empty() &&
+      update.entries.front().index > stream.received + 1) {
+    halt();
+    return;
+  }
   for (const OrderedEntry& entry : update.entries) {
     if (entry.index <= stream.received) continue;  // already held (resent after a reconnect)
     if (entry.index != stream.received + 1 || entry.timestamp.source != from ||
@@ -496,7 +510,9 @@ void Core::install(Now now, const NewView& decision) {
     if (!contains(ordered_, RequestKey{request.client, request.sequence})) order(now, request);
   }
   if (!suspected_.empty()) {
-    target_view_ = ViewNumber{view_.value + 1};
+    // Never lower the target: this replica may already have proposed higher numbers, and one
+    // number must not name two memberships from it.
+    if (target_view_ <= view_) target_view_ = ViewNumber{view_.value + 1};
     broadcast_view_change(now);
   }
 }
