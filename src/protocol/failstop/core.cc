@@ -45,8 +45,20 @@ bool Core::is_member(ReplicaId r) const {
   return std::binary_search(members_.begin(), members_.end(), r);
 }
 
+// Rendezvous hashing: the member with the highest hash of (client, member) owns the client, so
+// a view change moves only the removed replicas' clients, not nearly all of them (as `hash mod
+// |members|` would), which keeps re-ordering from backups to the clients that need it.
 ReplicaId Core::owner_of(ClientId client) const {
-  return members_[mix(client.value) % members_.size()];
+  ReplicaId owner = members_.front();
+  uint64_t best = 0;
+  for (ReplicaId r : members_) {
+    const uint64_t score = mix(client.value ^ (0x9e3779b97f4a7c15ULL * (r.value + 1ULL)));
+    if (r == members_.front() || score > best) {
+      best = score;
+      owner = r;
+    }
+  }
+  return owner;
 }
 
 // ---- inputs ---------------------------------------------------------------------------------
