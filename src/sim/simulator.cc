@@ -76,11 +76,7 @@ constexpr uint64_t kClientDeadlineNs = 3600 * kSec;
 using RequestKey = std::pair<ClientId, Sequence>;
 
 std::string key_text(const RequestKey& key) {
-  char buffer[48];
-  std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
-                static_cast<unsigned long long>(key.first.value & 0xffff),
-                static_cast<unsigned long long>(key.second.value));
-  return buffer;
+  return describe_request_key(key.first, key.second);
 }
 
 std::string time_text(uint64_t ns) {

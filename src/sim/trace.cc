@@ -36,16 +36,6 @@ std::string clock_text(uint64_t clock) {
   return text;
 }
 
-std::string request_key(const ClientRequest& request) {
-  // Client ids are random 64-bit numbers; the low 16 bits in hex are enough to tell the clients
-  // of one run apart in a trace and short enough to read.
-  char buffer[48];
-  std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
-                static_cast<unsigned long long>(request.client.value & 0xffff),
-                static_cast<unsigned long long>(request.sequence.value));
-  return buffer;
-}
-
 std::string members_text(const std::vector<ReplicaId>& members) {
   std::string text = "{";
   for (size_t i = 0; i < members.size(); ++i) {
@@ -119,6 +109,16 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
       message);
 }
 
+std::string describe_request_key(ClientId client, Sequence sequence) {
+  // Client ids are random 64-bit numbers; the low 16 bits in hex are enough to tell the clients
+  // of one run apart in a trace and short enough to read.
+  char buffer[48];
+  std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
+                static_cast<unsigned long long>(client.value & 0xffff),
+                static_cast<unsigned long long>(sequence.value));
+  return buffer;
+}
+
 std::string describe(const Timestamp& timestamp) {
   return clock_text(timestamp.clock) + "@r" + std::to_string(timestamp.source.value);
 }
@@ -139,7 +139,8 @@ std::string describe(const ReplicaMessage& message) {
           constexpr size_t kShown = 4;
           for (size_t i = 0; i < m.entries.size() && i < kShown; ++i) {
             const auto& entry = m.entries[i];
-            text += " " + std::to_string(entry.index) + ":" + request_key(entry.request) + "@" +
+            text += " " + std::to_string(entry.index) + ":" +
+                    describe_request_key(entry.request.client, entry.request.sequence) + "@" +
                     clock_text(entry.timestamp.clock);
           }
           if (m.entries.size() > kShown) {
@@ -147,7 +148,7 @@ std::string describe(const ReplicaMessage& message) {
           }
           return text + "}";
         } else if constexpr (std::is_same_v<T, ForwardRequest>) {
-          return "Forward{" + request_key(m.request) + "}";
+          return "Forward{" + describe_request_key(m.request.client, m.request.sequence) + "}";
         } else if constexpr (std::is_same_v<T, ViewChange>) {
           std::string text =
               "ViewChange{v" + std::to_string(m.view.value) + " " + members_text(m.members);
@@ -166,16 +167,15 @@ std::string describe(const ReplicaMessage& message) {
 }
 
 std::string describe(const ClientRequest& request) {
-  return "Request{" + request_key(request) + " acked<" + std::to_string(request.acked_below.value) +
-         " " + describe_command(request.command) + "}";
+  return "Request{" + describe_request_key(request.client, request.sequence) + " acked<" +
+         std::to_string(request.acked_below.value) + " " + describe_command(request.command) + "}";
 }
 
 std::string describe(const ClientReply& reply) {
-  ClientRequest key{reply.client, reply.sequence, {}, {}};
   const char* status = reply.status == ReplyStatus::kOk     ? "ok"
                        : reply.status == ReplyStatus::kBusy ? "busy"
                                                             : "not-serving";
-  std::string text = "Reply{" + request_key(key) + " " + status;
+  std::string text = "Reply{" + describe_request_key(reply.client, reply.sequence) + " " + status;
   if (reply.status == ReplyStatus::kOk) text += " " + describe_result(reply.result);
   return text + "}";
 }

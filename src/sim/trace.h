@@ -36,6 +36,9 @@ void hash_message(EventHash& hash, const ReplicaMessage& message);
 void hash_request(EventHash& hash, const ClientRequest& request);
 void hash_reply(EventHash& hash, const ClientReply& reply);
 
+// A request's identity as traces and violations print it: "c3f2a#17" (client id's low 16 bits in
+// hex, then the sequence number).
+std::string describe_request_key(ClientId client, Sequence sequence);
 std::string describe(const Timestamp& timestamp);
 std::string describe(const ReplicaMessage& message);
 std::string describe(const ClientRequest& request);
