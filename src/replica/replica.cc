@@ -75,9 +75,7 @@ void Replica::execute_ready() {
 
 Replica::Output Replica::take_output() {
   execute_ready();
-  for (failstop::Core::Send& send : core_.take_messages(last_now_)) {
-    output_.to_peers.push_back(PeerMessage{send.to, std::move(send.message)});
-  }
+  output_.to_peers = core_.take_messages(last_now_);
   return std::exchange(output_, {});
 }
 

@@ -26,10 +26,7 @@ namespace lockstep {
 
 class Replica {
  public:
-  struct PeerMessage {
-    ReplicaId to;
-    ReplicaMessage message;
-  };
+  using PeerMessage = failstop::Core::Send;  // {to, message}
   // One request executed, in the order executed; for checkers and traces.
   struct Executed {
     Timestamp timestamp;

@@ -8,9 +8,7 @@
 #include <filesystem>
 #include <map>
 
-#include "apps/kv/kv_machine.h"
 #include "check/linearizability.h"
-#include "client/status.h"
 #include "command.h"
 #include "net/event_loop.h"
 #include "runtime/local_cluster.h"
