@@ -66,7 +66,7 @@ void fuzz_machine_restore(std::span<const uint8_t> input) {
 
 void fuzz_service_restore(std::span<const uint8_t> input) {
   Service service(std::make_unique<kv::KvMachine>(seeded_machine()));
-  service.execute(ClientRequest{ClientId{1}, Sequence{1}, Sequence{1}, Bytes{}});
+  service.execute(ClientRequest{ClientId{1}, Sequence{1}, Sequence{1}, Bytes{}, {}});
   Bytes before = service.snapshot();
   try {
     service.restore(input);
@@ -75,7 +75,7 @@ void fuzz_service_restore(std::span<const uint8_t> input) {
     copy.restore(accepted);
     check(copy.snapshot() == accepted);
     // A restored table must still be usable.
-    service.execute(ClientRequest{ClientId{1}, Sequence{2}, Sequence{1}, Bytes{}});
+    service.execute(ClientRequest{ClientId{1}, Sequence{2}, Sequence{1}, Bytes{}, {}});
   } catch (const SnapshotError&) {
     check(service.snapshot() == before);
   }

@@ -3,9 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <utility>
 
 #include "core/assert.h"
+#include "crypto/signing.h"
 
 namespace lockstep {
 
@@ -13,6 +15,11 @@ Client::Client(net::EventLoop& loop, NetworkClientOptions options)
     : loop_(loop), options_(std::move(options)), random_(std::random_device{}()) {
   LOCKSTEP_ASSERT(!options_.replicas.empty(), "a client needs at least one replica address");
   options_.session.replica_count = static_cast<uint32_t>(options_.replicas.size());
+  options_.session.signer = options_.signer;
+  if (options_.verifier != nullptr) {
+    LOCKSTEP_ASSERT(options_.verifier->replica_count() == options_.replicas.size(),
+                    "the verifier must know every replica's key");
+  }
   incarnation_ = 0;
   while (incarnation_ == 0)
     incarnation_ = random_();
@@ -37,7 +44,11 @@ Client::~Client() {
 
 ClientId Client::fresh_id() {
   for (;;) {
-    ClientId id{random_()};
+    // Byzantine mode: the replicas check each request's signature under the key of the
+    // principal its client id names, so only the low 32 bits are free.
+    ClientId id = options_.verifier != nullptr
+                      ? client_id_of(options_.principal, static_cast<uint32_t>(random_()))
+                      : ClientId{random_()};
     if (id.value != 0 && !sessions_.contains(id.value)) return id;
   }
 }
@@ -172,11 +183,21 @@ void Client::after_iteration() {
           ++session->first_sequence;
         }
         CallResult result;
-        result.status = completion.status == ClientSession::Status::kOk
-                            ? CallResult::Status::kOk
-                            : CallResult::Status::kTimedOut;
+        switch (completion.status) {
+          case ClientSession::Status::kOk:
+            result.status = CallResult::Status::kOk;
+            break;
+          case ClientSession::Status::kTimedOut:
+            result.status = CallResult::Status::kTimedOut;
+            break;
+          case ClientSession::Status::kBusy:
+            result.status = CallResult::Status::kBusy;
+            break;
+        }
         result.result = std::move(completion.result);
         result.replied_by = completion.replied_by;
+        result.certificate = std::move(completion.certificate);
+        result.dissent = std::move(completion.dissent);
         // The callback may close this very session: nothing of it is touched afterwards.
         const ClientId id = session->core.id();
         callback(std::move(result));
@@ -213,7 +234,13 @@ void Client::on_message(net::Connection& connection, WireMessage&& message) {
   ReplicaLink* link = link_of(connection);
   if (link == nullptr) return;
   const size_t replica = static_cast<size_t>(link - links_.data());
+  if (auto* batch = std::get_if<SignedReplies>(&message)) {
+    if (options_.verifier != nullptr) on_signed_replies(replica, *batch);
+    return;
+  }
   if (auto* reply = std::get_if<ClientReply>(&message)) {
+    // Byzantine mode: an unsigned reply proves nothing and is not counted.
+    if (options_.verifier != nullptr) return;
     auto it = sessions_.find(reply->client.value);
     if (it == sessions_.end()) return;  // a closed session, or a late reply to one
     it->second->core.on_reply(loop_.now_ns(), *reply);
@@ -241,6 +268,42 @@ void Client::on_message(net::Connection& connection, WireMessage&& message) {
     return;
   }
   connection.close("unexpected frame from a replica");
+}
+
+void Client::on_signed_replies(size_t replica, SignedReplies& batch) {
+  // Checked once for the whole batch (one signature per batch is what makes signed replies
+  // affordable); verify_replies also refuses replies that name another replica than the signer.
+  const bool relabelled = batch.replica.value != replica;
+  if (relabelled || !crypto::verify_replies(*options_.verifier, batch)) {
+    ++bad_reply_batches_;
+    // A faulty replica can send these at line rate: warn at the 1st, 2nd, 4th, 8th... only.
+    if (std::has_single_bit(bad_reply_batches_)) {
+      spdlog::warn("dropped a batch of {} replies from replica {}: {} ({} bad batches so far)",
+                   batch.replies.size(), replica,
+                   relabelled
+                       ? "it claims to come from replica " + std::to_string(batch.replica.value)
+                       : std::string("the signature does not verify"),
+                   bad_reply_batches_);
+    }
+    return;
+  }
+  // One proof object for the batch; only its index changes per reply. A session copies it when
+  // it keeps the reply as a vote.
+  ReplyProof proof;
+  proof.replica = batch.replica;
+  proof.signature = batch.signature;
+  proof.batch_digests.reserve(batch.replies.size());
+  for (const ClientReply& reply : batch.replies)
+    proof.batch_digests.push_back(crypto::reply_digest(reply));
+  const uint64_t now = loop_.now_ns();
+  for (size_t i = 0; i < batch.replies.size(); ++i) {
+    const ClientReply& reply = batch.replies[i];
+    auto it = sessions_.find(reply.client.value);
+    if (it == sessions_.end()) continue;  // a closed session, or a late reply to one
+    proof.index = static_cast<uint32_t>(i);
+    it->second->core.on_reply(now, reply, &proof);
+    mark_dirty(*it->second);
+  }
 }
 
 void Client::on_closed(net::Connection& connection, const std::string& reason) {
@@ -292,6 +355,14 @@ BlockingClient::Outcome BlockingClient::call(Bytes command) {
       outcome.ok = true;
       outcome.result = std::move(result.result);
       outcome.replied_by = result.replied_by;
+      outcome.certificate = std::move(result.certificate);
+      outcome.dissent = std::move(result.dissent);
+    } else if (result.status == CallResult::Status::kBusy) {
+      outcome.busy = true;
+      outcome.error = "busy, retry later: replica " + std::to_string(result.replied_by.value) +
+                      " refused the request (a server limit was reached) until the deadline of " +
+                      std::to_string(deadline_ns_ / 1'000'000) +
+                      " ms; it most likely did not execute";
     } else {
       outcome.error = "no replica answered within " + std::to_string(deadline_ns_ / 1'000'000) +
                       " ms (" + client_->connection_summary() + ")";

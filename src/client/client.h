@@ -7,6 +7,13 @@
 // the client id they carry. Requests are broadcast to every replica (Schneider §3.1: agreement
 // by clients); the first kOk reply completes a request (failstop output rule).
 //
+// Byzantine mode (a `verifier` in the options): requests are signed with the client principal's
+// key and session ids carry the principal (core/types.h client_id_of). Replies arrive only in
+// SignedReplies frames; each frame's signature is checked once, and every reply in it goes to
+// its session with the proof that the replica signed it. A request completes when t+1 replicas
+// sent the same result (ClientSession), and the result carries that reply certificate and the
+// replicas that said otherwise. Unsigned ClientReply frames are ignored.
+//
 // Connections that fail are redialed with backoff; requests sent while a replica is unreachable
 // are not queued for it, since the session's retry broadcasts them again and the other replicas
 // relay what they hold.
@@ -42,16 +49,29 @@ struct NetworkClientOptions {
   uint64_t reconnect_backoff_min_ns = 10'000'000;
   uint64_t reconnect_backoff_max_ns = 1'000'000'000;
   size_t sessions_max = 1 << 16;
+  // Byzantine mode (not owned; outlive the client). `verifier` holds the replicas' public keys and
+  // switches the mode on; `signer` is the key of client principal `principal`, which signs every
+  // request. session.reply_quorum should be t+1.
+  const crypto::Verifier* verifier = nullptr;
+  const crypto::Signer* signer = nullptr;
+  uint32_t principal = 0;
 };
 
 struct CallResult {
   enum class Status : uint8_t {
     kOk,        // `result` is the state machine's output
     kTimedOut,  // no replica answered before the deadline; the request may still take effect
+    // The replicas refused it as busy (a limit was reached) until the deadline: retry later. It
+    // most likely did not take effect, but a replica that did not refuse may have run it.
+    kBusy,
   };
   Status status = Status::kTimedOut;
   Bytes result;
-  ReplicaId replied_by{};
+  ReplicaId replied_by{};  // kOk: whose reply completed it; kBusy: the last replica that refused
+  // Byzantine mode, when kOk: the signed replies of the agreeing replicas (client/certificate.h
+  // checks and stores it), and the replies of replicas that sent something else.
+  std::optional<ReplyCertificate> certificate;
+  std::vector<ClientSession::Dissent> dissent;
   bool ok() const { return status == Status::kOk; }
 };
 
@@ -86,6 +106,8 @@ class Client final : public net::ConnectionHandler {
   size_t outstanding(ClientId session) const;
   size_t session_count() const { return sessions_.size(); }
   size_t connected_replicas() const;
+  // Byzantine mode: SignedReplies frames dropped because their signature did not verify.
+  uint64_t bad_reply_batches() const { return bad_reply_batches_; }
   // One line per replica: its address and whether it is connected or why not.
   std::string connection_summary() const;
 
@@ -118,6 +140,7 @@ class Client final : public net::ConnectionHandler {
   void tick();
   ClientId fresh_id();
   ReplicaLink* link_of(net::Connection& connection);
+  void on_signed_replies(size_t replica, SignedReplies& batch);
 
   net::EventLoop& loop_;
   NetworkClientOptions options_;
@@ -139,6 +162,7 @@ class Client final : public net::ConnectionHandler {
   std::map<uint64_t, PendingStatus> statuses_;  // by nonce
   std::vector<std::pair<StatusCallback, std::optional<StatusReply>>> status_results_;
   uint64_t next_nonce_ = 1;
+  uint64_t bad_reply_batches_ = 0;
 };
 
 // One request at a time, blocking the calling thread, for the CLI and tests. Never hangs: every
@@ -153,6 +177,10 @@ class BlockingClient {
     Bytes result;            // when ok
     ReplicaId replied_by{};  // when ok
     std::string error;       // when not ok
+    bool busy = false;       // when not ok because the replicas refused it as busy: retry later
+    // Byzantine mode, when ok: see CallResult.
+    std::optional<ReplyCertificate> certificate;
+    std::vector<ClientSession::Dissent> dissent;
   };
   Outcome call(Bytes command);
   // One replica's status; nullopt when it does not answer by the deadline.

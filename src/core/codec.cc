@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <limits>
 #include <optional>
@@ -31,11 +32,15 @@ enum class ReplicaTag : uint8_t {
   kForwardRequest = 2,
   kViewChange = 3,
   kNewView = 4,
+  kSignedProposal = 5,
 };
 
 // Minimum encoded bytes of one vector item, for Reader::count: every varint and every length
 // prefix takes at least one byte.
-constexpr size_t kClientRequestBytesMin = 4;  // client, sequence, acked_below, command length
+// client, sequence, acked_below, command length, signature length
+constexpr size_t kClientRequestBytesMin = 5;
+constexpr size_t kClientReplyBytesMin = 5;  // client, sequence, replica, status, result length
+constexpr size_t kEndorsementBytesMin = 1 + sizeof(Signature);        // signer, raw signature
 constexpr size_t kOrderedEntryBytesMin = 3 + kClientRequestBytesMin;  // index, clock, source
 constexpr size_t kStreamTailBytesMin = 3;  // source, received, entries count
 constexpr size_t kReplicaIdBytesMin = 1;
@@ -51,6 +56,7 @@ class SizeCounter {
   void u8(uint8_t) { bytes_ += 1; }
   void varint(uint64_t v) { bytes_ += varint_bytes(v); }
   void bytes(std::span<const uint8_t> b) { bytes_ += varint_bytes(b.size()) + b.size(); }
+  void raw(std::span<const uint8_t> b) { bytes_ += b.size(); }
   size_t total() const { return bytes_; }
 
  private:
@@ -58,6 +64,15 @@ class SizeCounter {
 };
 
 // ---- encoding: fields in declaration order ----------------------------------------------------
+
+// Fixed-size fields (signatures) go as raw bytes, no length: the type fixes it.
+void put_raw(SizeCounter& s, std::span<const uint8_t> b) {
+  s.raw(b);
+}
+void put_raw(Writer& w, std::span<const uint8_t> b) {
+  for (uint8_t byte : b)
+    w.u8(byte);
+}
 
 template <typename Sink>
 void put(Sink& s, ReplicaId id) {
@@ -74,6 +89,7 @@ void put(Sink& s, const ClientRequest& m) {
   s.varint(m.sequence.value);
   s.varint(m.acked_below.value);
   s.bytes(m.command);
+  s.bytes(m.signature);
 }
 template <typename Sink>
 void put(Sink& s, const ClientReply& m) {
@@ -143,9 +159,29 @@ void put(Sink& s, const NewView& m) {
   put(s, m.members);
   put(s, m.cuts);
 }
+template <typename Sink>
+void put(Sink& s, const Proposal& m) {
+  put(s, m.origin);
+  s.varint(m.timestamp_us);
+  s.varint(m.requests.size());
+  for (const ClientRequest& r : m.requests)
+    put(s, r);
+}
+template <typename Sink>
+void put(Sink& s, const Endorsement& m) {
+  put(s, m.signer);
+  put_raw(s, m.signature);
+}
+template <typename Sink>
+void put(Sink& s, const SignedProposal& m) {
+  put(s, m.proposal);
+  s.varint(m.chain.size());
+  for (const Endorsement& e : m.chain)
+    put(s, e);
+}
 
 ReplicaTag tag_of(const ReplicaMessage& m) {
-  static_assert(std::variant_size_v<ReplicaMessage> == 4, "give the new alternative a tag");
+  static_assert(std::variant_size_v<ReplicaMessage> == 5, "give the new alternative a tag");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -153,6 +189,7 @@ ReplicaTag tag_of(const ReplicaMessage& m) {
         if constexpr (std::is_same_v<T, ForwardRequest>) return ReplicaTag::kForwardRequest;
         if constexpr (std::is_same_v<T, ViewChange>) return ReplicaTag::kViewChange;
         if constexpr (std::is_same_v<T, NewView>) return ReplicaTag::kNewView;
+        if constexpr (std::is_same_v<T, SignedProposal>) return ReplicaTag::kSignedProposal;
       },
       m);
 }
@@ -193,9 +230,17 @@ void put(Sink& s, const StatusReply& m) {
   s.varint(m.executed);
   s.varint(m.digest);
 }
+template <typename Sink>
+void put(Sink& s, const SignedReplies& m) {
+  put(s, m.replica);
+  s.varint(m.replies.size());
+  for (const ClientReply& r : m.replies)
+    put(s, r);
+  put_raw(s, m.signature);
+}
 
 FrameType frame_type_of(const WireMessage& m) {
-  static_assert(std::variant_size_v<WireMessage> == 7, "give the new alternative a FrameType");
+  static_assert(std::variant_size_v<WireMessage> == 8, "give the new alternative a FrameType");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -206,6 +251,7 @@ FrameType frame_type_of(const WireMessage& m) {
         if constexpr (std::is_same_v<T, PeerAck>) return FrameType::kPeerAck;
         if constexpr (std::is_same_v<T, StatusRequest>) return FrameType::kStatusRequest;
         if constexpr (std::is_same_v<T, StatusReply>) return FrameType::kStatusReply;
+        if constexpr (std::is_same_v<T, SignedReplies>) return FrameType::kSignedReplies;
       },
       m);
 }
@@ -238,7 +284,7 @@ uint64_t frame_checksum(const uint8_t* frame, size_t frame_bytes) {
 
 bool known_frame_type(uint8_t t) {
   return t >= static_cast<uint8_t>(FrameType::kHello) &&
-         t <= static_cast<uint8_t>(FrameType::kStatusReply);
+         t <= static_cast<uint8_t>(FrameType::kSignedReplies);
 }
 
 std::string with_number(std::string_view text, uint64_t n) {
@@ -300,6 +346,20 @@ class Decoder {
     check(field, "byte string truncated");
     return v;
   }
+  // A fixed-size field of raw bytes (a signature).
+  template <size_t N>
+  std::array<uint8_t, N> raw(const char* field) {
+    std::array<uint8_t, N> v{};
+    if (failed()) return v;
+    if (reader_.remaining() < N) {
+      fail(std::string(field) + ": truncated: needs " + std::to_string(N) + " bytes, " +
+           std::to_string(reader_.remaining()) + " left");
+      return v;
+    }
+    for (uint8_t& byte : v)
+      byte = reader_.u8();
+    return v;
+  }
   ReplicaId replica_id(const char* field) {
     const uint64_t v = varint(field);
     if (v > std::numeric_limits<uint32_t>::max()) {
@@ -344,6 +404,12 @@ void get(Decoder& d, ClientRequest& m) {
   m.sequence = Sequence{d.varint("ClientRequest.sequence")};
   m.acked_below = Sequence{d.varint("ClientRequest.acked_below")};
   m.command = d.bytes("ClientRequest.command");
+  m.signature = d.bytes("ClientRequest.signature");
+  // Empty (failstop mode) or one Ed25519 signature: any other length is garbage whatever the mode.
+  if (!d.failed() && !m.signature.empty() && m.signature.size() != sizeof(Signature)) {
+    d.fail(
+        with_number("ClientRequest.signature: length must be 0 or 64, got ", m.signature.size()));
+  }
 }
 void get(Decoder& d, ClientReply& m) {
   m.client = ClientId{d.varint("ClientReply.client")};
@@ -412,6 +478,26 @@ void get(Decoder& d, NewView& m) {
   get_tails(d, "NewView.cuts", m.cuts);
 }
 
+void get(Decoder& d, Proposal& m) {
+  m.origin = d.replica_id("Proposal.origin");
+  m.timestamp_us = d.varint("Proposal.timestamp_us");
+  const uint64_t n = d.count("Proposal.requests", kClientRequestBytesMin);
+  m.requests.resize(n);
+  for (uint64_t i = 0; i < n && !d.failed(); ++i)
+    get(d, m.requests[i]);
+}
+void get(Decoder& d, Endorsement& m) {
+  m.signer = d.replica_id("Endorsement.signer");
+  m.signature = d.raw<sizeof(Signature)>("Endorsement.signature");
+}
+void get(Decoder& d, SignedProposal& m) {
+  get(d, m.proposal);
+  const uint64_t n = d.count("SignedProposal.chain", kEndorsementBytesMin);
+  m.chain.resize(n);
+  for (uint64_t i = 0; i < n && !d.failed(); ++i)
+    get(d, m.chain[i]);
+}
+
 template <typename T>
 ReplicaMessage get_alternative(Decoder& d) {
   T m;
@@ -431,6 +517,8 @@ ReplicaMessage get_replica_message(Decoder& d) {
       return get_alternative<ViewChange>(d);
     case ReplicaTag::kNewView:
       return get_alternative<NewView>(d);
+    case ReplicaTag::kSignedProposal:
+      return get_alternative<SignedProposal>(d);
   }
   d.fail(with_number("unknown replica message tag ", tag));
   return {};
@@ -468,6 +556,14 @@ void get(Decoder& d, StatusReply& m) {
   get_ids(d, "StatusReply.members", m.members);
   m.executed = d.varint("StatusReply.executed");
   m.digest = d.varint("StatusReply.digest");
+}
+void get(Decoder& d, SignedReplies& m) {
+  m.replica = d.replica_id("SignedReplies.replica");
+  const uint64_t n = d.count("SignedReplies.replies", kClientReplyBytesMin);
+  m.replies.resize(n);
+  for (uint64_t i = 0; i < n && !d.failed(); ++i)
+    get(d, m.replies[i]);
+  m.signature = d.raw<sizeof(Signature)>("SignedReplies.signature");
 }
 
 // Decodes a whole input as one T, which must use every byte.
@@ -560,6 +656,8 @@ std::variant<WireMessage, DecodeError> decode_frame(std::span<const uint8_t> fra
       return decode_payload<StatusRequest>(payload);
     case FrameType::kStatusReply:
       return decode_payload<StatusReply>(payload);
+    case FrameType::kSignedReplies:
+      return decode_payload<SignedReplies>(payload);
   }
   return DecodeError{with_number("unknown frame type ", frame[kTypeOffset])};
 }

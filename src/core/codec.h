@@ -11,7 +11,9 @@
 //   8      8     checksum  XXH3-64 of the payload, seeded with header bytes 0..7, so a flipped
 //                          type or length byte cannot turn one valid message into another
 //   16     ...   payload   the message fields in declaration order: unsigned integers as LEB128
-//                          varints, byte strings and vectors as a varint count then the items
+//                          varints, byte strings and vectors as a varint count then the items,
+//                          fixed-size signatures (Endorsement, SignedReplies) as their 64 raw
+//                          bytes; ClientRequest.signature is a byte string of 0 or 64 bytes
 //
 // Decoding never trusts the input: a short, oversized, mis-versioned, unknown-type or
 // checksum-failing frame, a payload with trailing bytes, a count larger than the bytes left, or
@@ -42,6 +44,7 @@ enum class FrameType : uint8_t {
   kPeerAck = 5,
   kStatusRequest = 6,
   kStatusReply = 7,
+  kSignedReplies = 8,
 };
 
 struct DecodeError {

@@ -16,11 +16,15 @@ namespace lockstep {
 // A client's request. `command` is opaque to the protocol: only the state machine reads it.
 // `acked_below` lets replicas forget cached replies: every request of this client with a smaller
 // sequence number has been answered, so its reply will never be asked for again.
+//
+// In byzantine mode `signature` is the client principal's signature over the other fields
+// (crypto/signing.h, request_signing_bytes); in failstop mode it is empty.
 struct ClientRequest {
   ClientId client{};
   Sequence sequence{};
   Sequence acked_below{};
   Bytes command;
+  Bytes signature;
   bool operator==(const ClientRequest&) const = default;
 };
 
@@ -100,7 +104,37 @@ struct NewView {
   bool operator==(const NewView&) const = default;
 };
 
-using ReplicaMessage = std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView>;
+// ---- replica <-> replica (byzantine protocol) -----------------------------------------------
+
+// A batch of client requests that `origin` proposes for the total order at `timestamp` (its
+// synchronized clock, µs). (origin, timestamp) names one Dolev–Strong broadcast instance; honest
+// origins never reuse a timestamp. Each request carries its client's signature.
+struct Proposal {
+  ReplicaId origin{};
+  uint64_t timestamp_us = 0;
+  std::vector<ClientRequest> requests;
+  bool operator==(const Proposal&) const = default;
+};
+
+// One replica's signature over a proposal's digest (crypto/signing.h, proposal_digest).
+struct Endorsement {
+  ReplicaId signer{};
+  Signature signature{};
+  bool operator==(const Endorsement&) const = default;
+};
+
+// The Dolev–Strong message: a proposal and the chain of distinct replicas that accepted and
+// relayed it, the origin first. A chain of m signatures is accepted only inside the window
+// [timestamp - m*ε, timestamp + σ + min(m, t+1)*(Δ+ε)] of the receiver's clock (docs/DESIGN.md
+// §11.2).
+struct SignedProposal {
+  Proposal proposal;
+  std::vector<Endorsement> chain;
+  bool operator==(const SignedProposal&) const = default;
+};
+
+using ReplicaMessage =
+    std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView, SignedProposal>;
 
 // ---- connection level ----------------------------------------------------------------------
 
@@ -151,7 +185,17 @@ struct StatusReply {
   bool operator==(const StatusReply&) const = default;
 };
 
-using WireMessage =
-    std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck, StatusRequest, StatusReply>;
+// Byzantine mode: a replica's replies to one client connection, under one signature over the
+// digest of all of them (crypto/signing.h, reply_batch_signing_bytes), so that signing and checking
+// cost one operation per batch, not per reply.
+struct SignedReplies {
+  ReplicaId replica{};
+  std::vector<ClientReply> replies;
+  Signature signature{};
+  bool operator==(const SignedReplies&) const = default;
+};
+
+using WireMessage = std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck,
+                                 StatusRequest, StatusReply, SignedReplies>;
 
 }  // namespace lockstep

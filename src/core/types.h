@@ -2,6 +2,7 @@
 // Sequence is expected, and every quantity names its unit.
 #pragma once
 
+#include <array>
 #include <compare>
 #include <cstdint>
 #include <functional>
@@ -34,6 +35,21 @@ using Sequence = StrongId<SequenceTag, uint64_t>;
 using ViewNumber = StrongId<ViewTag, uint64_t>;
 
 using Bytes = std::vector<uint8_t>;
+
+// Byzantine mode: an Ed25519 signature, and a 32-byte BLAKE2b digest (crypto/crypto.h makes and
+// checks both; the core layer only carries them).
+using Signature = std::array<uint8_t, 64>;
+using Digest = std::array<uint8_t, 32>;
+
+// Byzantine mode: a client session's id is bound to the key that signs its requests. The high 32
+// bits name the client principal (a key listed in the cluster file); the low 32 bits number the
+// sessions one principal runs, so one key serves many sessions.
+inline constexpr uint32_t principal_of(ClientId client) {
+  return static_cast<uint32_t>(client.value >> 32);
+}
+inline constexpr ClientId client_id_of(uint32_t principal, uint32_t session) {
+  return ClientId{(uint64_t{principal} << 32) | session};
+}
 
 inline Bytes to_bytes(std::string_view s) {
   return Bytes(s.begin(), s.end());

@@ -112,6 +112,7 @@ void Connection::close(const std::string& reason) {
   input_.clear();
   output_.clear();
   input_begin_ = input_end_ = output_begin_ = 0;
+  slot_.reset();
   if (handler_ != nullptr) handler_->on_closed(*this, reason);
 }
 
@@ -140,6 +141,12 @@ void Connection::reserve_output() {
 
 void Connection::after_append() {
   if (output_bytes() > limits_.write_buffer_bytes_max) {
+    // Logged here, once per connection (send() is a no-op from now on), because a slow or dead
+    // reader is the one failure the handler cannot tell from an ordinary disconnect.
+    spdlog::warn(
+        "closing connection to {}: it is not reading; {} bytes waiting to be written "
+        "(limit {})",
+        peer_name_, output_bytes(), limits_.write_buffer_bytes_max);
     fail_later("peer is not reading: " + std::to_string(output_bytes()) +
                " bytes waiting to be written");
     return;

@@ -9,7 +9,9 @@
 // a flush; the loop flushes every connection once at the end of the iteration with one send()
 // call each, so everything produced in one iteration leaves in as few packets as possible. When
 // the kernel buffer is full the rest waits for EPOLLOUT. A peer that does not read long enough
-// for the buffer to pass `write_buffer_bytes_max` is disconnected.
+// for the buffer to pass `write_buffer_bytes_max` is disconnected with a logged reason, so a slow
+// or dead reader cannot grow this process's memory. The limit can be changed once the peer's role
+// is known (the Acceptor gives client connections a smaller one than the default).
 //
 // Lifetime: the owner holds the Connection in a unique_ptr. close() (or any failure) calls the
 // handler's on_closed exactly once; from there the owner retires the object with
@@ -30,9 +32,9 @@
 namespace lockstep::net {
 
 struct ConnectionLimits {
-  size_t read_chunk_bytes = 256 * 1024;  // bytes asked of one read() call
-  size_t reads_per_event_max = 4;        // then other connections get their turn
-  size_t write_buffer_bytes_max = 256 * 1024 * 1024;
+  size_t read_chunk_bytes = 256 * 1024;               // bytes asked of one read() call
+  size_t reads_per_event_max = 4;                     // then other connections get their turn
+  size_t write_buffer_bytes_max = 256 * 1024 * 1024;  // unsent output bytes
 };
 
 class Connection;
@@ -82,6 +84,13 @@ class Connection final : public IoHandler, public Flushable {
   void close(const std::string& reason);
 
   size_t output_bytes() const { return output_.size() - output_begin_; }
+  size_t output_bytes_max() const { return limits_.write_buffer_bytes_max; }
+  // Applies from the next send on: a connection already over the new limit closes at its next
+  // send.
+  void set_output_bytes_max(size_t bytes) { limits_.write_buffer_bytes_max = bytes; }
+  // Keeps `slot` alive until this connection closes or is destroyed, whichever comes first:
+  // how an Acceptor counts the connections it accepted after handing them off.
+  void hold_slot(std::shared_ptr<void> slot) { slot_ = std::move(slot); }
   uint64_t frames_received() const { return frames_received_; }
 
   void on_io(uint32_t epoll_events) override;
@@ -117,6 +126,7 @@ class Connection final : public IoHandler, public Flushable {
   Bytes output_;  // [output_begin_, size()) is still to be written
   size_t output_begin_ = 0;
   uint64_t frames_received_ = 0;
+  std::shared_ptr<void> slot_;
 };
 
 // Accepts TCP connections and hands each new socket to `on_accept` (which must take ownership

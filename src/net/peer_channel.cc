@@ -14,6 +14,9 @@ namespace {
 // The resend buffer is compacted (its acknowledged prefix erased) once the prefix is at least
 // this large and more than half the buffer, so compaction costs O(1) amortised per byte.
 constexpr size_t kCompactBytesMin = 1024 * 1024;
+// Room in a connection's output for control frames (Hello, PeerAck) and the one frame that may
+// pass resend_bytes_max before the channel fails, besides a copy of the whole resend buffer.
+constexpr size_t kOutputSlackBytes = kFrameBytesMax + 64 * 1024;
 
 const char* message_kind(const WireMessage& message) {
   return std::visit(
@@ -55,6 +58,11 @@ void PeerChannel::start() {
   if (started_) return;
   started_ = true;
   if (options_.dial_address) dial();
+}
+
+size_t PeerChannel::output_bytes_max() const {
+  return std::max(options_.connection_limits.write_buffer_bytes_max,
+                  options_.resend_bytes_max + kOutputSlackBytes);
 }
 
 Hello PeerChannel::make_hello() const {
@@ -131,6 +139,7 @@ void PeerChannel::dial() {
   if (connection_) return;
   state_ = State::kConnecting;
   connection_ = Connection::dial(loop_, *options_.dial_address, this, options_.connection_limits);
+  connection_->set_output_bytes_max(output_bytes_max());
   connection_->set_peer_name(name_ + " at " + format_address(*options_.dial_address));
   // The Hello is queued now and written as soon as the TCP handshake completes.
   connection_->send(make_hello());
@@ -153,6 +162,7 @@ void PeerChannel::adopt(std::unique_ptr<Connection> connection, const Hello& hel
   discard_connection();
   connection_ = std::move(connection);
   connection_->set_handler(this);
+  connection_->set_output_bytes_max(output_bytes_max());
   connection_->set_peer_name(name_ + " at " + connection_->peer_name());
   state_ = State::kAwaitingHello;
   on_hello(hello);

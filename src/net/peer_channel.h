@@ -31,6 +31,22 @@
 // its buffer dropped, and it stops carrying messages (the protocol core's failure detector
 // removes the silent peer long before this, at the default limits). Only a restart of the peer
 // (a new incarnation) revives a failed channel.
+//
+// A peer that is dead for a long time: its buffer stops growing long before the limit, because
+// the failstop core stops sending to a replica once it suspects it (failure_timeout after it fell
+// silent) and afterwards only answers a removed replica that still talks, rate-limited. So the
+// buffer holds about one failure timeout's worth of traffic, and keeps it: it is not dropped when
+// the view change removes the peer. That is deliberate. A removed replica may have been only
+// paused; when it comes back it must learn that it was removed (it then halts, docs/DESIGN.md)
+// rather than time out on everyone and form a view of its own, and that notice can only reach it
+// in FIFO order after the frames queued before it. Dropping them would leave a gap that the
+// receiver must refuse. A restart of the peer (new incarnation) drops the buffer; the limit
+// bounds everything else. (The byzantine core has no membership and keeps sending to a dead
+// replica: there the buffer grows to the limit, and the channel fails and frees it.)
+//
+// The connection's own output limit is raised to resend_bytes_max plus a frame: what a
+// connection has to write is at most a copy of the resend buffer plus control frames, and a
+// smaller limit would close every reconnect that resends a large backlog, forever.
 #pragma once
 
 #include <cstdint>
@@ -119,6 +135,8 @@ class PeerChannel final : public ConnectionHandler {
   };
 
   Hello make_hello() const;
+  // The output limit of this channel's connections (see the header comment).
+  size_t output_bytes_max() const;
   void on_hello(const Hello& hello);
   void on_data(PeerData&& data);
   void on_acknowledged(uint64_t acknowledged);

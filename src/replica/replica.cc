@@ -2,34 +2,62 @@
 
 #include <utility>
 
+#include "core/hlc.h"
+
 namespace lockstep {
 
-Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machine)
-    : core_(options), service_(std::move(machine)) {}
+Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machine,
+                 ReplicaLimits limits)
+    : limits_(limits), service_(std::move(machine), limits.service), planted_(options.planted) {
+  auto core = std::make_unique<failstop::Core>(options);
+  failstop_ = core.get();
+  core_ = std::move(core);
+}
+
+Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machine,
+                 ReplicaLimits limits)
+    : limits_(limits), service_(std::move(machine), limits.service) {
+  auto core = std::make_unique<byzantine::Core>(options);
+  byzantine_ = core.get();
+  core_ = std::move(core);
+}
 
 void Replica::on_client_request(Now now, ClientRequest request) {
   last_now_ = now;
-  if (core_.halted()) {
+  if (core_->halted()) {
     output_.to_clients.push_back(
-        ClientReply{request.client, request.sequence, core_.id(), ReplyStatus::kNotServing, {}});
+        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kNotServing, {}});
     return;
   }
+  // Byzantine mode: a request whose client signature fails is dropped (and counted) before
+  // anything else, including an answer from the session table.
+  if (!core_->admits(request)) return;
   // A retry of a request that already ran is answered from the session table by any replica:
-  // the owner may be the one that failed.
+  // the owner may be the one that failed. (In byzantine mode the cached reply is the output of
+  // the request with this (client, sequence) that ran first, whatever this copy says: a client
+  // that signed two gets the first one's output from every honest replica alike.)
   if (auto cached = service_.cached_reply(request.client, request.sequence)) {
-    output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_.id(),
+    output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_->id(),
                                              ReplyStatus::kOk, std::move(*cached)});
     return;
   }
   if (service_.already_executed_or_stale(request.client, request.sequence)) return;
-  if (core_.options().planted.reply_before_execute &&
-      core_.owner_of(request.client) == core_.id()) {
+  // Back-pressure: at the limit a new request is refused now, so the client backs off, rather
+  // than queued where a flood of clients could grow this replica's memory without bound. (A retry
+  // of a request still pending is refused too; the core holds it and will execute it anyway.)
+  if (core_->pending_entries() >= limits_.pending_requests_max) {
+    ++busy_replies_;
+    output_.to_clients.push_back(
+        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kBusy, {}});
+    return;
+  }
+  if (planted_.reply_before_execute && failstop_->owner_of(request.client) == core_->id()) {
     // Planted bug: run the request on arrival, outside the agreed order.
-    Service::Result result = service_.execute(request);
-    output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_.id(),
+    Service::Result result = service_.execute(request, 0);  // outside the order: no order time
+    output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_->id(),
                                              ReplyStatus::kOk, std::move(result.reply)});
   }
-  core_.on_client_request(now, request);
+  core_->on_client_request(now, request);
   execute_ready();
 }
 
@@ -40,42 +68,41 @@ void Replica::on_peer_message(Now now, ReplicaId from, ReplicaMessage message) {
       return;
     }
   }
-  core_.on_message(now, from, message);
+  core_->on_message(now, from, message);
   execute_ready();
 }
 
 void Replica::tick(Now now) {
   last_now_ = now;
-  core_.tick(now);
+  core_->tick(now);
   execute_ready();
 }
 
 void Replica::execute_ready() {
-  for (OrderedEntry& entry : core_.take_executable()) {
-    Service::Result result = service_.execute(entry.request);
+  for (OrderedEntry& entry : core_->take_executable()) {
+    Service::Result result = service_.execute(entry.request, order_time_us(entry));
     output_.executed.push_back(
         Executed{entry.timestamp, entry.request.client, entry.request.sequence, result.outcome});
-    if (core_.options().planted.drop_session_entry && entry.request.sequence.value % 5 == 0) {
+    if (planted_.drop_session_entry && entry.request.sequence.value % 5 == 0) {
       service_.forget_session_for_testing(entry.request.client);  // planted bug
     }
-    // One reply per request instead of n: from the replica that ordered it (its owner then), or,
-    // once that one has been removed, from the client's current owner. If the replier fails
-    // first, the client's retry is answered from the session table by whoever it reaches.
-    const ReplicaId orderer = entry.timestamp.source;
-    const bool replies =
-        orderer == core_.id() ||
-        (!core_.is_member(orderer) && core_.owner_of(entry.request.client) == core_.id());
-    if (result.outcome != Service::Outcome::kStale && replies) {
+    if (result.outcome != Service::Outcome::kStale && core_->replies_to(entry)) {
       output_.to_clients.push_back(ClientReply{entry.request.client, entry.request.sequence,
-                                               core_.id(), ReplyStatus::kOk,
+                                               core_->id(), ReplyStatus::kOk,
                                                std::move(result.reply)});
     }
   }
 }
 
+uint64_t Replica::order_time_us(const OrderedEntry& entry) const {
+  // Both are fixed by the order itself, so every replica computes the same value for an entry.
+  if (failstop_ != nullptr) return HybridClock::wall_us_of(entry.timestamp.clock);
+  return entry.timestamp.clock;  // byzantine: the proposal's synchronized-clock timestamp, µs
+}
+
 Replica::Output Replica::take_output() {
   execute_ready();
-  output_.to_peers = core_.take_messages(last_now_);
+  output_.to_peers = core_->take_messages(last_now_);
   return std::exchange(output_, {});
 }
 

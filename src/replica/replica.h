@@ -19,14 +19,27 @@
 #include <vector>
 
 #include "core/messages.h"
+#include "protocol/byzantine/core.h"
 #include "protocol/failstop/core.h"
 #include "statemachine/service.h"
 
 namespace lockstep {
 
+// Resource limits of a replica (both modes). Every replica of a cluster must use the same
+// `service` options (they decide which sessions are forgotten, see statemachine/service.h);
+// `pending_requests_max` is local and may differ.
+struct ReplicaLimits {
+  ServiceOptions service;
+  // Back-pressure: with this many entries held but not executed (OrderingCore::pending_entries),
+  // a new request from a client is answered kBusy at once instead of being queued. Retries of
+  // requests that already ran are still answered from the session table, and requests relayed by
+  // other replicas are still taken (refusing those would not shed load, only lose requests).
+  size_t pending_requests_max = 100'000;
+};
+
 class Replica {
  public:
-  using PeerMessage = failstop::Core::Send;  // {to, message}
+  using PeerMessage = OrderingCore::Send;  // {to, message}
   // One request executed, in the order executed; for checkers and traces.
   struct Executed {
     Timestamp timestamp;
@@ -43,7 +56,10 @@ class Replica {
     std::vector<Executed> executed;
   };
 
-  Replica(failstop::Options options, std::unique_ptr<StateMachine> machine);
+  Replica(failstop::Options options, std::unique_ptr<StateMachine> machine,
+          ReplicaLimits limits = {});
+  Replica(byzantine::Options options, std::unique_ptr<StateMachine> machine,
+          ReplicaLimits limits = {});
 
   void on_client_request(Now now, ClientRequest request);
   void on_peer_message(Now now, ReplicaId from, ReplicaMessage message);
@@ -51,16 +67,30 @@ class Replica {
   Output take_output();
 
   // Halted: removed from the membership (declared failed by the others). It must not serve.
-  bool halted() const { return core_.halted(); }
-  ReplicaId id() const { return core_.id(); }
-  const failstop::Core& core() const { return core_; }
+  bool halted() const { return core_->halted(); }
+  ReplicaId id() const { return core_->id(); }
+  const OrderingCore& core() const { return *core_; }
+  // The mode's own core, or null when the replica runs the other mode.
+  const failstop::Core* failstop_core() const { return failstop_; }
+  const byzantine::Core* byzantine_core() const { return byzantine_; }
   const Service& service() const { return service_; }
+  const ReplicaLimits& limits() const { return limits_; }
+  // Requests answered kBusy because pending_requests_max was reached (for stats logs).
+  uint64_t busy_replies() const { return busy_replies_; }
+  // The agreed physical time (µs) of an entry's place in the order, which the session table's
+  // expiry runs on: the physical part of a failstop HLC timestamp, a byzantine timestamp as is.
+  uint64_t order_time_us(const OrderedEntry& entry) const;
 
  private:
   void execute_ready();
 
-  failstop::Core core_;
+  std::unique_ptr<OrderingCore> core_;
+  const failstop::Core* failstop_ = nullptr;
+  const byzantine::Core* byzantine_ = nullptr;
+  ReplicaLimits limits_;
   Service service_;
+  uint64_t busy_replies_ = 0;
+  failstop::Options::PlantedBugs planted_;
   Output output_;
   Now last_now_{};  // time of the latest input; take_output uses it for heartbeats
 };

@@ -13,6 +13,8 @@
 #include <optional>
 #include <sstream>
 
+#include "core/assert.h"
+
 namespace lockstep::runtime {
 namespace {
 
@@ -70,6 +72,21 @@ class Errors {
     }
     return static_cast<uint64_t>(*value);
   }
+  // A required string of exactly 64 hex digits: an Ed25519 public key.
+  crypto::PublicKey public_key(const toml::table& table, const std::string& field) const {
+    const toml::node* node = table.get("public_key");
+    if (node == nullptr) fail(field, "missing (byzantine mode needs every key)");
+    if (!node->is_string()) {
+      fail(field,
+           std::string("expected a string of 64 hex digits, got ") + type_name(node->type()));
+    }
+    const std::string text = node->value_or(std::string());
+    std::optional<crypto::PublicKey> key = crypto::array_from_hex<32>(text);
+    if (!key) {
+      fail(field, "expected 64 hex digits (a 32-byte Ed25519 public key), got \"" + text + "\"");
+    }
+    return *key;
+  }
   const toml::table* optional_table(const toml::table& table, std::string_view key) const {
     const toml::node* node = table.get(key);
     if (node == nullptr) return nullptr;
@@ -106,11 +123,41 @@ failstop::Options ClusterConfig::failstop_options(ReplicaId self, uint64_t incar
   return options;
 }
 
+byzantine::Options ClusterConfig::byzantine_options(ReplicaId self, const crypto::Signer* signer,
+                                                    const crypto::Verifier* verifier) const {
+  LOCKSTEP_ASSERT(mode == Mode::kByzantine && byzantine.has_value(),
+                  "byzantine_options of a failstop configuration");
+  byzantine::Options options;
+  options.self = self;
+  options.replica_count = replica_count();
+  options.t = t;
+  options.delta_us = byzantine->delta_ms * 1000;
+  options.epsilon_us = byzantine->epsilon_ms * 1000;
+  options.relay_timeout_us = byzantine->relay_timeout_ms * 1000;  // 0: the core's default
+  options.signer = signer;
+  options.verifier = verifier;
+  return options;
+}
+
+crypto::KeyDirectory ClusterConfig::key_directory() const {
+  LOCKSTEP_ASSERT(mode == Mode::kByzantine, "key_directory of a failstop configuration");
+  crypto::KeyDirectory directory;
+  for (const ReplicaConfig& replica : replicas) {
+    LOCKSTEP_ASSERT(replica.public_key.has_value(), "a byzantine replica without a key");
+    directory.replicas.push_back(*replica.public_key);
+  }
+  for (const ClientPrincipalConfig& principal : clients)
+    directory.clients.emplace(principal.principal, principal.public_key);
+  return directory;
+}
+
 ClientOptions ClusterConfig::client_options() const {
   ClientOptions options;
   options.replica_count = replica_count();
   options.retry_interval_ns = client.retry_interval_ms * 1'000'000;
   options.deadline_ns = client.deadline_ms * 1'000'000;
+  // t+1 matching replies include at least one from an honest replica (byzantine mode).
+  options.reply_quorum = mode == Mode::kByzantine ? t + 1 : 1;
   return options;
 }
 
@@ -127,6 +174,9 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
     errors.fail("t", "must be at most " + std::to_string(kFaultsTolerableMax) + ", got " +
                          std::to_string(config.t));
   }
+  const bool byzantine = config.mode == Mode::kByzantine;
+  // With t = 0 there is nobody to outvote and no round of Dolev–Strong to run.
+  if (byzantine && config.t == 0) errors.fail("t", "byzantine mode needs t >= 1, got 0");
   const uint32_t needed = ClusterConfig::replicas_needed(config.mode, config.t);
   if (config.replicas.size() != needed) {
     errors.fail("replicas", std::string(mode_name(config.mode)) + " mode with t = " +
@@ -146,6 +196,47 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
                                             net::format_address(config.replicas[i].address) + ")");
       }
     }
+    const std::optional<crypto::PublicKey>& key = config.replicas[i].public_key;
+    if (byzantine && !key) errors.fail(field + ".public_key", "missing (byzantine mode)");
+    if (!byzantine && key) errors.fail(field + ".public_key", "only in byzantine mode");
+    for (size_t j = 0; key && j < i; ++j) {
+      // One key for two replicas would let one process sign as both: two of the t faults.
+      if (config.replicas[j].public_key == key) {
+        errors.fail(field + ".public_key", "same key as replicas[" + std::to_string(j) + "]");
+      }
+    }
+  }
+  if (byzantine) {
+    if (!config.byzantine) {
+      errors.fail("byzantine",
+                  "missing (byzantine mode needs a [byzantine] table with delta_ms "
+                  "and epsilon_ms)");
+    }
+    if (config.byzantine->delta_ms == 0) errors.fail("byzantine.delta_ms", "must be positive");
+    if (config.clients.empty()) {
+      errors.fail("clients",
+                  "missing (byzantine mode accepts only requests signed by a "
+                  "[[clients]] principal; list at least one)");
+    }
+    if (config.clients.size() > kClientPrincipalsMax) {
+      errors.fail("clients", "at most " + std::to_string(kClientPrincipalsMax) +
+                                 " principals, got " + std::to_string(config.clients.size()));
+    }
+    for (size_t i = 0; i < config.clients.size(); ++i) {
+      const std::string field = "clients[" + std::to_string(i) + "]";
+      if (config.clients[i].principal == 0) {
+        errors.fail(field + ".principal", "must be in [1, 4294967295], got 0");
+      }
+      if (i > 0 && config.clients[i - 1].principal >= config.clients[i].principal) {
+        errors.fail(field + ".principal", "principals must be unique and ascending, got " +
+                                              std::to_string(config.clients[i].principal) +
+                                              " after " +
+                                              std::to_string(config.clients[i - 1].principal));
+      }
+    }
+  } else {
+    if (config.byzantine) errors.fail("byzantine", "only in byzantine mode");
+    if (!config.clients.empty()) errors.fail("clients", "only in byzantine mode");
   }
   const TimeoutConfig& timeouts = config.timeouts;
   if (timeouts.heartbeat_interval_ms == 0) {
@@ -176,7 +267,8 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     throw ConfigError(source + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) +
                       ": " + std::string(error.description()));
   }
-  errors.reject_unknown_keys(root, "", {"mode", "t", "replicas", "timeouts", "client"});
+  errors.reject_unknown_keys(
+      root, "", {"mode", "t", "replicas", "timeouts", "client", "byzantine", "clients"});
 
   ClusterConfig config;
   const toml::node* mode = root.get("mode");
@@ -209,7 +301,7 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     if (table == nullptr) {
       errors.fail(field, std::string("expected a table, got ") + type_name(array->get(i)->type()));
     }
-    errors.reject_unknown_keys(*table, field + ".", {"id", "address"});
+    errors.reject_unknown_keys(*table, field + ".", {"id", "address", "public_key"});
     if (table->get("id") == nullptr) errors.fail(field + ".id", "missing");
     const uint64_t id = errors.integer(*table, "id", field + ".id", 0, 0, array->size() - 1);
     auto [previous, inserted] = index_of_id.emplace(static_cast<uint32_t>(id), i);
@@ -228,7 +320,13 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     if (!parsed) {
       errors.fail(field + ".address", "expected \"host:port\", got \"" + address_text + "\"");
     }
-    config.replicas.push_back(ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed});
+    std::optional<crypto::PublicKey> key;
+    if (table->get("public_key") != nullptr) {
+      if (config.mode != Mode::kByzantine)
+        errors.fail(field + ".public_key", "only in byzantine mode");
+      key = errors.public_key(*table, field + ".public_key");
+    }
+    config.replicas.push_back(ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed, key});
   }
   // Ids are unique and below the count, so sorting yields replicas[i].id == i.
   std::sort(config.replicas.begin(), config.replicas.end(),
@@ -247,6 +345,58 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     out.relay_timeout_ms =
         errors.integer(*timeouts, "relay_timeout_ms", "timeouts.relay_timeout_ms",
                        out.relay_timeout_ms, 1, kTimeoutMsMax);
+  }
+  if (const toml::table* byzantine = errors.optional_table(root, "byzantine")) {
+    if (config.mode != Mode::kByzantine) errors.fail("byzantine", "only in byzantine mode");
+    errors.reject_unknown_keys(*byzantine, "byzantine.",
+                               {"delta_ms", "epsilon_ms", "relay_timeout_ms"});
+    // Δ and ε are what the protocol's windows are made of; a default would hide a forgotten
+    // measurement, so both must be stated.
+    for (const char* key : {"delta_ms", "epsilon_ms"}) {
+      if (byzantine->get(key) == nullptr) errors.fail(std::string("byzantine.") + key, "missing");
+    }
+    ByzantineConfig out;
+    out.delta_ms = errors.integer(*byzantine, "delta_ms", "byzantine.delta_ms", out.delta_ms, 1,
+                                  kTimeoutMsMax);
+    out.epsilon_ms = errors.integer(*byzantine, "epsilon_ms", "byzantine.epsilon_ms",
+                                    out.epsilon_ms, 0, kTimeoutMsMax);
+    out.relay_timeout_ms =
+        errors.integer(*byzantine, "relay_timeout_ms", "byzantine.relay_timeout_ms",
+                       out.relay_timeout_ms, 0, kTimeoutMsMax);
+    config.byzantine = out;
+  }
+  if (const toml::node* clients = root.get("clients")) {
+    if (config.mode != Mode::kByzantine) errors.fail("clients", "only in byzantine mode");
+    const toml::array* tables = clients->as_array();
+    if (tables == nullptr) {
+      errors.fail("clients",
+                  std::string("expected an array of tables, got ") + type_name(clients->type()));
+    }
+    std::map<uint32_t, size_t> index_of_principal;
+    for (size_t i = 0; i < tables->size(); ++i) {
+      const std::string field = "clients[" + std::to_string(i) + "]";
+      const toml::table* table = tables->get(i)->as_table();
+      if (table == nullptr) {
+        errors.fail(field,
+                    std::string("expected a table, got ") + type_name(tables->get(i)->type()));
+      }
+      errors.reject_unknown_keys(*table, field + ".", {"principal", "public_key"});
+      if (table->get("principal") == nullptr) errors.fail(field + ".principal", "missing");
+      const auto principal = static_cast<uint32_t>(errors.integer(
+          *table, "principal", field + ".principal", 0, 1, std::numeric_limits<uint32_t>::max()));
+      auto [previous, inserted] = index_of_principal.emplace(principal, i);
+      if (!inserted) {
+        errors.fail(field + ".principal", "duplicate principal " + std::to_string(principal) +
+                                              " (also clients[" + std::to_string(previous->second) +
+                                              "])");
+      }
+      config.clients.push_back(
+          ClientPrincipalConfig{principal, errors.public_key(*table, field + ".public_key")});
+    }
+    std::sort(config.clients.begin(), config.clients.end(),
+              [](const ClientPrincipalConfig& a, const ClientPrincipalConfig& b) {
+                return a.principal < b.principal;
+              });
   }
   if (const toml::table* client = errors.optional_table(root, "client")) {
     errors.reject_unknown_keys(*client, "client.", {"retry_interval_ms", "deadline_ms"});
@@ -277,6 +427,19 @@ std::string format_config(const ClusterConfig& config) {
     out << "\n[[replicas]]\n";
     out << "id = " << replica.id.value << "\n";
     out << "address = \"" << net::format_address(replica.address) << "\"\n";
+    if (replica.public_key)
+      out << "public_key = \"" << crypto::to_hex(*replica.public_key) << "\"\n";
+  }
+  if (config.byzantine) {
+    out << "\n[byzantine]\n";
+    out << "delta_ms = " << config.byzantine->delta_ms << "\n";
+    out << "epsilon_ms = " << config.byzantine->epsilon_ms << "\n";
+    out << "relay_timeout_ms = " << config.byzantine->relay_timeout_ms << "\n";
+  }
+  for (const ClientPrincipalConfig& principal : config.clients) {
+    out << "\n[[clients]]\n";
+    out << "principal = " << principal.principal << "\n";
+    out << "public_key = \"" << crypto::to_hex(principal.public_key) << "\"\n";
   }
   out << "\n[timeouts]\n";
   out << "heartbeat_interval_ms = " << config.timeouts.heartbeat_interval_ms << "\n";

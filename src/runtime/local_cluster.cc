@@ -141,10 +141,18 @@ std::string describe_wait_status(int status) {
 }
 
 LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {
+  const bool byzantine = options_.mode == Mode::kByzantine;
   if (options_.replicas == 0) throw std::runtime_error("a cluster needs at least one replica");
-  if (options_.replicas > kFaultsTolerableMax + 1) {
-    throw std::runtime_error("at most " + std::to_string(kFaultsTolerableMax + 1) +
-                             " replicas in failstop mode");
+  if (byzantine && (options_.replicas < 3 || options_.replicas % 2 == 0)) {
+    throw std::runtime_error("byzantine mode needs 2t+1 replicas with t >= 1 (3, 5, ...), got " +
+                             std::to_string(options_.replicas));
+  }
+  const uint32_t t = byzantine ? (options_.replicas - 1) / 2 : options_.replicas - 1;
+  if (t > kFaultsTolerableMax) {
+    throw std::runtime_error(
+        "at most " +
+        std::to_string(ClusterConfig::replicas_needed(options_.mode, kFaultsTolerableMax)) +
+        " replicas in " + std::string(mode_name(options_.mode)) + " mode");
   }
   if (options_.binary.empty()) options_.binary = self_executable();
   std::filesystem::create_directories(options_.dir);
@@ -160,17 +168,44 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
       ports.push_back(static_cast<uint16_t>(options_.base_port + i));
     }
   }
-  config_.mode = Mode::kFailstop;
-  config_.t = options_.replicas - 1;
+  config_.mode = options_.mode;
+  config_.t = t;
   for (uint32_t i = 0; i < options_.replicas; ++i) {
     config_.replicas.push_back(ReplicaConfig{ReplicaId{i}, net::Address{"127.0.0.1", ports[i]}});
   }
   config_.timeouts = options_.timeouts;
   config_.client = options_.client;
+  std::optional<crypto::KeyPair> client_keys;
+  if (byzantine) {
+    config_.byzantine = options_.byzantine;
+    // Fresh keys per cluster: a key file from an earlier run in the same directory is replaced,
+    // never trusted.
+    for (ReplicaConfig& replica : config_.replicas) {
+      const crypto::KeyPair keys = crypto::generate_key_pair();
+      crypto::write_key_file(key_path(replica.id).string(), keys);
+      replica.public_key = keys.public_key;
+    }
+    client_keys = crypto::generate_key_pair();
+    crypto::write_key_file(client_key_path().string(), *client_keys);
+    config_.clients.push_back(
+        ClientPrincipalConfig{kLocalClusterPrincipal, client_keys->public_key});
+  }
   config_path_ = options_.dir / "cluster.toml";
   validate_config(config_, config_path_.string());
   write_config(config_path_, config_);
+  if (client_keys) {
+    credentials_ = client_credentials(config_, *client_keys, kLocalClusterPrincipal,
+                                      client_key_path().string());
+  }
   replicas_.resize(options_.replicas);
+}
+
+std::filesystem::path LocalCluster::key_path(ReplicaId id) const {
+  return options_.dir / ("replica-" + std::to_string(id.value) + ".key");
+}
+
+std::filesystem::path LocalCluster::client_key_path() const {
+  return options_.dir / ("client-" + std::to_string(kLocalClusterPrincipal) + ".key");
 }
 
 LocalCluster::~LocalCluster() {
@@ -189,11 +224,23 @@ void LocalCluster::start_all() {
 }
 
 void LocalCluster::start(ReplicaId id) {
+  auto misbehave = options_.misbehave.find(id.value);
+  start(id, misbehave == options_.misbehave.end() ? Misbehaviour::kNone : misbehave->second);
+}
+
+void LocalCluster::start(ReplicaId id, Misbehaviour misbehave) {
   Child& child = replicas_.at(id.value);
   if (running(id)) throw std::runtime_error("replica " + std::to_string(id.value) + " is running");
-  child.pid = spawn_process({options_.binary.string(), "replica", "--config", config_path_.string(),
-                             "--id", std::to_string(id.value), "--log-level", options_.log_level},
-                            log_path(id));
+  std::vector<std::string> argv = {
+      options_.binary.string(), "replica",     "--config",        config_path_.string(), "--id",
+      std::to_string(id.value), "--log-level", options_.log_level};
+  if (config_.mode == Mode::kByzantine) {
+    argv.insert(argv.end(), {"--key", key_path(id).string()});
+  }
+  if (misbehave != Misbehaviour::kNone) {
+    argv.insert(argv.end(), {"--misbehave", std::string(misbehaviour_name(misbehave))});
+  }
+  child.pid = spawn_process(argv, log_path(id));
   child.last_status.reset();
 }
 
@@ -289,10 +336,8 @@ std::string LocalCluster::log_tail(ReplicaId id, size_t lines) const {
 }
 
 NetworkClientOptions LocalCluster::client_options() const {
-  NetworkClientOptions options;
-  options.replicas = config_.addresses();
-  options.session = config_.client_options();
-  return options;
+  return network_client_options(config_,
+                                config_.mode == Mode::kByzantine ? &credentials_ : nullptr);
 }
 
 }  // namespace lockstep::runtime

@@ -6,6 +6,11 @@
 // kernel kills it when the parent dies, even by SIGKILL), in its own process group (so a
 // terminal's Ctrl-C reaches only the parent, which forwards it), and LocalCluster's destructor
 // kills and reaps whatever is still running.
+//
+// Byzantine mode: the constructor also generates an Ed25519 key pair per replica
+// (dir/replica-N.key, passed to each replica with --key) and one for client principal 1
+// (dir/client-1.key), lists the public keys in cluster.toml, and client_options() signs with the
+// client key.
 #pragma once
 
 #include <sys/types.h>
@@ -13,12 +18,15 @@
 #include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "client/client.h"
 #include "runtime/config.h"
+#include "runtime/credentials.h"
+#include "runtime/replica_server.h"
 
 namespace lockstep::runtime {
 
@@ -43,14 +51,22 @@ std::optional<int> wait_process(pid_t pid, uint64_t timeout_ms);
 std::string describe_wait_status(int status);
 
 struct LocalClusterOptions {
-  uint32_t replicas = 3;           // failstop, t = replicas - 1
+  Mode mode = Mode::kFailstop;
+  // failstop: t = replicas - 1; byzantine: replicas must be odd, t = (replicas - 1) / 2.
+  uint32_t replicas = 3;
   std::filesystem::path dir;       // created if missing; holds cluster.toml and the logs
   uint16_t base_port = 0;          // replicas listen on base_port + id; 0 picks free ports
   std::filesystem::path binary;    // the lockstep executable; empty means self_executable()
   std::string log_level = "info";  // passed to the replicas
   TimeoutConfig timeouts;
   ClientConfig client;
+  ByzantineConfig byzantine;  // byzantine mode's Δ and ε
+  // Replicas that start_all() / start(id) run with a test-only fault (byzantine mode).
+  std::map<uint32_t, Misbehaviour> misbehave;
 };
+
+// The client principal a byzantine LocalCluster creates a key for.
+inline constexpr uint32_t kLocalClusterPrincipal = kDefaultClientPrincipal;
 
 class LocalCluster {
  public:
@@ -63,8 +79,11 @@ class LocalCluster {
 
   // Starts every replica that is not running.
   void start_all();
-  // Starts (or restarts, after it exited) one replica process.
+  // Starts (or restarts, after it exited) one replica process, misbehaving as
+  // options.misbehave says.
   void start(ReplicaId id);
+  // The same with an explicit misbehaviour (byzantine tests and the demo).
+  void start(ReplicaId id, Misbehaviour misbehave);
   // Sends `signal_number` to a running replica (no-op when it is not running).
   void signal(ReplicaId id, int signal_number);
   // SIGKILL and reap: the replica is gone when this returns.
@@ -89,8 +108,14 @@ class LocalCluster {
   std::filesystem::path log_path(ReplicaId id) const;
   // The last `lines` lines of a replica's log, for error messages.
   std::string log_tail(ReplicaId id, size_t lines = 20) const;
-  // Options for a client of this cluster.
+  // Options for a client of this cluster; in byzantine mode they sign with client-1.key and
+  // point into this LocalCluster, which must outlive the clients.
   NetworkClientOptions client_options() const;
+  // Byzantine mode: where replica `id`'s key and the client principal's key are.
+  std::filesystem::path key_path(ReplicaId id) const;
+  std::filesystem::path client_key_path() const;
+  // Byzantine mode: the client principal's signer and the cluster's verifier (null in failstop).
+  const ClientCredentials& credentials() const { return credentials_; }
 
  private:
   struct Child {
@@ -101,6 +126,7 @@ class LocalCluster {
   LocalClusterOptions options_;
   ClusterConfig config_;
   std::filesystem::path config_path_;
+  ClientCredentials credentials_;
   std::vector<Child> replicas_;
 };
 

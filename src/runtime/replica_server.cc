@@ -2,11 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <map>
 #include <random>
 #include <stdexcept>
 #include <utility>
 
 #include "apps/kv/kv_machine.h"
+#include "crypto/signing.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -15,19 +17,55 @@ namespace {
 // against one connection cycling through client ids without end.
 constexpr size_t kReplyRoutesMax = 1 << 20;
 
-ClusterConfig checked(ClusterConfig config, ReplicaId self) {
-  if (config.mode == Mode::kByzantine) {
-    throw std::runtime_error("byzantine mode is not implemented yet");
-  }
+// What a replica that lies puts in place of the real result (Misbehaviour::kWrongOutput).
+constexpr std::string_view kLieSuffix = "!lie";
+
+ClusterConfig checked(ClusterConfig config, ReplicaId self, const ReplicaServerOptions& options) {
   if (self.value >= config.replica_count()) {
     throw std::runtime_error("replica id " + std::to_string(self.value) +
                              " is not in the configuration (ids 0.." +
                              std::to_string(config.replica_count() - 1) + ")");
   }
+  if (config.mode == Mode::kFailstop && options.misbehave != Misbehaviour::kNone) {
+    // The failstop model has no room for a replica that lies: its clients take the first reply.
+    throw std::runtime_error("--misbehave is for byzantine clusters; this one is failstop");
+  }
+  if (config.mode == Mode::kByzantine) {
+    if (!options.keys) {
+      throw std::runtime_error("byzantine mode: replica " + std::to_string(self.value) +
+                               " needs its key file (lockstep replica --key FILE)");
+    }
+    const crypto::PublicKey& expected = config.replicas[self.value].public_key.value();
+    if (options.keys->public_key != expected) {
+      throw std::runtime_error("byzantine mode: the key file's public key " +
+                               crypto::to_hex(options.keys->public_key) + " is not replica " +
+                               std::to_string(self.value) + "'s public_key in the configuration (" +
+                               crypto::to_hex(expected) + "): wrong key file or wrong --id");
+    }
+  }
   return config;
 }
 
 }  // namespace
+
+std::string_view misbehaviour_name(Misbehaviour misbehaviour) {
+  switch (misbehaviour) {
+    case Misbehaviour::kNone:
+      return "none";
+    case Misbehaviour::kWrongOutput:
+      return "wrong-output";
+    case Misbehaviour::kSilent:
+      return "silent";
+  }
+  return "?";
+}
+
+std::optional<Misbehaviour> parse_misbehaviour(std::string_view name) {
+  for (Misbehaviour m : {Misbehaviour::kNone, Misbehaviour::kWrongOutput, Misbehaviour::kSilent}) {
+    if (misbehaviour_name(m) == name) return m;
+  }
+  return std::nullopt;
+}
 
 uint64_t random_incarnation() {
   std::random_device device;
@@ -40,11 +78,22 @@ uint64_t random_incarnation() {
 ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, ReplicaId self,
                              ReplicaServerOptions options)
     : loop_(loop),
-      config_(checked(std::move(config), self)),
+      config_(checked(std::move(config), self, options)),
       self_(self),
       options_(options),
-      incarnation_(options.incarnation != 0 ? options.incarnation : random_incarnation()),
-      replica_(config_.failstop_options(self_, incarnation_), std::make_unique<kv::KvMachine>()) {
+      incarnation_(options.incarnation != 0 ? options.incarnation : random_incarnation()) {
+  if (config_.mode == Mode::kByzantine) {
+    signer_ = crypto::make_signer(crypto::Scheme::kEd25519, *options_.keys);
+    verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
+    replica_ =
+        std::make_unique<Replica>(config_.byzantine_options(self_, signer_.get(), verifier_.get()),
+                                  std::make_unique<kv::KvMachine>());
+  } else {
+    replica_ = std::make_unique<Replica>(config_.failstop_options(self_, incarnation_),
+                                         std::make_unique<kv::KvMachine>());
+  }
+  // The secret key now lives in the signer only.
+  options_.keys.reset();
   channels_.resize(config_.replica_count());
   for (const ReplicaConfig& peer : config_.replicas) {
     if (peer.id == self_) continue;
@@ -56,7 +105,7 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     if (self_ < peer.id) channel.dial_address = peer.address;
     channels_[peer.id.value] = std::make_unique<net::PeerChannel>(
         loop_, std::move(channel), [this](ReplicaId from, ReplicaMessage&& message) {
-          replica_.on_peer_message(now(), from, std::move(message));
+          replica_->on_peer_message(now(), from, std::move(message));
         });
   }
   acceptor_ = std::make_unique<net::Acceptor>(
@@ -67,6 +116,20 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
   spdlog::info("replica {} of {} ({} mode, t = {}) listening on {}, incarnation {:016x}",
                self_.value, config_.replica_count(), mode_name(config_.mode), config_.t,
                net::format_address(config_.replicas[self_.value].address), incarnation_);
+  if (config_.mode == Mode::kByzantine) {
+    const byzantine::Options& byzantine = replica_->byzantine_core()->options();
+    spdlog::info(
+        "byzantine timing: delta {} us, epsilon {} us, relay timeout {} us, decision "
+        "{} us after a proposal's timestamp",
+        byzantine.delta_us, byzantine.epsilon_us, byzantine.relay_timeout_us,
+        replica_->byzantine_core()->decision_time_us(0));
+  }
+  if (options_.misbehave != Misbehaviour::kNone) {
+    spdlog::warn(
+        "!!! MISBEHAVING ON PURPOSE (--misbehave {}): this replica is faulty by design, "
+        "for tests and the demo only; never run it in a real cluster !!!",
+        misbehaviour_name(options_.misbehave));
+  }
 }
 
 ReplicaServer::~ReplicaServer() {
@@ -105,11 +168,16 @@ void ReplicaServer::stop() {
 }
 
 void ReplicaServer::on_tick() {
-  replica_.tick(now());
+  replica_->tick(now());
 }
 
 void ReplicaServer::after_iteration() {
-  Replica::Output output = replica_.take_output();
+  Replica::Output output = replica_->take_output();
+  if (options_.misbehave == Misbehaviour::kSilent) {
+    // Mute towards everyone: peers must decide without us, clients get t+1 replies elsewhere.
+    output.to_peers.clear();
+    output.to_clients.clear();
+  }
   for (Replica::PeerMessage& message : output.to_peers) {
     if (message.to.value >= channels_.size() || !channels_[message.to.value]) {
       spdlog::error("protocol core addressed a message to replica {}, which is not a peer",
@@ -118,17 +186,9 @@ void ReplicaServer::after_iteration() {
     }
     channels_[message.to.value]->send(std::move(message.message));
   }
-  for (ClientReply& reply : output.to_clients) {
-    auto route = reply_routes_.find(reply.client.value);
-    if (route == reply_routes_.end()) {
-      ++replies_dropped_;  // the client's connection is gone; its retry will ask again
-      continue;
-    }
-    // Moved into the frame's variant: no copy of the result bytes.
-    route->second->send(WireMessage(std::move(reply)));
-  }
+  send_replies(output.to_clients);
   executed_ += output.executed.size();
-  const failstop::Core& core = replica_.core();
+  const OrderingCore& core = replica_->core();
   if (core.view() != logged_view_) {
     logged_view_ = core.view();
     std::string members;
@@ -137,7 +197,7 @@ void ReplicaServer::after_iteration() {
     }
     spdlog::warn("installed view {}: members [{}]", logged_view_.value, members);
   }
-  if (replica_.halted() && !halted_reported_) {
+  if (replica_->halted() && !halted_reported_) {
     halted_reported_ = true;
     spdlog::error("removed from the membership; halting");
     exit_code_ = kExitHalted;
@@ -145,8 +205,41 @@ void ReplicaServer::after_iteration() {
   }
 }
 
+void ReplicaServer::send_replies(std::vector<ClientReply>& replies) {
+  if (config_.mode == Mode::kFailstop) {
+    for (ClientReply& reply : replies) {
+      auto route = reply_routes_.find(reply.client.value);
+      if (route == reply_routes_.end()) {
+        ++replies_dropped_;  // the client's connection is gone; its retry will ask again
+        continue;
+      }
+      // Moved into the frame's variant: no copy of the result bytes.
+      route->second->send(WireMessage(std::move(reply)));
+    }
+    return;
+  }
+  // Byzantine mode: one signed batch per connection. Ordered by connection address only to group;
+  // the order of batches between connections does not matter.
+  std::map<net::Connection*, std::vector<ClientReply>> batches;
+  for (ClientReply& reply : replies) {
+    auto route = reply_routes_.find(reply.client.value);
+    if (route == reply_routes_.end()) {
+      ++replies_dropped_;
+      continue;
+    }
+    if (options_.misbehave == Misbehaviour::kWrongOutput && reply.status == ReplyStatus::kOk) {
+      reply.result.insert(reply.result.end(), kLieSuffix.begin(), kLieSuffix.end());
+    }
+    batches[route->second].push_back(std::move(reply));
+  }
+  for (auto& [connection, batch] : batches) {
+    connection->send(WireMessage(crypto::sign_replies(*signer_, self_, std::move(batch))));
+    ++reply_batches_signed_;
+  }
+}
+
 void ReplicaServer::log_stats() {
-  const failstop::Core& core = replica_.core();
+  const OrderingCore& core = replica_->core();
   size_t peers_up = 0;
   for (const auto& channel : channels_) {
     if (channel && channel->established()) ++peers_up;
@@ -158,6 +251,15 @@ void ReplicaServer::log_stats() {
       "client connections {}, replies dropped {}",
       executed_, interval, core.pending_entries(), core.view().value, core.members().size(),
       peers_up, channels_.size() - 1, clients_.size(), replies_dropped_);
+  if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
+    const byzantine::Rejections& r = byzantine->rejections();
+    spdlog::info(
+        "byzantine: reply batches signed {}, backups {}; rejected: bad client signature {}, "
+        "unknown client {}, bad chain {}, outside window {}, oversized {}, equivocations {}, "
+        "client equivocations {}",
+        reply_batches_signed_, byzantine->backup_count(), r.bad_client_signature, r.unknown_client,
+        r.bad_chain, r.outside_window, r.oversized, r.equivocations, r.client_equivocations);
+  }
 }
 
 void ReplicaServer::on_hello(std::unique_ptr<net::Connection> connection, const Hello& hello) {
@@ -215,20 +317,20 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
     reply_routes_.clear();
     reply_routes_.emplace(request->client.value, &connection);
   }
-  replica_.on_client_request(now(), std::move(*request));
+  replica_->on_client_request(now(), std::move(*request));
 }
 
 StatusReply ReplicaServer::status_reply(uint64_t nonce) const {
-  const failstop::Core& core = replica_.core();
+  const OrderingCore& core = replica_->core();
   // The digest serialises the whole state: fine for an operator's or a test's occasional
   // question, which is all StatusRequest is for.
   return StatusReply{nonce,
                      self_,
-                     replica_.halted(),
+                     replica_->halted(),
                      core.view(),
                      core.members(),
-                     replica_.service().executed_count(),
-                     replica_.service().digest()};
+                     replica_->service().executed_count(),
+                     replica_->service().digest()};
 }
 
 void ReplicaServer::on_closed(net::Connection& connection, const std::string& reason) {

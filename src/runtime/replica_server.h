@@ -16,13 +16,22 @@
 // executed count and state digest (for operators and tests comparing replicas). A client connection
 // may carry many client sessions (client/client.h multiplexes them), so replies are routed by the
 // client id of the requests each connection carried.
+//
+// Byzantine mode: the replica signs with its own key (ReplicaServerOptions::keys, whose public
+// half must be the configuration's key for this id) and checks everyone else's. Each loop
+// iteration's replies to one client connection leave as one SignedReplies frame under one
+// signature (crypto/signing.h), so a signature costs one operation per connection per iteration,
+// not one per reply.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "crypto/crypto.h"
 #include "net/acceptor.h"
 #include "net/event_loop.h"
 #include "net/peer_channel.h"
@@ -31,11 +40,26 @@
 
 namespace lockstep::runtime {
 
+// Test-only faults a replica can be told to commit (`lockstep replica --misbehave ...`), so that
+// tests and the demo can show clients outvoting a lying replica and surviving a mute one. Only
+// accepted in byzantine mode, where the protocol is built to tolerate them (a failstop replica
+// refuses to start with one).
+enum class Misbehaviour : uint8_t {
+  kNone,
+  kWrongOutput,  // every reply's result gets "!lie" appended before signing
+  kSilent,       // sends nothing to peers or clients (it still answers StatusRequest)
+};
+std::string_view misbehaviour_name(Misbehaviour misbehaviour);  // "none", "wrong-output", "silent"
+std::optional<Misbehaviour> parse_misbehaviour(std::string_view name);
+
 struct ReplicaServerOptions {
   uint64_t tick_interval_ns = 1'000'000;
   uint64_t stats_interval_ns = 10'000'000'000;
   // 0 draws a random one, which is what a process start must do (failstop::Options).
   uint64_t incarnation = 0;
+  // Byzantine mode: this replica's key pair (crypto::read_key_file); required there.
+  std::optional<crypto::KeyPair> keys;
+  Misbehaviour misbehave = Misbehaviour::kNone;
 };
 
 // Exit codes of a replica process (`lockstep replica`).
@@ -45,7 +69,8 @@ inline constexpr int kExitHalted = 3;   // removed from the membership by the ot
 class ReplicaServer final : public net::ConnectionHandler {
  public:
   // Listens on the replica's configured address at once. Throws std::runtime_error when it
-  // cannot start: byzantine mode, an id outside the configuration, or the address is in use.
+  // cannot start: an id outside the configuration, a byzantine configuration without this
+  // replica's key (or with another key than the one given), or the address is in use.
   ReplicaServer(net::EventLoop& loop, ClusterConfig config, ReplicaId self,
                 ReplicaServerOptions options = {});
   ~ReplicaServer();
@@ -68,7 +93,7 @@ class ReplicaServer final : public net::ConnectionHandler {
   ReplicaId id() const { return self_; }
   uint64_t incarnation() const { return incarnation_; }
   uint16_t port() const { return acceptor_->port(); }
-  const Replica& replica() const { return replica_; }
+  const Replica& replica() const { return *replica_; }
   size_t client_connections() const { return clients_.size(); }
 
   void on_message(net::Connection& connection, WireMessage&& message) override;
@@ -79,6 +104,7 @@ class ReplicaServer final : public net::ConnectionHandler {
   void on_tick();
   StatusReply status_reply(uint64_t nonce) const;
   void after_iteration();
+  void send_replies(std::vector<ClientReply>& replies);
   void log_stats();
   Now now() const;
 
@@ -87,7 +113,11 @@ class ReplicaServer final : public net::ConnectionHandler {
   ReplicaId self_;
   ReplicaServerOptions options_;
   uint64_t incarnation_;
-  Replica replica_;
+  // Byzantine mode: this replica's key and every public key of the cluster. Declared before
+  // replica_, whose core holds pointers to them.
+  std::unique_ptr<crypto::Signer> signer_;
+  std::unique_ptr<crypto::Verifier> verifier_;
+  std::unique_ptr<Replica> replica_;
   std::vector<std::unique_ptr<net::PeerChannel>> channels_;  // indexed by ReplicaId; self empty
   std::unique_ptr<net::Acceptor> acceptor_;
 
@@ -110,6 +140,7 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t executed_ = 0;
   uint64_t executed_at_last_stats_ = 0;
   uint64_t replies_dropped_ = 0;
+  uint64_t reply_batches_signed_ = 0;
 };
 
 // A random 64-bit incarnation number, never 0 (0 means "unknown" on the wire).

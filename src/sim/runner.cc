@@ -71,7 +71,11 @@ std::string encode_result(const RunResult& r) {
       << r.ops_submitted << ' ' << r.ops_completed << ' ' << r.ops_unknown << ' '
       << r.fault_episodes << ' ' << r.event_log_hash << ' ' << r.profile.t << ' '
       << r.profile.replicas << ' ' << r.profile.clients << ' ' << r.profile.keys << ' '
-      << r.profile.fault_phase_ns << ' ' << r.profile.clock_beyond_bounds;
+      << r.profile.fault_phase_ns << ' ' << r.profile.clock_beyond_bounds << ' '
+      << static_cast<int>(r.profile.mode) << ' ' << r.profile.delta_us << ' '
+      << r.profile.epsilon_us << ' ' << r.profile.byzantine_replicas << ' '
+      << r.profile.byzantine_clients << ' ' << escape(r.profile.behaviours).size() << ':'
+      << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
   out << ' ' << r.trace_tail.size();
@@ -88,6 +92,18 @@ std::optional<RunResult> decode_result(std::string_view line) {
       r.ops_unknown >> r.fault_episodes >> r.event_log_hash >> r.profile.t >> r.profile.replicas >>
       r.profile.clients >> r.profile.keys >> r.profile.fault_phase_ns >>
       r.profile.clock_beyond_bounds;
+  int mode = 0;
+  in >> mode >> r.profile.delta_us >> r.profile.epsilon_us >> r.profile.byzantine_replicas >>
+      r.profile.byzantine_clients;
+  r.profile.mode = static_cast<Mode>(mode);
+  {
+    size_t size = 0;
+    char colon = 0;
+    in >> size >> colon;
+    std::string escaped(size, '\0');
+    in.read(escaped.data(), static_cast<std::streamsize>(size));
+    r.profile.behaviours = unescape(escaped);
+  }
   for (uint64_t& count : r.faults)
     in >> count;
   size_t lines = 0;
@@ -338,38 +354,60 @@ BatchResult run_seeds(const SimOptions& options, SeedRange seeds, unsigned jobs,
   return batch;
 }
 
-bool set_planted_bug(failstop::Options::PlantedBugs& planted, std::string_view name) {
-  if (name == "execute_before_stable") {
-    planted.execute_before_stable = true;
-  } else if (name == "skip_relay") {
-    planted.skip_relay = true;
-  } else if (name == "reply_before_execute") {
-    planted.reply_before_execute = true;
-  } else if (name == "drop_session_entry") {
-    planted.drop_session_entry = true;
-  } else {
-    return false;
-  }
+namespace {
+
+// The flag a planted bug's name sets; null for an unknown name.
+bool* planted_flag(PlantedBugs& planted, std::string_view name) {
+  if (name == "execute_before_stable") return &planted.failstop.execute_before_stable;
+  if (name == "skip_relay") return &planted.failstop.skip_relay;
+  if (name == "reply_before_execute") return &planted.failstop.reply_before_execute;
+  if (name == "drop_session_entry") return &planted.failstop.drop_session_entry;
+  if (name == "decide_early") return &planted.byzantine.decide_early;
+  if (name == "ignore_equivocation") return &planted.byzantine.ignore_equivocation;
+  if (name == "accept_short_quorum") return &planted.accept_short_quorum;
+  return nullptr;
+}
+
+}  // namespace
+
+bool set_planted_bug(PlantedBugs& planted, std::string_view name) {
+  bool* flag = planted_flag(planted, name);
+  if (flag == nullptr) return false;
+  *flag = true;
   return true;
 }
 
-std::vector<std::string> planted_bug_names(const failstop::Options::PlantedBugs& planted) {
+std::vector<std::string> planted_bug_names(const PlantedBugs& planted) {
   std::vector<std::string> names;
-  if (planted.execute_before_stable) names.emplace_back("execute_before_stable");
-  if (planted.skip_relay) names.emplace_back("skip_relay");
-  if (planted.reply_before_execute) names.emplace_back("reply_before_execute");
-  if (planted.drop_session_entry) names.emplace_back("drop_session_entry");
+  PlantedBugs copy = planted;
+  for (const std::string& name : all_planted_bug_names()) {
+    if (*planted_flag(copy, name)) names.push_back(name);
+  }
   return names;
 }
 
 std::vector<std::string> all_planted_bug_names() {
+  return {"execute_before_stable", "skip_relay",   "reply_before_execute",
+          "drop_session_entry",    "decide_early", "ignore_equivocation",
+          "accept_short_quorum"};
+}
+
+std::vector<std::string> planted_bug_names_for(Mode mode) {
+  if (mode == Mode::kByzantine)
+    return {"decide_early", "ignore_equivocation", "accept_short_quorum"};
   return {"execute_before_stable", "skip_relay", "reply_before_execute", "drop_session_entry"};
 }
 
 std::string replay_command(const SimOptions& options, uint64_t seed) {
-  std::string command = "lockstep sim --mode failstop --seed " + std::to_string(seed) + " --ops " +
-                        std::to_string(options.ops);
+  std::string command = "lockstep sim --mode " + std::string(mode_name(options.mode)) + " --seed " +
+                        std::to_string(seed) + " --ops " + std::to_string(options.ops);
   if (options.t) command += " --t " + std::to_string(*options.t);
+  if (options.byzantine_replicas) {
+    command += " --byzantine-replicas " + std::to_string(*options.byzantine_replicas);
+  }
+  if (options.byzantine_clients) {
+    command += " --byzantine-clients " + std::to_string(*options.byzantine_clients);
+  }
   if (options.clients) command += " --clients " + std::to_string(*options.clients);
   if (options.clock_beyond_bounds) {
     command += *options.clock_beyond_bounds ? " --clocks beyond" : " --clocks bounded";

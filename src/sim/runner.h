@@ -47,11 +47,14 @@ struct BatchResult {
 BatchResult run_seeds(const SimOptions& options, SeedRange seeds, unsigned jobs,
                       const std::function<void(const RunResult&)>& on_result = {});
 
-// Planted bugs by name (the field names of failstop::Options::PlantedBugs), for the command line
-// and replay commands. set_planted_bug returns false for an unknown name.
-bool set_planted_bug(failstop::Options::PlantedBugs& planted, std::string_view name);
-std::vector<std::string> planted_bug_names(const failstop::Options::PlantedBugs& planted);
+// Planted bugs by name (the field names of failstop::Options::PlantedBugs and
+// byzantine::Options::PlantedBugs, and accept_short_quorum for ClientOptions), for the command
+// line and replay commands. set_planted_bug returns false for an unknown name.
+bool set_planted_bug(PlantedBugs& planted, std::string_view name);
+std::vector<std::string> planted_bug_names(const PlantedBugs& planted);
 std::vector<std::string> all_planted_bug_names();
+// The planted bugs that mean something in `mode` (the others do not touch its code).
+std::vector<std::string> planted_bug_names_for(Mode mode);
 
 // The exact command line that replays `result` (its seed with the options that matter).
 std::string replay_command(const SimOptions& options, uint64_t seed);

@@ -1,7 +1,7 @@
 // The deterministic simulator (in the manner of FoundationDB's simulation and TigerBeetle's
-// VOPR): a whole cluster — real `Replica` objects running the real failstop core and the KV
-// service, and real `ClientSession`s — in one process and one thread, driven by one seeded PRNG
-// over simulated time. Same seed + same binary = the same run, event for event.
+// VOPR): a whole cluster — real `Replica` objects running the real protocol core of the mode and
+// the KV service, and real `ClientSession`s — in one process and one thread, driven by one seeded
+// PRNG over simulated time. Same seed + same binary = the same run, event for event.
 //
 // A run has three phases:
 //   1. faults: clients run a workload while the seed's fault schedule injects faults (network
@@ -19,6 +19,12 @@
 // Core::check_invariants after every step, the fault budget (crashed + removed <= t),
 // linearizability of the client history, liveness after healing, relay of a crashed client's
 // request, and equal state digests at the end. The first violation stops the run.
+//
+// The byzantine mode (Mode::kByzantine) runs n = 2t+1 replicas of the byzantine core within its
+// model (synchronized clocks within ε, honest messages within Δ, no pauses) with up to t faulty
+// replicas: crashed ones, and Byzantine ones whose every output passes through a ByzantineHook
+// (sim/byzantine.h draws one from the seed), plus Byzantine clients. The checks above then apply
+// to the honest replicas and honest clients; see src/sim/README.md.
 #pragma once
 
 #include <array>
@@ -29,12 +35,14 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/byzantine/core.h"
 #include "protocol/failstop/core.h"
 #include "sim/hooks.h"
 
 namespace lockstep::sim {
 
 enum class Mode : uint8_t { kFailstop, kByzantine };
+std::string_view mode_name(Mode mode);
 
 enum class FaultKind : uint8_t {
   kReplicaCrash,      // a replica stops forever (counts against t)
@@ -47,8 +55,14 @@ enum class FaultKind : uint8_t {
   kRetransmit,        // one replica<->replica message lost and resent (extra delay, still FIFO)
   kConnectionReset,   // a replica<->replica connection drops and reconnects (a delay spike)
   kClockJump,         // a replica's wall clock steps, beyond the configured skew bound
+  // Byzantine mode, per message:
+  kByzantineDrop,    // a faulty replica suppressed a message or reply
+  kByzantineInject,  // a faulty replica sent a message of its own (replay, flood, late value)
+  kByzantineAlter,   // a faulty replica rewrote a message (equivocation, forged chain, time lie)
+  kByzantineLie,     // a faulty replica altered a reply's result
+  kByzantineClient,  // a Byzantine client sent a bad request (equivocation, forgery, replay)
 };
-inline constexpr size_t kFaultKindCount = 10;
+inline constexpr size_t kFaultKindCount = 15;
 std::string_view fault_kind_name(FaultKind kind);
 
 // True for the faults counted as episodes by the schedule (the others are per message).
@@ -56,26 +70,38 @@ bool is_episode(FaultKind kind);
 
 using FaultCounts = std::array<uint64_t, kFaultKindCount>;
 
+// Planted protocol bugs (tests only): the checkers must catch each.
+struct PlantedBugs {
+  failstop::Options::PlantedBugs failstop;
+  byzantine::Options::PlantedBugs byzantine;
+  bool accept_short_quorum = false;  // ClientOptions::planted_accept_short_quorum
+};
+
 struct SimOptions {
   Mode mode = Mode::kFailstop;
   uint64_t seed = 1;
-  // Fault tolerance; n = t + 1 replicas in failstop. Drawn from the seed (1..3) when absent.
+  // Fault tolerance; n = t + 1 replicas in failstop, 2t + 1 in byzantine. Drawn from the seed
+  // when absent (failstop 1..3; byzantine 1..2, and 3 on a few seeds).
   std::optional<uint32_t> t;
+  // Byzantine mode: faulty replicas (0..t, crashes take the rest of the budget) and lying
+  // clients (0..3). Drawn when absent.
+  std::optional<uint32_t> byzantine_replicas;
+  std::optional<uint32_t> byzantine_clients;
   // Client operations submitted during the fault phase (at least; the phase also lasts until
   // `faults_min` fault episodes have happened and its drawn duration has passed).
   uint32_t ops = 500;
   std::optional<uint32_t> clients;  // drawn (2..12) when absent
   uint32_t faults_min = 10;         // fault episodes (crash, pause, partition, ...) at least
   // Whether replica clocks may leave the configured skew bound (clock jumps of seconds). Failstop
-  // safety must not depend on clocks at all, so this is on for a share of the seeds.
+  // safety must not depend on clocks at all, so this is on for a share of the seeds. The
+  // byzantine mode assumes synchronized clocks: there it must be absent or false.
   std::optional<bool> clock_beyond_bounds;
   uint64_t liveness_bound_ns = 20'000'000'000;  // after healing, per outstanding operation
   // When set, the client history is written there as JSON lines (history-format.md) at the end
   // of the run, as the clients saw it, and with crashed clients' operations resolved (see
   // simulator.cc) to `history_path + ".resolved"`, for `lockstep check-history`.
   std::string history_path;
-  // Planted protocol bugs (tests only): the checkers must catch each.
-  failstop::Options::PlantedBugs planted;
+  PlantedBugs planted;
   Hooks hooks;
   // Keep a readable line per event: the last `trace_tail_events` go into the result, and every
   // line goes to `trace_sink` when set (the runner streams them out of a child process, so that
@@ -88,12 +114,19 @@ struct SimOptions {
 // What the seed drew for this run, printed with every result so a run can be understood
 // without re-running it.
 struct RunProfile {
+  Mode mode = Mode::kFailstop;
   uint32_t t = 0;
   uint32_t replicas = 0;
   uint32_t clients = 0;
   uint32_t keys = 0;
   uint64_t fault_phase_ns = 0;
   bool clock_beyond_bounds = false;
+  // Byzantine mode.
+  uint64_t delta_us = 0;
+  uint64_t epsilon_us = 0;
+  uint32_t byzantine_replicas = 0;
+  uint32_t byzantine_clients = 0;
+  std::string behaviours;  // what the faulty replicas and clients do, e.g. "r1:equivocate+flood"
   std::string describe() const;
 };
 

@@ -76,8 +76,30 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
   std::visit(
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
-        hash.add(m.sender.value);
-        if constexpr (std::is_same_v<T, ReplicaUpdate>) {
+        if constexpr (std::is_same_v<T, SignedProposal>) {
+          hash.add(m.proposal.origin.value);
+          hash.add(m.proposal.timestamp_us);
+          hash.add(m.proposal.requests.size());
+          for (const ClientRequest& request : m.proposal.requests) {
+            hash_request(hash, request);
+            hash.add_bytes(request.signature);
+          }
+          for (const Endorsement& endorsement : m.chain) {
+            hash.add(endorsement.signer.value);
+            for (size_t i = 0; i < endorsement.signature.size(); i += 8) {
+              uint64_t word = 0;
+              for (size_t b = 0; b < 8; ++b)
+                word |= uint64_t{endorsement.signature[i + b]} << (8 * b);
+              hash.add(word);
+            }
+          }
+          return;
+        } else {
+          hash.add(m.sender.value);
+        }
+        if constexpr (std::is_same_v<T, SignedProposal>) {
+          // hashed above
+        } else if constexpr (std::is_same_v<T, ReplicaUpdate>) {
           hash.add(m.incarnation);
           hash.add(m.view.value);
           hash.add(m.clock);
@@ -110,9 +132,17 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
 }
 
 std::string describe_request_key(ClientId client, Sequence sequence) {
-  // Client ids are random 64-bit numbers; the low 16 bits in hex are enough to tell the clients
-  // of one run apart in a trace and short enough to read.
   char buffer[48];
+  // Byzantine mode: the id is (principal, session), both small: "p3.1#17".
+  const uint32_t principal = principal_of(client);
+  const auto session = static_cast<uint32_t>(client.value);
+  if (principal != 0 && principal < 0x10000 && session < 0x10000) {
+    std::snprintf(buffer, sizeof buffer, "p%u.%u#%llu", principal, session,
+                  static_cast<unsigned long long>(sequence.value));
+    return buffer;
+  }
+  // Failstop: client ids are random 64-bit numbers; the low 16 bits in hex are enough to tell the
+  // clients of one run apart in a trace and short enough to read.
   std::snprintf(buffer, sizeof buffer, "c%04llx#%llu",
                 static_cast<unsigned long long>(client.value & 0xffff),
                 static_cast<unsigned long long>(sequence.value));
@@ -149,6 +179,22 @@ std::string describe(const ReplicaMessage& message) {
           return text + "}";
         } else if constexpr (std::is_same_v<T, ForwardRequest>) {
           return "Forward{" + describe_request_key(m.request.client, m.request.sequence) + "}";
+        } else if constexpr (std::is_same_v<T, SignedProposal>) {
+          std::string text = "Proposal{r" + std::to_string(m.proposal.origin.value) + "@" +
+                             std::to_string(m.proposal.timestamp_us) + " [";
+          constexpr size_t kShown = 4;
+          for (size_t i = 0; i < m.proposal.requests.size() && i < kShown; ++i) {
+            if (i > 0) text += " ";
+            const ClientRequest& request = m.proposal.requests[i];
+            text += describe_request_key(request.client, request.sequence);
+          }
+          if (m.proposal.requests.size() > kShown) {
+            text += " +" + std::to_string(m.proposal.requests.size() - kShown) + " more";
+          }
+          text += "] chain";
+          for (const Endorsement& endorsement : m.chain)
+            text += " r" + std::to_string(endorsement.signer.value);
+          return text + "}";
         } else if constexpr (std::is_same_v<T, ViewChange>) {
           std::string text =
               "ViewChange{v" + std::to_string(m.view.value) + " " + members_text(m.members);

@@ -15,15 +15,68 @@ namespace lockstep {
 namespace {
 
 constexpr std::array<uint8_t, 4> kSnapshotMagic = {'L', 'S', 'S', 'V'};
-constexpr uint8_t kSnapshotVersion = 1;
+constexpr uint8_t kSnapshotVersion = 2;
 // Smallest encodings, so that forged counts are refused before anything is allocated.
-constexpr size_t kSessionBytesMin = 3;  // client, acked_below, reply_count
+constexpr size_t kSessionBytesMin = 4;  // client, acked_below, last_activity, reply_count
 constexpr size_t kReplyBytesMin = 2;    // sequence, empty reply
 
 }  // namespace
 
-Service::Service(std::unique_ptr<StateMachine> machine) : machine_(std::move(machine)) {
+Service::Service(std::unique_ptr<StateMachine> machine, ServiceOptions options)
+    : machine_(std::move(machine)), options_(options) {
   LOCKSTEP_ASSERT(machine_ != nullptr, "a service needs a state machine");
+  LOCKSTEP_ASSERT(options_.sessions_max > 0, "a service needs room for one session");
+}
+
+bool Service::idle_at(const Session& session, uint64_t now_us) const {
+  return now_us > session.last_activity_us &&
+         now_us - session.last_activity_us > options_.session_idle_expiry_us;
+}
+
+void Service::forget(std::map<ClientId, Session>::iterator session) {
+  by_activity_.erase(ActivityKey{session->second.last_activity_us, session->first});
+  sessions_.erase(session);
+  ++sessions_expired_;
+}
+
+void Service::forget_session_for_testing(ClientId client) {
+  auto session = sessions_.find(client);
+  if (session == sessions_.end()) return;
+  forget(session);
+}
+
+std::optional<uint64_t> Service::last_activity_us(ClientId client) const {
+  auto session = sessions_.find(client);
+  if (session == sessions_.end()) return std::nullopt;
+  return session->second.last_activity_us;
+}
+
+Service::Session& Service::session_for(ClientId client, uint64_t now_us) {
+  // The oldest sessions first, a bounded number, so the cost per request stays constant.
+  for (size_t i = 0; i < kExpiriesPerExecuteMax && !by_activity_.empty(); ++i) {
+    auto oldest = sessions_.find(by_activity_.begin()->second);
+    LOCKSTEP_ASSERT(oldest != sessions_.end(), "activity index names a missing session");
+    if (!idle_at(oldest->second, now_us)) break;
+    forget(oldest);
+  }
+  auto it = sessions_.find(client);
+  // The requesting client's own session is checked whatever the sweep reached, so what it finds
+  // depends on its own idleness only.
+  if (it != sessions_.end() && idle_at(it->second, now_us)) {
+    forget(it);
+    it = sessions_.end();
+  }
+  if (it == sessions_.end()) {
+    if (sessions_.size() >= options_.sessions_max) {
+      forget(sessions_.find(by_activity_.begin()->second));
+    }
+    it = sessions_.emplace(client, Session{}).first;
+  } else {
+    by_activity_.erase(ActivityKey{it->second.last_activity_us, client});
+  }
+  it->second.last_activity_us = now_us;
+  by_activity_.insert(ActivityKey{now_us, client});
+  return it->second;
 }
 
 void Service::advance_watermark(Session& session, Sequence acked_below) {
@@ -32,8 +85,14 @@ void Service::advance_watermark(Session& session, Sequence acked_below) {
   session.replies.erase(session.replies.begin(), session.replies.lower_bound(acked_below));
 }
 
-Service::Result Service::execute(const ClientRequest& request) {
-  Session& session = sessions_[request.client];
+Service::Result Service::execute(const ClientRequest& request, uint64_t order_time_us) {
+  // Order times never go back in the agreed order; should one (the latest activity is part of the
+  // replicated state, so this clamp is the same on every replica), time stands still instead.
+  const uint64_t now_us =
+      by_activity_.empty() ? order_time_us : std::max(order_time_us, by_activity_.rbegin()->first);
+  // Every request in the order counts as activity, duplicates and stale ones included: the
+  // client is alive and may retry.
+  Session& session = session_for(request.client, now_us);
   if (request.sequence < session.acked_below) return Result{Outcome::kStale, {}};
 
   // A request cannot acknowledge its own reply: the client has not seen it yet (a correct client
@@ -89,6 +148,7 @@ Bytes Service::snapshot() const {
   for (const auto& [client, session] : sessions_) {
     w.varint(client.value);
     w.varint(session.acked_below.value);
+    w.varint(session.last_activity_us);
     w.varint(session.replies.size());
     for (const auto& [sequence, reply] : session.replies) {
       w.varint(sequence.value);
@@ -113,11 +173,16 @@ void Service::restore(std::span<const uint8_t> snapshot) {
   // Everything is decoded into temporaries; the service changes only after all of it parsed and
   // the machine accepted its part.
   std::map<ClientId, Session> sessions;
+  std::set<ActivityKey> by_activity;
   uint64_t session_count = r.count(kSessionBytesMin);
+  if (r.ok() && session_count > options_.sessions_max) {
+    throw SnapshotError("service snapshot: more sessions than sessions_max");
+  }
   for (uint64_t i = 0; i < session_count && r.ok(); ++i) {
     ClientId client{r.varint()};
     Session session;
     session.acked_below = Sequence{r.varint()};
+    session.last_activity_us = r.varint();
     uint64_t reply_count = r.count(kReplyBytesMin);
     if (!r.ok()) break;
     if (reply_count > kRepliesPerClientMax) {
@@ -138,6 +203,7 @@ void Service::restore(std::span<const uint8_t> snapshot) {
       }
       session.replies.emplace_hint(session.replies.end(), sequence, std::move(reply));
     }
+    by_activity.insert(ActivityKey{session.last_activity_us, client});
     sessions.emplace_hint(sessions.end(), client, std::move(session));
   }
   uint64_t executed_count = r.varint();
@@ -149,7 +215,9 @@ void Service::restore(std::span<const uint8_t> snapshot) {
   // state on failure (StateMachine contract), and after it succeeds nothing below can fail.
   machine_->restore(machine);
   sessions_.swap(sessions);
+  by_activity_.swap(by_activity);
   executed_count_ = executed_count;
+  sessions_expired_ = 0;
 }
 
 uint64_t Service::digest() const {

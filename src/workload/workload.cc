@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 #include "apps/kv/kv_machine.h"
@@ -15,6 +16,27 @@ uint64_t percentile(const std::vector<uint64_t>& sorted, double fraction) {
   if (sorted.empty()) return 0;
   const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(fraction * sorted.size()));
   return sorted[index];
+}
+
+// Byzantine mode: who vouched for the accepted output and who said something else.
+// `sample_has_dissent` says whether the sample kept so far shows a dissent.
+void tally_votes(const CallResult& result, Report& report, bool& sample_has_dissent) {
+  for (const ClientSession::Dissent& dissent : result.dissent)
+    ++report.dissented[dissent.replica.value];
+  if (!result.certificate) return;
+  std::set<uint32_t> provers;
+  for (const ReplyProof& proof : result.certificate->proofs)
+    provers.insert(proof.replica.value);
+  for (uint32_t replica : provers)
+    ++report.agreed[replica];
+  report.fewest_certificate_proofs =
+      report.certified == 0 ? provers.size()
+                            : std::min<uint64_t>(report.fewest_certificate_proofs, provers.size());
+  ++report.certified;
+  if (!report.sample_certificate || (!sample_has_dissent && !result.dissent.empty())) {
+    report.sample_certificate = result.certificate;
+    sample_has_dissent = !result.dissent.empty();
+  }
 }
 
 }  // namespace
@@ -44,6 +66,7 @@ Report run(const Options& options) {
   for (uint32_t s = 0; s < options.clients; ++s)
     sessions.push_back(client.open_session());
   std::vector<uint64_t> operation_counts(options.clients, 0);
+  bool sample_has_dissent = false;
 
   const uint64_t start_ns = net::monotonic_now_ns();
   const uint64_t stop_issuing_ns = start_ns + static_cast<uint64_t>(options.duration_s * 1e9);
@@ -79,6 +102,7 @@ Report run(const Options& options) {
     const uint64_t id = recorder.invoke(s, kind, key, token, {}, now_ns);
     auto on_done = [&, s, id, kind, key, token, now_ns](CallResult result) {
       const uint64_t return_ns = net::monotonic_now_ns();
+      if (result.ok()) tally_votes(result, report, sample_has_dissent);
       std::optional<kv::Result> decoded;
       if (result.ok()) decoded = kv::decode_result(result.result);
       if (!decoded || decoded->code == kv::ResultCode::kError) {
@@ -142,6 +166,27 @@ std::string format_report(const Report& report, uint32_t clients) {
                 ms(report.latency.p50_ns), ms(report.latency.p90_ns), ms(report.latency.p99_ns),
                 ms(report.latency.p999_ns), ms(report.latency.max_ns));
   return buffer;
+}
+
+std::string format_votes(const Report& report) {
+  if (report.certified == 0) return {};
+  std::set<uint32_t> replicas;
+  for (const auto& [replica, count] : report.agreed)
+    replicas.insert(replica);
+  for (const auto& [replica, count] : report.dissented)
+    replicas.insert(replica);
+  std::string text;
+  for (uint32_t replica : replicas) {
+    const auto agreed = report.agreed.find(replica);
+    const auto dissented = report.dissented.find(replica);
+    const uint64_t yes = agreed == report.agreed.end() ? 0 : agreed->second;
+    const uint64_t no = dissented == report.dissented.end() ? 0 : dissented->second;
+    text += "replica " + std::to_string(replica) + ": " + std::to_string(yes) +
+            " replies matched the accepted output, " + std::to_string(no) + " differed\n";
+  }
+  text += std::to_string(report.certified) + " outputs certified, each by at least " +
+          std::to_string(report.fewest_certificate_proofs) + " replicas' signatures\n";
+  return text;
 }
 
 }  // namespace lockstep::workload

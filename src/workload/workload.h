@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,20 @@ struct Report {
   std::vector<check::Operation> history;
   // Appended tokens whose append was acknowledged, per key: every one must be in the final value.
   std::vector<std::pair<std::string, std::string>> acknowledged_appends;
+
+  // Byzantine mode. Per replica id: in how many completed operations its signed reply was part
+  // of the accepted output's certificate (`agreed`), and how many replies it sent that differed
+  // from the accepted output (`dissented`). Only replies that arrived before the operation
+  // completed are counted: a client stops listening once t+1 agree.
+  std::map<uint32_t, uint64_t> agreed;
+  std::map<uint32_t, uint64_t> dissented;
+  uint64_t certified = 0;  // completions carrying a certificate
+  // Fewest proofs from distinct replicas in any certificate (0 when none): at least t+1 when
+  // every accepted output was vouched for by t+1 replicas.
+  uint64_t fewest_certificate_proofs = 0;
+  // One certificate, preferably of an operation some replica dissented on (for the demo to save
+  // and check offline).
+  std::optional<ReplyCertificate> sample_certificate;
 };
 
 // Runs the workload to completion (duration, then draining outstanding operations up to the
@@ -58,5 +74,7 @@ Report run(const Options& options);
 std::string key_name(uint32_t index, uint32_t key_bytes);
 
 std::string format_report(const Report& report, uint32_t clients);
+// Byzantine mode: per replica, agreed and dissenting replies; empty when nothing was certified.
+std::string format_votes(const Report& report);
 
 }  // namespace lockstep::workload

@@ -29,8 +29,73 @@ Bytes pattern(size_t size, uint8_t salt) {
 }
 
 ClientRequest request(uint64_t n, size_t command_bytes) {
-  return ClientRequest{ClientId{0x1234'5678'9abc'def0 + n}, Sequence{n + 1}, Sequence{n / 2},
-                       pattern(command_bytes, static_cast<uint8_t>(n))};
+  return ClientRequest{ClientId{0x1234'5678'9abc'def0 + n},
+                       Sequence{n + 1},
+                       Sequence{n / 2},
+                       pattern(command_bytes, static_cast<uint8_t>(n)),
+                       {}};
+}
+
+// A request as byzantine mode sends it: with a 64-byte signature.
+ClientRequest signed_request(uint64_t n, size_t command_bytes) {
+  ClientRequest r = request(n, command_bytes);
+  r.signature = pattern(64, static_cast<uint8_t>(n + 100));
+  return r;
+}
+
+Signature signature_pattern(uint8_t salt) {
+  Signature s{};
+  const Bytes b = pattern(s.size(), salt);
+  std::copy(b.begin(), b.end(), s.begin());
+  return s;
+}
+
+Signature all_ones_signature() {
+  Signature s{};
+  s.fill(0xff);
+  return s;
+}
+
+SignedProposal signed_proposal(size_t requests, size_t chain) {
+  SignedProposal m;
+  m.proposal.origin = ReplicaId{2};
+  m.proposal.timestamp_us = 1'718'000'000'000'000;
+  for (size_t i = 0; i < requests; ++i)
+    m.proposal.requests.push_back(signed_request(i, i % 3 == 0 ? 0 : 1 + (i * 17) % 200));
+  for (size_t i = 0; i < chain; ++i)
+    m.chain.push_back(
+        Endorsement{ReplicaId{static_cast<uint32_t>((2 + i) % 5)}, signature_pattern(i)});
+  return m;
+}
+
+SignedProposal max_signed_proposal() {
+  SignedProposal m;
+  m.proposal.origin = ReplicaId{kU32Max};
+  m.proposal.timestamp_us = kU64Max;
+  m.proposal.requests = {ClientRequest{ClientId{kU64Max}, Sequence{kU64Max}, Sequence{kU64Max},
+                                       pattern(300, 3), Bytes(64, 0xff)},
+                         ClientRequest{}};
+  m.chain = {Endorsement{ReplicaId{kU32Max}, all_ones_signature()},
+             Endorsement{ReplicaId{0}, Signature{}}};
+  return m;
+}
+
+SignedReplies signed_replies(size_t count) {
+  SignedReplies m;
+  m.replica = ReplicaId{1};
+  for (size_t i = 0; i < count; ++i) {
+    m.replies.push_back(ClientReply{ClientId{1000 + i}, Sequence{i + 1}, ReplicaId{1},
+                                    static_cast<ReplyStatus>(i % 3), pattern(i * 7 % 90, 5)});
+  }
+  m.signature = signature_pattern(9);
+  return m;
+}
+
+SignedReplies max_signed_replies() {
+  return SignedReplies{ReplicaId{kU32Max},
+                       {ClientReply{ClientId{kU64Max}, Sequence{kU64Max}, ReplicaId{kU32Max},
+                                    ReplyStatus::kNotServing, pattern(200, 1)}},
+                       all_ones_signature()};
 }
 
 std::vector<OrderedEntry> entries(uint64_t first_index, size_t count) {
@@ -150,6 +215,12 @@ std::vector<WireMessage> sample_messages() {
       StatusReply{},
       StatusReply{
           kU64Max, ReplicaId{2}, true, ViewNumber{7}, {ReplicaId{0}, ReplicaId{2}}, 12345, kU64Max},
+      signed_request(8, 30),
+      PeerData{6, 5, signed_proposal(3, 2)},
+      PeerData{kU64Max, kU64Max, max_signed_proposal()},
+      SignedReplies{},
+      signed_replies(4),
+      max_signed_replies(),
   };
 }
 
@@ -166,7 +237,29 @@ TEST(CodecRoundTrip, ClientRequest) {
   expect_round_trip(request(1, 1));
   expect_round_trip(request(77, 100'000));
   expect_round_trip(
-      ClientRequest{ClientId{kU64Max}, Sequence{kU64Max}, Sequence{kU64Max}, pattern(200, 9)});
+      ClientRequest{ClientId{kU64Max}, Sequence{kU64Max}, Sequence{kU64Max}, pattern(200, 9), {}});
+}
+
+TEST(CodecRoundTrip, SignedClientRequest) {
+  expect_round_trip(signed_request(1, 0));
+  expect_round_trip(signed_request(2, 1000));
+  expect_round_trip(ClientRequest{ClientId{kU64Max}, Sequence{kU64Max}, Sequence{kU64Max},
+                                  pattern(200, 9), Bytes(64, 0xff)});
+  expect_replica_round_trip(ForwardRequest{ReplicaId{3}, signed_request(4, 20)});
+}
+
+TEST(CodecRoundTrip, SignedProposal) {
+  expect_replica_round_trip(SignedProposal{});  // no requests, empty chain
+  expect_replica_round_trip(signed_proposal(1, 1));
+  expect_replica_round_trip(signed_proposal(64, 3));
+  expect_replica_round_trip(max_signed_proposal());
+}
+
+TEST(CodecRoundTrip, SignedReplies) {
+  expect_round_trip(SignedReplies{});
+  expect_round_trip(signed_replies(1));
+  expect_round_trip(signed_replies(32));
+  expect_round_trip(max_signed_replies());
 }
 
 TEST(CodecRoundTrip, ClientReplyEveryStatus) {
@@ -253,9 +346,41 @@ TEST(CodecEncode, ExactBytesOfAPeerAck) {
 
 TEST(CodecEncode, ExactBytesOfAClientRequestPayload) {
   const Bytes frame =
-      frame_of(ClientRequest{ClientId{1}, Sequence{128}, Sequence{0}, Bytes{'h', 'i'}});
+      frame_of(ClientRequest{ClientId{1}, Sequence{128}, Sequence{0}, Bytes{'h', 'i'}, {}});
   EXPECT_EQ(frame[5], static_cast<uint8_t>(FrameType::kClientRequest));
-  EXPECT_EQ(Bytes(frame.begin() + 16, frame.end()), (Bytes{1, 0x80, 0x01, 0, 2, 'h', 'i'}));
+  // The empty signature costs one byte.
+  EXPECT_EQ(Bytes(frame.begin() + 16, frame.end()), (Bytes{1, 0x80, 0x01, 0, 2, 'h', 'i', 0}));
+}
+
+TEST(CodecEncode, ExactBytesOfTheSignedMessages) {
+  const Signature signature = signature_pattern(1);
+  const Bytes signature_bytes(signature.begin(), signature.end());
+
+  // ClientRequest: the signature as a byte string, length 64 then the bytes.
+  ClientRequest signed_req{ClientId{1}, Sequence{2}, Sequence{0}, Bytes{'x'}, signature_bytes};
+  const Bytes request_frame = frame_of(signed_req);
+  Bytes expected = {1, 2, 0, 1, 'x', 64};
+  expected.insert(expected.end(), signature.begin(), signature.end());
+  EXPECT_EQ(Bytes(request_frame.begin() + 16, request_frame.end()), expected);
+
+  // SignedProposal: tag 5, origin, timestamp, requests, chain of (signer, 64 raw bytes).
+  Bytes proposal_bytes;
+  encode_replica_message(
+      SignedProposal{Proposal{ReplicaId{1}, 300, {}}, {Endorsement{ReplicaId{2}, signature}}},
+      proposal_bytes);
+  expected = {5, 1, 0xac, 0x02, 0, 1, 2};
+  expected.insert(expected.end(), signature.begin(), signature.end());
+  EXPECT_EQ(proposal_bytes, expected);
+
+  // SignedReplies: frame type 8; replica, replies, then 64 raw bytes.
+  const Bytes replies_frame = frame_of(
+      SignedReplies{ReplicaId{3},
+                    {ClientReply{ClientId{4}, Sequence{5}, ReplicaId{3}, ReplyStatus::kOk, {}}},
+                    signature});
+  EXPECT_EQ(replies_frame[5], 8);
+  expected = {3, 1, 4, 5, 3, 0, 0};
+  expected.insert(expected.end(), signature.begin(), signature.end());
+  EXPECT_EQ(Bytes(replies_frame.begin() + 16, replies_frame.end()), expected);
 }
 
 // ---- frame_size -----------------------------------------------------------------------------
@@ -283,6 +408,8 @@ TEST(CodecFrameSize, RejectsAnInvalidHeaderBeforeTheFrameIsComplete) {
   frame[4] = kWireVersion;
   frame[5] = 9;
   EXPECT_EQ(size_error(Bytes(frame.begin(), frame.begin() + 6)), "unknown frame type 9");
+  frame[5] = static_cast<uint8_t>(FrameType::kSignedReplies);
+  EXPECT_EQ(std::get<size_t>(frame_size(Bytes(frame.begin(), frame.begin() + 6))), 0u);
 }
 
 // ---- malformed input, one case per rule -----------------------------------------------------
@@ -361,7 +488,7 @@ TEST(CodecMalformed, WrongVersion) {
 }
 
 TEST(CodecMalformed, UnknownFrameType) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{8}, uint8_t{9}, uint8_t{255}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{9}, uint8_t{10}, uint8_t{255}}) {
     Bytes frame = frame_of(PeerAck{1});
     frame[5] = type;
     seal(frame);
@@ -389,9 +516,9 @@ TEST(CodecMalformed, BadChecksum) {
 }
 
 TEST(CodecMalformed, ChecksumCoversTheFrameType) {
-  // The payload 01 02 03 01 00 is a ClientRequest and also a valid ClientReply (replica 3,
-  // kBusy, empty result): only the checksum can tell that the type byte was changed.
-  const Bytes frame = frame_of(ClientRequest{ClientId{1}, Sequence{2}, Sequence{3}, Bytes{0}});
+  // The payload 01 02 03 00 00 is a ClientRequest and also a valid ClientReply (replica 3,
+  // kOk, empty result): only the checksum can tell that the type byte was changed.
+  const Bytes frame = frame_of(ClientRequest{ClientId{1}, Sequence{2}, Sequence{3}, {}, {}});
   Bytes as_reply = frame;
   as_reply[5] = static_cast<uint8_t>(FrameType::kClientReply);
   EXPECT_EQ(frame_error(as_reply), "bad checksum");
@@ -400,7 +527,7 @@ TEST(CodecMalformed, ChecksumCoversTheFrameType) {
   ASSERT_TRUE(std::holds_alternative<WireMessage>(decoded)) << reason_of(decoded);
   EXPECT_TRUE(
       std::get<WireMessage>(decoded) ==
-      WireMessage(ClientReply{ClientId{1}, Sequence{2}, ReplicaId{3}, ReplyStatus::kBusy, {}}));
+      WireMessage(ClientReply{ClientId{1}, Sequence{2}, ReplicaId{3}, ReplyStatus::kOk, {}}));
 }
 
 TEST(CodecMalformed, TrailingBytes) {
@@ -515,7 +642,7 @@ TEST(CodecMalformed, ReplicaIdOutOfRange) {
 }
 
 TEST(CodecMalformed, UnknownReplicaMessageTag) {
-  for (uint8_t tag : {uint8_t{0}, uint8_t{5}, uint8_t{255}}) {
+  for (uint8_t tag : {uint8_t{0}, uint8_t{6}, uint8_t{255}}) {
     EXPECT_EQ(reason_of(decode_replica_message(Bytes{tag})),
               "unknown replica message tag " + std::to_string(tag));
     // Inside a frame too: channel_sequence 1, acknowledged 0, then the tag.
@@ -523,6 +650,148 @@ TEST(CodecMalformed, UnknownReplicaMessageTag) {
               "unknown replica message tag " + std::to_string(tag));
   }
   EXPECT_EQ(reason_of(decode_replica_message(Bytes{})), "ReplicaMessage.tag: truncated");
+}
+
+TEST(CodecMalformed, ClientRequestSignatureOfWrongLength) {
+  for (size_t length : {size_t{1}, size_t{32}, size_t{63}, size_t{65}, size_t{128}}) {
+    ClientRequest r = request(1, 3);
+    r.signature = pattern(length, 7);
+    EXPECT_EQ(frame_error(frame_of(r)),
+              "ClientRequest.signature: length must be 0 or 64, got " + std::to_string(length));
+    Bytes bytes;
+    encode_replica_message(ForwardRequest{ReplicaId{0}, r}, bytes);
+    EXPECT_EQ(reason_of(decode_replica_message(bytes)),
+              "ClientRequest.signature: length must be 0 or 64, got " + std::to_string(length));
+  }
+  // A signature length larger than what follows is a truncated byte string.
+  Bytes payload;
+  Writer w(payload);
+  for (int i = 0; i < 4; ++i)
+    w.varint(0);
+  w.varint(64);
+  w.u8(1);
+  EXPECT_EQ(frame_error(frame_around(FrameType::kClientRequest, payload)),
+            "ClientRequest.signature: byte string truncated");
+}
+
+TEST(CodecMalformed, RawSignatureTruncated) {
+  // One endorsement with 63 of its 64 signature bytes: already the chain count is more than the
+  // bytes left can hold (an endorsement takes at least 65).
+  Bytes bytes;
+  encode_replica_message(signed_proposal(0, 1), bytes);
+  bytes.pop_back();
+  EXPECT_EQ(reason_of(decode_replica_message(bytes)),
+            "SignedProposal.chain: count 1 exceeds the 64 bytes left");
+  // Signers with 5-byte varints make the items longer than the minimum, so the count passes and
+  // the read of the second signature must catch the shortfall.
+  Bytes two;
+  encode_replica_message(SignedProposal{Proposal{},
+                                        {Endorsement{ReplicaId{kU32Max}, signature_pattern(1)},
+                                         Endorsement{ReplicaId{kU32Max}, signature_pattern(2)}}},
+                         two);
+  two.resize(two.size() - 5);
+  EXPECT_EQ(reason_of(decode_replica_message(two)),
+            "Endorsement.signature: truncated: needs 64 bytes, 59 left");
+
+  const Bytes frame = frame_of(signed_replies(2));
+  Bytes payload(frame.begin() + 16, frame.end() - 1);
+  EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
+            "SignedReplies.signature: truncated: needs 64 bytes, 63 left");
+}
+
+TEST(CodecMalformed, ForgedCountsOfSignedMessages) {
+  {
+    Bytes payload;
+    Writer w(payload);
+    w.u8(5);  // SignedProposal: origin, timestamp, 1000 requests in 10 bytes
+    w.varint(0);
+    w.varint(0);
+    w.varint(1000);
+    for (int i = 0; i < 10; ++i)
+      w.u8(0);
+    EXPECT_EQ(reason_of(decode_replica_message(payload)),
+              "Proposal.requests: count 1000 exceeds the 10 bytes left");
+  }
+  {
+    Bytes payload;
+    Writer w(payload);
+    w.u8(5);  // SignedProposal with no requests and 3 endorsements in 2 x 65 bytes
+    w.varint(0);
+    w.varint(0);
+    w.varint(0);
+    w.varint(3);
+    for (int i = 0; i < 130; ++i)
+      w.u8(0);
+    EXPECT_EQ(reason_of(decode_replica_message(payload)),
+              "SignedProposal.chain: count 3 exceeds the 130 bytes left");
+  }
+  {
+    Bytes payload;
+    Writer w(payload);
+    w.varint(0);  // SignedReplies: replica 0, 2^40 replies
+    w.varint(uint64_t{1} << 40);
+    for (int i = 0; i < 64; ++i)
+      w.u8(0);
+    EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
+              "SignedReplies.replies: count 1099511627776 exceeds the 64 bytes left");
+  }
+}
+
+TEST(CodecMalformed, InvalidFieldsInsideSignedMessages) {
+  SignedReplies replies = signed_replies(1);
+  replies.replies[0].status = ReplyStatus::kOk;
+  Bytes frame = frame_of(replies);
+  // replica, count, client (2 bytes: 1000), sequence, replica, then the status byte.
+  const size_t status_at = kFrameHeaderBytes + 6;
+  ASSERT_EQ(frame[status_at], 0);
+  frame[status_at] = 3;
+  seal(frame);
+  EXPECT_EQ(frame_error(frame), "ClientReply.status: invalid reply status 3");
+
+  Bytes payload;
+  Writer w(payload);
+  w.u8(5);
+  w.varint(0);
+  w.varint(0);
+  w.varint(0);
+  w.varint(1);
+  w.varint(uint64_t{kU32Max} + 1);  // an endorsement's signer out of range
+  for (int i = 0; i < 64; ++i)
+    w.u8(0);
+  EXPECT_EQ(reason_of(decode_replica_message(payload)),
+            "Endorsement.signer: replica id out of range: 4294967296");
+}
+
+// Every strict prefix of every message's payload is rejected (the encoding is prefix-free), with
+// a reason, and never crashes; the full payload decodes.
+TEST(CodecMalformed, TruncationAtEveryByte) {
+  int prefixes = 0;
+  for (const WireMessage& m : sample_messages()) {
+    const Bytes frame = frame_of(m);
+    const Bytes payload(frame.begin() + kFrameHeaderBytes, frame.end());
+    const auto type = static_cast<FrameType>(frame[5]);
+    for (size_t n = 0; n < payload.size(); ++n) {
+      const std::string reason =
+          frame_error(frame_around(type, Bytes(payload.begin(), payload.begin() + n)));
+      ASSERT_NE(reason, "<decoded>") << "type " << int(frame[5]) << " prefix " << n;
+      ASSERT_FALSE(reason.empty());
+      ++prefixes;
+    }
+    EXPECT_EQ(frame_around(type, payload), frame);
+  }
+  const std::vector<ReplicaMessage> replica_messages = {signed_proposal(3, 2),
+                                                        max_signed_proposal(), SignedProposal{}};
+  for (const ReplicaMessage& m : replica_messages) {
+    Bytes bytes;
+    encode_replica_message(m, bytes);
+    for (size_t n = 0; n < bytes.size(); ++n) {
+      const std::string reason =
+          reason_of(decode_replica_message(std::span<const uint8_t>(bytes).first(n)));
+      ASSERT_NE(reason, "<decoded>") << "prefix " << n;
+      ++prefixes;
+    }
+  }
+  EXPECT_GT(prefixes, 1000);
 }
 
 // ---- corruption -----------------------------------------------------------------------------
@@ -566,8 +835,12 @@ TEST(CodecCorruption, RandomByteDamageIsAlwaysRejected) {
 // still never crash, and whatever decodes must survive a round trip.
 TEST(CodecCorruption, DamagedReplicaMessagesDecodeSafely) {
   std::mt19937_64 random(77);
-  const std::vector<ReplicaMessage> messages = {big_update(), view_change(), new_view(),
-                                                ForwardRequest{ReplicaId{1}, request(1, 9)}};
+  const std::vector<ReplicaMessage> messages = {big_update(),
+                                                view_change(),
+                                                new_view(),
+                                                ForwardRequest{ReplicaId{1}, request(1, 9)},
+                                                signed_proposal(5, 3),
+                                                max_signed_proposal()};
   int decoded = 0;
   for (int round = 0; round < 3000; ++round) {
     Bytes bytes;

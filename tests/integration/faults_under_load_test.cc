@@ -148,8 +148,11 @@ TEST_F(FaultsUnderLoadTest, ClientThatReachesOnlyANonOwnerStillGetsItsRequestRun
   ClientId client{0x5eed};
   while (core.owner_of(client) != ReplicaId{0})
     client = ClientId{client.value + 1};
-  const ClientRequest request{client, Sequence{1}, Sequence{1},
-                              kv::encode_command(kv::Command{kv::Op::kPut, "orphan", "v1", {}, 0})};
+  const ClientRequest request{client,
+                              Sequence{1},
+                              Sequence{1},
+                              kv::encode_command(kv::Command{kv::Op::kPut, "orphan", "v1", {}, 0}),
+                              {}};
   send_and_vanish(cluster_->config().replicas[2].address, request);
 
   // The request is relayed to its owner and executed by every replica.

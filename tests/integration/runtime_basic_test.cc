@@ -147,7 +147,8 @@ TEST_F(RuntimeBasicTest, CorruptedFrameClosesOnlyThatConnection) {
   encode_frame(Hello{PeerRole::kClient, 1234, 1, 0}, bytes);
   const size_t corrupt_at = bytes.size() + kFrameHeaderBytes + 2;
   encode_frame(
-      ClientRequest{ClientId{1234}, Sequence{1}, Sequence{1}, command(kv::Op::kPut, "evil", "x")},
+      ClientRequest{
+          ClientId{1234}, Sequence{1}, Sequence{1}, command(kv::Op::kPut, "evil", "x"), {}},
       bytes);
   bytes[corrupt_at] ^= 0x5a;
   ASSERT_EQ(write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));

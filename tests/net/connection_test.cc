@@ -33,8 +33,11 @@ class Recorder final : public ConnectionHandler {
 };
 
 ClientRequest request(uint64_t sequence, size_t command_bytes = 8) {
-  return ClientRequest{ClientId{42}, Sequence{sequence}, Sequence{0},
-                       Bytes(command_bytes, static_cast<uint8_t>(sequence))};
+  return ClientRequest{ClientId{42},
+                       Sequence{sequence},
+                       Sequence{0},
+                       Bytes(command_bytes, static_cast<uint8_t>(sequence)),
+                       {}};
 }
 
 Bytes frame_of(const WireMessage& message) {

@@ -14,8 +14,11 @@ namespace lockstep::net {
 namespace {
 
 ReplicaMessage numbered(uint64_t n, size_t command_bytes = 16) {
-  return ForwardRequest{ReplicaId{0}, ClientRequest{ClientId{7}, Sequence{n}, Sequence{0},
-                                                    Bytes(command_bytes, static_cast<uint8_t>(n))}};
+  return ForwardRequest{ReplicaId{0}, ClientRequest{ClientId{7},
+                                                    Sequence{n},
+                                                    Sequence{0},
+                                                    Bytes(command_bytes, static_cast<uint8_t>(n)),
+                                                    {}}};
 }
 
 uint64_t number_of(const ReplicaMessage& message) {

@@ -13,7 +13,7 @@ namespace {
 constexpr uint64_t kMs = 1'000'000;
 
 ClientRequest request(uint64_t client, uint64_t sequence) {
-  return ClientRequest{ClientId{client}, Sequence{sequence}, Sequence{1}, to_bytes("cmd")};
+  return ClientRequest{ClientId{client}, Sequence{sequence}, Sequence{1}, to_bytes("cmd"), {}};
 }
 
 // n cores with one FIFO queue per ordered pair; nothing moves unless the test says so.
@@ -313,7 +313,7 @@ TEST(FailstopCore, PlantedExecuteBeforeStableExecutesAlone) {
   ClientId client{1};
   while (core.owner_of(client) != ReplicaId{0})
     client = ClientId{client.value + 1};
-  core.on_client_request(Now{1, 1}, ClientRequest{client, Sequence{1}, Sequence{1}, {}});
+  core.on_client_request(Now{1, 1}, ClientRequest{client, Sequence{1}, Sequence{1}, {}, {}});
   EXPECT_EQ(core.take_executable().size(), 1u);
 }
 

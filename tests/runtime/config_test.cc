@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "crypto/crypto.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -82,10 +85,184 @@ TEST(ConfigTest, ParsesAValidFile) {
   EXPECT_EQ(client.deadline_ns, 1'500'000'000u);
 }
 
-TEST(ConfigTest, ByzantineNeedsTwoTPlusOneReplicas) {
-  ClusterConfig config = parse_config(with("failstop\"\nt = 2", "byzantine\"\nt = 1"), "c.toml");
+// A byzantine cluster of 3 replicas (t = 1) with one client principal; keys derived from fixed
+// seeds so the text is the same every run.
+std::string key_hex(uint8_t seed) {
+  std::array<uint8_t, 32> bytes{};
+  bytes.fill(seed);
+  return crypto::to_hex(crypto::derive_key_pair(crypto::Scheme::kEd25519, bytes).public_key);
+}
+
+std::string byzantine_text() {
+  return R"(
+mode = "byzantine"
+t = 1
+
+[[replicas]]
+id = 0
+address = "127.0.0.1:7000"
+public_key = ")" +
+         key_hex(1) + R"("
+
+[[replicas]]
+id = 1
+address = "127.0.0.1:7001"
+public_key = ")" +
+         key_hex(2) + R"("
+
+[[replicas]]
+id = 2
+address = "127.0.0.1:7002"
+public_key = ")" +
+         key_hex(3) + R"("
+
+[byzantine]
+delta_ms = 8
+epsilon_ms = 1
+
+[[clients]]
+principal = 7
+public_key = ")" +
+         key_hex(9) + R"("
+
+[[clients]]
+principal = 3
+public_key = ")" +
+         key_hex(10) + R"("
+)";
+}
+
+std::string byzantine_with(const std::string& from, const std::string& to) {
+  std::string text = byzantine_text();
+  size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  text.replace(at, from.size(), to);
+  return text;
+}
+
+TEST(ConfigTest, ParsesAByzantineFile) {
+  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
   EXPECT_EQ(config.mode, Mode::kByzantine);
-  EXPECT_EQ(config.replica_count(), 3u);
+  ASSERT_EQ(config.replica_count(), 3u);
+  ASSERT_TRUE(config.byzantine.has_value());
+  EXPECT_EQ(config.byzantine->delta_ms, 8u);
+  EXPECT_EQ(config.byzantine->epsilon_ms, 1u);
+  EXPECT_EQ(config.byzantine->relay_timeout_ms, 0u);  // default: the core computes it
+  ASSERT_TRUE(config.replicas[1].public_key.has_value());
+  EXPECT_EQ(crypto::to_hex(*config.replicas[1].public_key), key_hex(2));
+  // Sorted by principal.
+  ASSERT_EQ(config.clients.size(), 2u);
+  EXPECT_EQ(config.clients[0].principal, 3u);
+  EXPECT_EQ(crypto::to_hex(config.clients[0].public_key), key_hex(10));
+  EXPECT_EQ(config.clients[1].principal, 7u);
+
+  const crypto::KeyDirectory directory = config.key_directory();
+  ASSERT_EQ(directory.replicas.size(), 3u);
+  EXPECT_EQ(crypto::to_hex(directory.replicas[2]), key_hex(3));
+  ASSERT_EQ(directory.clients.size(), 2u);
+  EXPECT_EQ(crypto::to_hex(directory.clients.at(7)), key_hex(9));
+
+  std::array<uint8_t, 32> seed{};
+  seed.fill(3);
+  const auto signer = crypto::make_signer(crypto::Scheme::kEd25519,
+                                          crypto::derive_key_pair(crypto::Scheme::kEd25519, seed));
+  const auto verifier = crypto::make_verifier(crypto::Scheme::kEd25519, directory);
+  byzantine::Options options = config.byzantine_options(ReplicaId{2}, signer.get(), verifier.get());
+  EXPECT_EQ(options.self, ReplicaId{2});
+  EXPECT_EQ(options.replica_count, 3u);
+  EXPECT_EQ(options.t, 1u);
+  EXPECT_EQ(options.delta_us, 8'000u);
+  EXPECT_EQ(options.epsilon_us, 1'000u);
+  EXPECT_EQ(options.relay_timeout_us, 0u);
+  EXPECT_EQ(options.signer, signer.get());
+  EXPECT_EQ(options.verifier, verifier.get());
+
+  EXPECT_EQ(config.client_options().reply_quorum, 2u);  // t + 1
+  EXPECT_EQ(parse_config(kValid, "f.toml").client_options().reply_quorum, 1u);
+}
+
+TEST(ConfigTest, ByzantineFileRoundTrips) {
+  ClusterConfig config =
+      parse_config(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\nrelay_timeout_ms = 77"), "b");
+  EXPECT_EQ(config.byzantine->relay_timeout_ms, 77u);
+  EXPECT_EQ(parse_config(format_config(config), "again.toml"), config);
+}
+
+TEST(ConfigTest, ByzantineErrorsNameTheirField) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  const std::string first_key = "public_key = \"" + key_hex(1) + "\"";
+  const std::vector<Case> cases = {
+      // n must be exactly 2t+1.
+      {byzantine_with("t = 1", "t = 2"),
+       "b.toml: replicas: byzantine mode with t = 2 needs 5 replicas, got 3"},
+      {byzantine_with("t = 1", "t = 0"), "b.toml: t: byzantine mode needs t >= 1, got 0"},
+      {byzantine_with(first_key, ""), "b.toml: replicas[0].public_key: missing (byzantine mode)"},
+      {byzantine_with(first_key, "public_key = \"abcd\""),
+       "b.toml: replicas[0].public_key: expected 64 hex digits (a 32-byte Ed25519 public key), "
+       "got \"abcd\""},
+      {byzantine_with(first_key, "public_key = \"" + std::string(64, 'g') + "\""),
+       "b.toml: replicas[0].public_key: expected 64 hex digits (a 32-byte Ed25519 public key), "
+       "got \"" +
+           std::string(64, 'g') + "\""},
+      {byzantine_with(first_key, "public_key = 5"),
+       "b.toml: replicas[0].public_key: expected a string of 64 hex digits, got an integer"},
+      {byzantine_with(key_hex(2), key_hex(1)),
+       "b.toml: replicas[1].public_key: same key as replicas[0]"},
+      {byzantine_with("[byzantine]\ndelta_ms = 8\nepsilon_ms = 1\n", ""),
+       "b.toml: byzantine: missing (byzantine mode needs a [byzantine] table with delta_ms and "
+       "epsilon_ms)"},
+      {byzantine_with("delta_ms = 8\n", ""), "b.toml: byzantine.delta_ms: missing"},
+      {byzantine_with("delta_ms = 8", "delta_ms = 0"),
+       "b.toml: byzantine.delta_ms: must be in [1, 86400000], got 0"},
+      {byzantine_with("delta_ms = 8", "delta_ms = 8\ndelta = 3"),
+       "b.toml: byzantine.delta: unknown key"},
+      {byzantine_with("principal = 3", "principal = 7"),
+       "b.toml: clients[1].principal: duplicate principal 7 (also clients[0])"},
+      {byzantine_with("principal = 3", "principal = 0"),
+       "b.toml: clients[1].principal: must be in [1, 4294967295], got 0"},
+      {byzantine_with("principal = 3", "principal = 4294967296"),
+       "b.toml: clients[1].principal: must be in [1, 4294967295], got 4294967296"},
+      {byzantine_with("principal = 3\n", ""), "b.toml: clients[1].principal: missing"},
+      {byzantine_with("public_key = \"" + key_hex(10) + "\"", ""),
+       "b.toml: clients[1].public_key: missing (byzantine mode needs every key)"},
+      {byzantine_text().substr(0, byzantine_text().find("[[clients]]")),
+       "b.toml: clients: missing (byzantine mode accepts only requests signed by a [[clients]] "
+       "principal; list at least one)"},
+      // Byzantine-only settings in a failstop file are mistakes, not silently ignored.
+      {with("t = 2", "t = 2\n[byzantine]\ndelta_ms = 1\nepsilon_ms = 1\n"),
+       "cluster.toml: byzantine: only in byzantine mode"},
+      {with("address = \"127.0.0.1:7000\"", "address = \"127.0.0.1:7000\"\n" + first_key),
+       "cluster.toml: replicas[0].public_key: only in byzantine mode"},
+      {kValid + "\n[[clients]]\nprincipal = 1\npublic_key = \"" + key_hex(1) + "\"\n",
+       "cluster.toml: clients: only in byzantine mode"},
+  };
+  for (const Case& c : cases) {
+    std::string message = "(no error)";
+    try {
+      parse_config(c.text,
+                   c.text.find("byzantine\"") != std::string::npos ? "b.toml" : "cluster.toml");
+    } catch (const ConfigError& error) {
+      message = error.what();
+    }
+    EXPECT_EQ(message, c.message);
+  }
+}
+
+TEST(ConfigTest, ValidateChecksByzantineConfigsBuiltInCode) {
+  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
+  validate_config(config, "built");
+  ClusterConfig unsorted = config;
+  std::swap(unsorted.clients[0], unsorted.clients[1]);
+  EXPECT_THROW(validate_config(unsorted, "built"), ConfigError);
+  ClusterConfig keyless = config;
+  keyless.replicas[2].public_key.reset();
+  EXPECT_THROW(validate_config(keyless, "built"), ConfigError);
+  ClusterConfig no_timing = config;
+  no_timing.byzantine.reset();
+  EXPECT_THROW(validate_config(no_timing, "built"), ConfigError);
 }
 
 TEST(ConfigTest, FormatThenParseGivesTheSameConfig) {

@@ -1,5 +1,5 @@
 // `lockstep sim` as a user runs it: exit codes, the summary, the replay command and the trace of
-// a failing seed, and the refusal of the mode that does not exist yet.
+// a failing seed, in both modes, and the refusal of options outside a mode's model.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -72,10 +72,41 @@ TEST(SimCliTest, ScaleMultipliesTheSeedCount) {
   EXPECT_TRUE(contains(outcome.output, "2 runs: 2 passed")) << outcome.output;
 }
 
-TEST(SimCliTest, ByzantineModeIsRefusedClearly) {
+TEST(SimCliTest, ByzantineModeRunsASeed) {
   const Outcome outcome = run_tool("sim --mode byzantine --seed 1");
-  EXPECT_EQ(outcome.exit_code, 2) << outcome.output;
-  EXPECT_TRUE(contains(outcome.output, "not implemented yet")) << outcome.output;
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "seed 1: pass")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "mode=byzantine t=")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "byzantine_replicas=")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "byzantine_clients=")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "behaviours:")) << outcome.output;
+}
+
+TEST(SimCliTest, ByzantineSeedRangeSummarizesTheAdversary) {
+  const Outcome outcome = run_tool("sim --mode byzantine --seeds 1..4 -j 2 --scale 1");
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "4 runs: 4 passed, 0 failed")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "mode byzantine: runs by t:")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "behaviours (runs):")) << outcome.output;
+}
+
+TEST(SimCliTest, AByzantinePlantedBugFailsWithAByzantineReplayCommand) {
+  const Outcome outcome = run_tool("sim --mode byzantine --seed 1 --plant accept_short_quorum");
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "accepted result")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output,
+                       "replay: lockstep sim --mode byzantine --seed 1 --ops 500 --plant "
+                       "accept_short_quorum --trace"))
+      << outcome.output;
+}
+
+TEST(SimCliTest, ByzantineModeRefusesWhatIsOutsideItsModel) {
+  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --clocks beyond").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --t 1 --byzantine-replicas 2").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --byzantine-clients 1").exit_code, 2);
+  // A planted bug belongs to one mode's code.
+  EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant decide_early").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --plant skip_relay").exit_code, 2);
 }
 
 TEST(SimCliTest, BadArgumentsAreRefused) {

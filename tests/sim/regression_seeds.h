@@ -2,8 +2,9 @@
 // (which leaves seeds with an open bug to the regression test).
 //
 // File format, one seed per line: the seed, then optional flags as `lockstep sim` takes them
-// (--t T, --clients C, --ops N, --faults-min F, --clocks bounded|beyond), then `#` and what the
-// seed found. Blank lines and lines starting with `#` are comments.
+// (--mode failstop|byzantine, --t T, --clients C, --ops N, --faults-min F, --clocks
+// bounded|beyond, --byzantine-replicas B, --byzantine-clients C), then `#` and what the seed
+// found. Blank lines and lines starting with `#` are comments.
 //
 // A seed whose bug is found but not fixed yet carries `--open`: it is run and its state printed,
 // but not asserted, so that a known bug is on record without turning every build red. Whoever
@@ -67,7 +68,13 @@ inline std::vector<RegressionSeed> read_regression_seeds(const std::string& path
         ADD_FAILURE() << path << ":" << line << ": " << flag << " needs a value";
         break;
       }
-      if (flag == "--t") {
+      if (flag == "--mode" && (value == "failstop" || value == "byzantine")) {
+        seed.options.mode = value == "byzantine" ? Mode::kByzantine : Mode::kFailstop;
+      } else if (flag == "--byzantine-replicas") {
+        seed.options.byzantine_replicas = static_cast<uint32_t>(std::stoul(value));
+      } else if (flag == "--byzantine-clients") {
+        seed.options.byzantine_clients = static_cast<uint32_t>(std::stoul(value));
+      } else if (flag == "--t") {
         seed.options.t = static_cast<uint32_t>(std::stoul(value));
       } else if (flag == "--clients") {
         seed.options.clients = static_cast<uint32_t>(std::stoul(value));

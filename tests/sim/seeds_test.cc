@@ -1,9 +1,9 @@
-// The simulator's main job in CI: a fixed range of seeds, each a whole cluster run with at least
-// 500 client operations and 10 fault episodes, must all pass every checker. The range is scaled
-// by LOCKSTEP_SIM_SEEDS_SCALE (the sanitizer build uses 0.1); a failure prints the replay command.
-// Seeds listed with `--open` in regression_seeds.txt (a found bug not fixed yet) are reported but
-// not asserted here: the regression test tracks them, so one open bug does not hide new ones
-// behind a red build.
+// The simulator's main job in CI: a fixed range of seeds per mode, each a whole cluster run with
+// at least 500 client operations and 10 fault episodes, must all pass every checker. The range is
+// scaled by LOCKSTEP_SIM_SEEDS_SCALE (the sanitizer build uses 0.1); a failure prints the replay
+// command. Seeds listed with `--open` in regression_seeds.txt (a found bug not fixed yet) are
+// reported but not asserted here: the regression test tracks them, so one open bug does not hide
+// new ones behind a red build.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -17,15 +17,18 @@ namespace lockstep::sim {
 namespace {
 
 constexpr uint64_t kFailstopSeeds = 1000;
+// A byzantine run costs about 0.15 s (2t+1 replicas, signatures, an adversary): 200 seeds keep
+// this test near 30 s in a release build.
+constexpr uint64_t kByzantineSeeds = 200;
 constexpr uint32_t kOpsPerRun = 500;
 constexpr uint32_t kFaultEpisodesPerRun = 10;
 
-TEST(SeedsTest, FailstopSeedRangePasses) {
+void expect_seed_range_passes(Mode mode, uint64_t seeds) {
   SimOptions options;
-  options.mode = Mode::kFailstop;
+  options.mode = mode;
   options.ops = kOpsPerRun;
   options.faults_min = kFaultEpisodesPerRun;
-  const uint64_t count = scale_count(kFailstopSeeds, seeds_scale_from_environment());
+  const uint64_t count = scale_count(seeds, seeds_scale_from_environment());
   uint64_t undersized = 0;
   // ctest already runs test binaries side by side, so one child process at a time here.
   const BatchResult batch = run_seeds(options, SeedRange{1, count}, 1, [&](const RunResult& r) {
@@ -40,8 +43,10 @@ TEST(SeedsTest, FailstopSeedRangePasses) {
   for (const RegressionSeed& seed : read_regression_seeds(regression_seeds_path())) {
     // Only seeds recorded with this test's options name the same run.
     SimOptions recorded = seed.options;
-    if (seed.open && !recorded.t && !recorded.clients && !recorded.clock_beyond_bounds &&
-        recorded.ops == kOpsPerRun && recorded.faults_min == kFaultEpisodesPerRun) {
+    if (seed.open && recorded.mode == mode && !recorded.t && !recorded.clients &&
+        !recorded.clock_beyond_bounds && !recorded.byzantine_replicas &&
+        !recorded.byzantine_clients && recorded.ops == kOpsPerRun &&
+        recorded.faults_min == kFaultEpisodesPerRun) {
       open.insert(recorded.seed);
     }
   }
@@ -56,6 +61,14 @@ TEST(SeedsTest, FailstopSeedRangePasses) {
     ADD_FAILURE() << summarize(failure) << "\n  replay: " << replay_command(options, failure.seed);
   }
   EXPECT_EQ(batch.passed + known, count);
+}
+
+TEST(SeedsTest, FailstopSeedRangePasses) {
+  expect_seed_range_passes(Mode::kFailstop, kFailstopSeeds);
+}
+
+TEST(SeedsTest, ByzantineSeedRangePasses) {
+  expect_seed_range_passes(Mode::kByzantine, kByzantineSeeds);
 }
 
 }  // namespace

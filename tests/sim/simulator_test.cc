@@ -241,7 +241,7 @@ TEST(RunnerTest, ReplayCommandCarriesTheOptionsThatShapeTheRun) {
   EXPECT_NE(command.find("--plant skip_relay"), std::string::npos) << command;
   EXPECT_EQ(planted_bug_names(options.planted), std::vector<std::string>{"skip_relay"});
   for (const std::string& name : all_planted_bug_names()) {
-    failstop::Options::PlantedBugs planted;
+    PlantedBugs planted;
     EXPECT_TRUE(set_planted_bug(planted, name)) << name;
     EXPECT_EQ(planted_bug_names(planted), std::vector<std::string>{name});
   }

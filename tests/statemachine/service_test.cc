@@ -33,7 +33,7 @@ std::string value_of(const Bytes& reply) {
 
 ClientRequest request(ClientId client, uint64_t sequence, uint64_t acked_below,
                       const std::string& key = "n") {
-  return ClientRequest{client, Sequence{sequence}, Sequence{acked_below}, incr(key)};
+  return ClientRequest{client, Sequence{sequence}, Sequence{acked_below}, incr(key), {}};
 }
 
 Service make_service() {
@@ -207,7 +207,7 @@ TEST_F(ServiceTest, RestoreReplacesTheWholeState) {
 struct SnapshotBuilder {
   Bytes out;
   Writer w{out};
-  SnapshotBuilder& header(uint8_t version = 1) {
+  SnapshotBuilder& header(uint8_t version = 2) {
     for (char c : std::string("LSSV"))
       w.u8(static_cast<uint8_t>(c));
     w.u8(version);
@@ -238,6 +238,7 @@ TEST_F(ServiceTest, BuilderMatchesTheWriter) {
                     .varint(1)
                     .varint(kAlice.value)
                     .varint(1)
+                    .varint(0)  // last activity: executed at order time 0
                     .varint(1)
                     .varint(2)
                     .bytes(*service.cached_reply(kAlice, Sequence{2}))
@@ -262,7 +263,7 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
   Bytes bad_magic = good;
   bad_magic[0] ^= 1;
   Bytes bad_version = good;
-  bad_version[4] = 2;
+  bad_version[4] = 1;  // the layout before sessions had a last activity
   Bytes trailing = good;
   trailing.push_back(0);
   Bytes reply{1, 2, 3};
@@ -279,8 +280,10 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                                    .varint(9)
                                    .varint(1)
                                    .varint(0)
+                                   .varint(0)
                                    .varint(7)
                                    .varint(1)
+                                   .varint(0)
                                    .varint(0)
                                    .varint(0)
                                    .machine(empty_kv())
@@ -291,8 +294,10 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                                .varint(7)
                                .varint(1)
                                .varint(0)
+                               .varint(0)
                                .varint(7)
                                .varint(1)
+                               .varint(0)
                                .varint(0)
                                .varint(0)
                                .machine(empty_kv())
@@ -302,6 +307,7 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                                      .varint(1)
                                      .varint(7)
                                      .varint(1)
+                                     .varint(0)
                                      .varint(2)
                                      .varint(3)
                                      .bytes(reply)
@@ -315,6 +321,7 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                                     .varint(1)
                                     .varint(7)
                                     .varint(5)
+                                    .varint(0)
                                     .varint(1)
                                     .varint(4)
                                     .bytes(reply)
@@ -326,6 +333,7 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                                          .varint(1)
                                          .varint(7)
                                          .varint(1)
+                                         .varint(0)
                                          .varint(Service::kRepliesPerClientMax + 1)
                                          .out},
       {"no machine", SnapshotBuilder{}.header().varint(0).varint(0).out},
@@ -336,6 +344,7 @@ TEST_F(ServiceTest, MalformedSnapshotsThrowAndLeaveStateUnchanged) {
                               .varint(1)
                               .varint(7)
                               .varint(1)
+                              .varint(0)
                               .varint(0)
                               .varint(0)
                               .machine(Bytes{99})
@@ -417,6 +426,134 @@ TEST(ServiceDigestTest, SameHistorySameDigestDifferentStateDifferentDigest) {
   EXPECT_EQ(a.digest(), digest_before);
   a.execute(request(kAlice, 20, 20));
   EXPECT_NE(a.digest(), digest_before);
+}
+
+// ---- session expiry -------------------------------------------------------------------------
+
+constexpr uint64_t kExpiryUs = 1000;
+
+Service make_limited_service(size_t sessions_max = size_t{1} << 20) {
+  return Service(std::make_unique<kv::KvMachine>(),
+                 ServiceOptions{.session_idle_expiry_us = kExpiryUs, .sessions_max = sessions_max});
+}
+
+Service::Result run_at(Service& service, uint64_t order_time_us, ClientId client, uint64_t sequence,
+                       uint64_t acked_below = 1) {
+  return service.execute(request(client, sequence, acked_below), order_time_us);
+}
+
+TEST(ServiceExpiryTest, IdleSessionIsForgottenOnceTheOrderPassesItsExpiry) {
+  Service service = make_limited_service();
+  EXPECT_EQ(run_at(service, 0, kAlice, 1).outcome, Outcome::kExecuted);
+  // Exactly the expiry later is not "longer than" it: Alice's retry is still a duplicate.
+  EXPECT_EQ(run_at(service, kExpiryUs, kBob, 1).outcome, Outcome::kExecuted);
+  EXPECT_EQ(service.last_activity_us(kAlice), 0u);
+  EXPECT_EQ(service.session_count(), 2u);
+  // Bob's next request is ordered past Alice's expiry: her session goes, his stays.
+  EXPECT_EQ(run_at(service, kExpiryUs + 1, kBob, 2).outcome, Outcome::kExecuted);
+  EXPECT_FALSE(service.last_activity_us(kAlice).has_value());
+  EXPECT_FALSE(service.cached_reply(kAlice, Sequence{1}).has_value());
+  EXPECT_EQ(service.session_count(), 1u);
+  EXPECT_EQ(service.sessions_expired(), 1u);
+  // The documented price: a retry after the expiry runs again (the counter moves from 3 to 4).
+  Service::Result again = run_at(service, kExpiryUs + 2, kAlice, 1);
+  EXPECT_EQ(again.outcome, Outcome::kExecuted);
+  EXPECT_EQ(value_of(again.reply), "4");
+}
+
+TEST(ServiceExpiryTest, EveryOrderedRequestKeepsTheSessionAlive) {
+  Service service = make_limited_service();
+  run_at(service, 0, kAlice, 1);
+  // Duplicates and new requests alike, each within the expiry of the previous one.
+  for (uint64_t t = 600, s = 1; t <= 6000; t += 600, ++s) {
+    Service::Result result = run_at(service, t, kAlice, s % 2 == 0 ? s : 1);
+    EXPECT_NE(result.outcome, Outcome::kStale) << t;
+    run_at(service, t, kBob, s);  // Bob's requests drive the sweep too
+  }
+  EXPECT_EQ(service.sessions_expired(), 0u);
+  EXPECT_TRUE(service.cached_reply(kAlice, Sequence{1}).has_value());
+}
+
+TEST(ServiceExpiryTest, SweepIsBoundedButTheRequestersOwnSessionIsAlwaysChecked) {
+  Service service = make_limited_service();
+  const uint64_t clients = 3 * Service::kExpiriesPerExecuteMax;
+  for (uint64_t c = 1; c <= clients; ++c)
+    run_at(service, 0, ClientId{c}, 1);
+  // The last client (the newest entry of the index) comes back after the expiry: its own stale
+  // session is not kept just because the sweep stopped early.
+  Service::Result result = run_at(service, 5000, ClientId{clients}, 1);
+  EXPECT_EQ(result.outcome, Outcome::kExecuted);
+  EXPECT_EQ(service.sessions_expired(), Service::kExpiriesPerExecuteMax + 1);
+  EXPECT_EQ(service.session_count(), clients - Service::kExpiriesPerExecuteMax);
+  // Each later request takes another bounded bite until only the active sessions are left.
+  run_at(service, 5001, kAlice, 1);
+  EXPECT_EQ(service.sessions_expired(), 2 * Service::kExpiriesPerExecuteMax + 1);
+  run_at(service, 5002, kAlice, 2);
+  run_at(service, 5003, kAlice, 3);
+  EXPECT_EQ(service.sessions_expired(), clients);
+  EXPECT_EQ(service.session_count(), 2u);  // the returning client and Alice
+}
+
+TEST(ServiceExpiryTest, FullTableEvictsTheLeastRecentlyActiveSession) {
+  Service service = make_limited_service(3);
+  run_at(service, 1, ClientId{1}, 1);
+  run_at(service, 2, ClientId{2}, 1);
+  run_at(service, 3, ClientId{3}, 1);
+  run_at(service, 4, ClientId{1}, 1);  // a duplicate, but activity: client 1 is now the newest
+  run_at(service, 5, ClientId{4}, 1);
+  EXPECT_EQ(service.session_count(), 3u);
+  EXPECT_FALSE(service.last_activity_us(ClientId{2}).has_value());
+  EXPECT_TRUE(service.cached_reply(ClientId{1}, Sequence{1}).has_value());
+  EXPECT_TRUE(service.cached_reply(ClientId{3}, Sequence{1}).has_value());
+  EXPECT_EQ(service.last_activity_us(ClientId{4}), 5u);
+  // A known client does not evict anyone.
+  run_at(service, 6, ClientId{3}, 2);
+  EXPECT_EQ(service.session_count(), 3u);
+  EXPECT_EQ(service.sessions_expired(), 1u);
+}
+
+TEST(ServiceExpiryTest, OrderTimeThatGoesBackIsTreatedAsTheLatest) {
+  Service service = make_limited_service();
+  run_at(service, 500, kAlice, 1);
+  run_at(service, 100, kBob, 1);
+  EXPECT_EQ(service.last_activity_us(kBob), 500u);
+}
+
+TEST(ServiceExpiryTest, ReplicasWithTheSameOrderForgetTheSameSessions) {
+  Service a = make_limited_service(4);
+  Service b = make_limited_service(4);
+  for (uint64_t i = 1; i <= 200; ++i) {
+    const ClientId client{i * 7919 % 13};
+    const uint64_t time_us = i * 97;
+    a.execute(request(client, i, i), time_us);
+    b.execute(request(client, i, i), time_us);
+    ASSERT_EQ(a.digest(), b.digest()) << i;
+  }
+  EXPECT_GT(a.sessions_expired(), 0u);
+
+  // A restored copy carries the activity times, so it goes on expiring exactly like the original.
+  Service copy = make_limited_service(4);
+  copy.restore(a.snapshot());
+  EXPECT_EQ(copy.snapshot(), a.snapshot());
+  for (uint64_t i = 201; i <= 260; ++i) {
+    const ClientId client{i % 5};
+    a.execute(request(client, i, i), i * 500);
+    copy.execute(request(client, i, i), i * 500);
+    ASSERT_EQ(a.digest(), copy.digest()) << i;
+  }
+}
+
+TEST(ServiceExpiryTest, RestoreRefusesMoreSessionsThanTheLimit) {
+  Service source = make_limited_service(3);
+  for (uint64_t c = 1; c <= 3; ++c)
+    run_at(source, c, ClientId{c}, 1);
+  Service tight = make_limited_service(2);
+  const Bytes before = tight.snapshot();
+  EXPECT_THROW(tight.restore(source.snapshot()), SnapshotError);
+  EXPECT_EQ(tight.snapshot(), before);
+  Service roomy = make_limited_service(3);
+  roomy.restore(source.snapshot());
+  EXPECT_EQ(roomy.session_count(), 3u);
 }
 
 }  // namespace

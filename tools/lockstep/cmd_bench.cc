@@ -1,6 +1,7 @@
 // `lockstep bench`: micro-benchmarks (Google Benchmark) of the pieces on the request path, with
-// no network: the codec, the KV machine with its session table, and the failstop protocol core
-// ordering requests among 3 in-process replicas. End-to-end figures come from `lockstep workload`.
+// no network: the codec, the KV machine with its session table, the failstop protocol core
+// ordering requests among 3 in-process replicas, and the byzantine mode's signatures and digests.
+// End-to-end figures come from `lockstep workload`.
 #include <benchmark/benchmark.h>
 
 #include <deque>
@@ -9,6 +10,8 @@
 #include "apps/kv/kv_machine.h"
 #include "command.h"
 #include "core/codec.h"
+#include "crypto/crypto.h"
+#include "crypto/signing.h"
 #include "replica/replica.h"
 #include "statemachine/service.h"
 
@@ -26,7 +29,7 @@ ReplicaUpdate sample_update(size_t entries) {
   for (size_t i = 0; i < entries; ++i) {
     update.entries.push_back(
         OrderedEntry{i + 1, Timestamp{1000 + i, ReplicaId{1}},
-                     ClientRequest{ClientId{i}, Sequence{i + 1}, Sequence{i}, put_command(i)}});
+                     ClientRequest{ClientId{i}, Sequence{i + 1}, Sequence{i}, put_command(i), {}}});
   }
   return update;
 }
@@ -61,8 +64,8 @@ void BM_ServiceExecutePut(benchmark::State& state) {
   uint64_t i = 0;
   for (auto _ : state) {
     ++i;
-    auto result =
-        service.execute(ClientRequest{ClientId{i % 64}, Sequence{i}, Sequence{i}, put_command(i)});
+    auto result = service.execute(
+        ClientRequest{ClientId{i % 64}, Sequence{i}, Sequence{i}, put_command(i), {}});
     benchmark::DoNotOptimize(result);
   }
   state.SetItemsProcessed(state.iterations());
@@ -92,8 +95,8 @@ void BM_FailstopOrdering(benchmark::State& state) {
     now_ns += 1000;
     const Now now{now_ns, now_ns / 1000};
     for (uint64_t c = 0; c < batch; ++c) {
-      ClientRequest request{ClientId{c + 1}, Sequence{sequence}, Sequence{sequence},
-                            put_command(c)};
+      ClientRequest request{
+          ClientId{c + 1}, Sequence{sequence}, Sequence{sequence}, put_command(c), {}};
       for (Replica& replica : replicas)
         replica.on_client_request(now, request);
     }
@@ -113,6 +116,84 @@ void BM_FailstopOrdering(benchmark::State& state) {
       static_cast<double>(replies) / static_cast<double>(state.iterations() * batch);
 }
 BENCHMARK(BM_FailstopOrdering)->Arg(1)->Arg(64);
+
+// ---- byzantine mode: what each signed message costs ------------------------------------------
+
+crypto::KeyPair bench_keys(crypto::Scheme scheme, uint8_t n) {
+  std::array<uint8_t, 32> seed{};
+  seed.fill(n);
+  return crypto::derive_key_pair(scheme, seed);
+}
+
+// An endorsement's signed string: the shortest and most frequent message a replica signs.
+Bytes sample_endorsement_bytes() {
+  return crypto::endorsement_signing_bytes(crypto::digest(to_bytes("a proposal")));
+}
+
+void BM_SignEndorsement(benchmark::State& state, crypto::Scheme scheme) {
+  const auto signer = crypto::make_signer(scheme, bench_keys(scheme, 1));
+  const Bytes message = sample_endorsement_bytes();
+  for (auto _ : state) {
+    Signature signature = signer->sign(message);
+    benchmark::DoNotOptimize(signature);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_SignEndorsement, ed25519, crypto::Scheme::kEd25519);
+BENCHMARK_CAPTURE(BM_SignEndorsement, sim, crypto::Scheme::kSim);
+
+void BM_VerifyEndorsement(benchmark::State& state, crypto::Scheme scheme) {
+  const crypto::KeyPair keys = bench_keys(scheme, 1);
+  const auto signer = crypto::make_signer(scheme, keys);
+  crypto::KeyDirectory directory;
+  directory.replicas = {keys.public_key};
+  const auto verifier = crypto::make_verifier(scheme, directory, {keys});
+  const Bytes message = sample_endorsement_bytes();
+  const Signature signature = signer->sign(message);
+  for (auto _ : state) {
+    bool ok = verifier->verify_replica(ReplicaId{0}, message, signature);
+    benchmark::DoNotOptimize(ok);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK_CAPTURE(BM_VerifyEndorsement, ed25519, crypto::Scheme::kEd25519);
+BENCHMARK_CAPTURE(BM_VerifyEndorsement, sim, crypto::Scheme::kSim);
+
+// A proposal of range(0) signed 128-byte KV puts: the digest hashes every request's digest.
+void BM_ProposalDigest(benchmark::State& state) {
+  const auto client =
+      crypto::make_signer(crypto::Scheme::kEd25519, bench_keys(crypto::Scheme::kEd25519, 2));
+  Proposal proposal{ReplicaId{0}, 1'000'000, {}};
+  for (uint64_t i = 0; i < static_cast<uint64_t>(state.range(0)); ++i) {
+    ClientRequest request{
+        client_id_of(1, static_cast<uint32_t>(i)), Sequence{1}, Sequence{0}, put_command(i), {}};
+    crypto::sign_request(*client, request);
+    proposal.requests.push_back(std::move(request));
+  }
+  for (auto _ : state) {
+    Digest d = crypto::proposal_digest(proposal);
+    benchmark::DoNotOptimize(d);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_ProposalDigest)->Arg(64);
+
+// One signature over a batch of range(0) replies (digest of each, then one Ed25519 signature).
+void BM_SignReplies(benchmark::State& state) {
+  const auto signer =
+      crypto::make_signer(crypto::Scheme::kEd25519, bench_keys(crypto::Scheme::kEd25519, 3));
+  std::vector<ClientReply> replies;
+  for (uint64_t i = 0; i < static_cast<uint64_t>(state.range(0)); ++i) {
+    replies.push_back(
+        ClientReply{ClientId{i}, Sequence{i + 1}, ReplicaId{0}, ReplyStatus::kOk, to_bytes("ok")});
+  }
+  for (auto _ : state) {
+    SignedReplies batch = crypto::sign_replies(*signer, ReplicaId{0}, replies);
+    benchmark::DoNotOptimize(batch.signature);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_SignReplies)->Arg(32);
 
 LOCKSTEP_COMMAND("bench", "Micro-benchmarks of codec, state machine and protocol core",
                  [](CLI::App& app) {

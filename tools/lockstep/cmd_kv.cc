@@ -3,13 +3,20 @@
 // the value (get), OK (put, del, append), true/false (cas), the new value (incr), or
 // "(not found)" for a get of an absent key. Exit 1, with the reason on stderr, when the store
 // reports an error or no replica answers by the deadline.
+//
+// Byzantine clusters take only signed requests: `--key FILE` (a client principal's key file,
+// `--principal N`, default 1) is required there. The answer is the result t+1 replicas signed;
+// replicas that said otherwise are named on stderr, and `--certificate FILE` saves the signed
+// replies for `lockstep verify-reply`.
 #include <iostream>
 
 #include "apps/kv/kv_machine.h"
+#include "client/certificate.h"
 #include "client/client.h"
 #include "command.h"
 #include "net/logging.h"
 #include "runtime/config.h"
+#include "runtime/credentials.h"
 
 namespace lockstep::tool {
 namespace {
@@ -22,6 +29,9 @@ struct KvArgs {
   int64_t delta = 1;
   uint64_t deadline_ms = 0;
   kv::Op op = kv::Op::kGet;
+  std::string key_path;
+  uint32_t principal = runtime::kDefaultClientPrincipal;
+  std::string certificate_path;
 };
 
 int run_kv(const KvArgs& args) {
@@ -35,9 +45,27 @@ int run_kv(const KvArgs& args) {
     return 1;
   }
   if (args.deadline_ms != 0) config.client.deadline_ms = args.deadline_ms;
+  const bool byzantine = config.mode == runtime::Mode::kByzantine;
+  runtime::ClientCredentials credentials;
   NetworkClientOptions options;
-  options.replicas = config.addresses();
-  options.session = config.client_options();
+  try {
+    if (byzantine && args.key_path.empty()) {
+      throw std::runtime_error(args.config_path +
+                               ": a byzantine cluster takes only signed requests: give a client "
+                               "key with --key FILE (and --principal N if not 1)");
+    }
+    if (!byzantine && (!args.key_path.empty() || !args.certificate_path.empty())) {
+      throw std::runtime_error(args.config_path +
+                               ": --key and --certificate are for byzantine clusters");
+    }
+    if (byzantine) {
+      credentials = runtime::load_client_credentials(config, args.key_path, args.principal);
+    }
+    options = runtime::network_client_options(config, byzantine ? &credentials : nullptr);
+  } catch (const std::exception& error) {
+    std::cerr << "error: " << error.what() << "\n";
+    return 1;
+  }
 
   kv::Command command{args.op, args.key, args.value, args.expected, args.delta};
   BlockingClient client(options);
@@ -45,6 +73,22 @@ int run_kv(const KvArgs& args) {
   if (!outcome.ok) {
     std::cerr << "error: " << outcome.error << "\n";
     return 1;
+  }
+  for (const ClientSession::Dissent& dissent : outcome.dissent) {
+    std::cerr << "warning: replica " << dissent.replica.value
+              << " sent a different result; outvoted by " << config.t + 1 << " matching replies\n";
+  }
+  if (!args.certificate_path.empty()) {
+    if (!outcome.certificate) {
+      std::cerr << "error: no reply certificate to save\n";
+      return 1;
+    }
+    try {
+      write_certificate_file(args.certificate_path, *outcome.certificate);
+    } catch (const std::exception& error) {
+      std::cerr << "error: " << error.what() << "\n";
+      return 1;
+    }
   }
   std::optional<kv::Result> result = kv::decode_result(outcome.result);
   if (!result) {
@@ -76,6 +120,12 @@ std::function<int()> setup_kv(CLI::App& app) {
       ->check(CLI::ExistingFile);
   app.add_option("--deadline-ms", args->deadline_ms,
                  "give up after this long (default: the file's client.deadline_ms)");
+  app.add_option("--key", args->key_path, "client principal's key file (byzantine mode)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--principal", args->principal, "client principal of --key (default 1)")
+      ->check(CLI::Range(1u, 4294967295u));
+  app.add_option("--certificate", args->certificate_path,
+                 "byzantine mode: save the reply certificate here (lockstep verify-reply)");
   app.require_subcommand(1);
   auto op = [&app, args](const char* name, const char* help, kv::Op code) {
     CLI::App* sub = app.add_subcommand(name, help);

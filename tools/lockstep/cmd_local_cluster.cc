@@ -1,6 +1,10 @@
 // `lockstep local-cluster --replicas N --dir D [--base-port P]`: a whole failstop cluster on
 // loopback, in the foreground. Writes D/cluster.toml, starts N `lockstep replica` children
 // logging to D/replica-<id>.log, and forwards SIGINT/SIGTERM to them, waiting for them to exit.
+//
+// `--mode byzantine --t T` runs 2T+1 replicas instead, with fresh Ed25519 keys in
+// D/replica-<id>.key and one client principal's key in D/client-1.key (for `lockstep kv|workload
+// --key`).
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -14,7 +18,11 @@ namespace lockstep::tool {
 namespace {
 
 struct LocalClusterArgs {
-  uint32_t replicas = 3;
+  std::string mode = "failstop";
+  uint32_t t = 0;  // 0: from --replicas
+  uint64_t delta_ms = 0;
+  uint64_t epsilon_ms = 0;
+  uint32_t replicas = 0;  // 0: from --t, or 3
   std::string dir;
   uint16_t base_port = 0;
   std::string log_level = "info";
@@ -32,7 +40,19 @@ int run_local_cluster(const LocalClusterArgs& args) {
   sigprocmask(SIG_BLOCK, &signals, nullptr);
 
   runtime::LocalClusterOptions options;
-  options.replicas = args.replicas;
+  options.mode = args.mode == "byzantine" ? runtime::Mode::kByzantine : runtime::Mode::kFailstop;
+  options.replicas = args.replicas != 0 ? args.replicas : 3;
+  if (args.t != 0) {
+    const uint32_t needed = runtime::ClusterConfig::replicas_needed(options.mode, args.t);
+    if (args.replicas != 0 && args.replicas != needed) {
+      std::cerr << "local-cluster: " << args.mode << " mode with --t " << args.t << " needs "
+                << needed << " replicas, not --replicas " << args.replicas << "\n";
+      return 2;
+    }
+    options.replicas = needed;
+  }
+  if (args.delta_ms != 0) options.byzantine.delta_ms = args.delta_ms;
+  if (args.epsilon_ms != 0) options.byzantine.epsilon_ms = args.epsilon_ms;
   options.dir = args.dir;
   options.base_port = args.base_port;
   options.log_level = args.log_level;
@@ -40,16 +60,24 @@ int run_local_cluster(const LocalClusterArgs& args) {
     runtime::LocalCluster cluster(options);
     cluster.start_all();
     cluster.wait_until_listening();
-    std::cout << "cluster of " << args.replicas << " replicas (failstop, t = " << cluster.config().t
-              << ")\n";
+    const bool byzantine = options.mode == runtime::Mode::kByzantine;
+    std::cout << "cluster of " << options.replicas << " replicas (" << args.mode
+              << ", t = " << cluster.config().t << ")\n";
     std::cout << "config: " << cluster.config_path().string() << "\n";
-    for (uint32_t i = 0; i < args.replicas; ++i) {
+    if (byzantine) {
+      std::cout << "delta " << options.byzantine.delta_ms << " ms, epsilon "
+                << options.byzantine.epsilon_ms << " ms; client principal "
+                << runtime::kLocalClusterPrincipal << " key: " << cluster.client_key_path().string()
+                << "\n";
+    }
+    for (uint32_t i = 0; i < options.replicas; ++i) {
       std::cout << "replica " << i << ": "
                 << net::format_address(cluster.config().replicas[i].address) << ", pid "
                 << cluster.pid(ReplicaId{i}) << ", log " << cluster.log_path(ReplicaId{i}).string()
                 << "\n";
     }
     std::cout << "try: lockstep kv --config " << cluster.config_path().string()
+              << (byzantine ? " --key " + cluster.client_key_path().string() : std::string())
               << " put greeting hello\n";
     std::cout << "Ctrl-C stops the cluster" << std::endl;
 
@@ -70,7 +98,7 @@ int run_local_cluster(const LocalClusterArgs& args) {
       }
       // SIGCHLD or the periodic wake-up: report replicas that exited on their own.
       size_t alive = 0;
-      for (uint32_t i = 0; i < args.replicas; ++i) {
+      for (uint32_t i = 0; i < options.replicas; ++i) {
         const ReplicaId id{i};
         std::optional<int> before = cluster.last_status(id);
         if (cluster.running(id)) {
@@ -96,8 +124,17 @@ LOCKSTEP_COMMAND(
     "local-cluster", "Run a whole cluster on loopback in the foreground",
     [](CLI::App& app) -> std::function<int()> {
       auto args = std::make_shared<LocalClusterArgs>();
-      app.add_option("--replicas", args->replicas, "number of replicas (t+1)")
-          ->check(CLI::Range(1, 33));
+      app.add_option("--mode", args->mode, "failstop (t+1 replicas) or byzantine (2t+1)")
+          ->check(CLI::IsMember({"failstop", "byzantine"}));
+      app.add_option("--t", args->t, "faults tolerated; sets the replica count for the mode")
+          ->check(CLI::Range(1, 32));
+      app.add_option("--replicas", args->replicas,
+                     "number of replicas (default 3; failstop t+1, byzantine 2t+1)")
+          ->check(CLI::Range(1, 65));
+      app.add_option("--delta-ms", args->delta_ms, "byzantine: delivery bound (default 10)")
+          ->check(CLI::Range(1, 60000));
+      app.add_option("--epsilon-ms", args->epsilon_ms, "byzantine: clock skew bound (default 2)")
+          ->check(CLI::Range(1, 60000));
       app.add_option("--dir", args->dir, "directory for cluster.toml and the logs")->required();
       app.add_option("--base-port", args->base_port,
                      "replica i listens on base-port + i (default: free ports)");

@@ -1,11 +1,17 @@
-// `lockstep replica --config cluster.toml --id N`: runs one replica in the foreground until
-// SIGTERM/SIGINT (exit 0) or until the others remove it from the membership (exit 3).
+// `lockstep replica --config cluster.toml --id N [--key FILE]`: runs one replica in the
+// foreground until SIGTERM/SIGINT (exit 0) or until the others remove it from the membership
+// (exit 3). Byzantine mode needs --key, the replica's key file (its public half must be the one
+// the cluster file lists for this id).
+//
+// `--misbehave wrong-output|silent` (hidden from --help) makes the replica faulty on purpose, for
+// the byzantine tests and the demo: see runtime/replica_server.h, Misbehaviour.
 #include <spdlog/spdlog.h>
 
 #include <csignal>
 #include <iostream>
 
 #include "command.h"
+#include "crypto/crypto.h"
 #include "net/event_loop.h"
 #include "net/logging.h"
 #include "runtime/config.h"
@@ -18,6 +24,8 @@ struct ReplicaArgs {
   std::string config_path;
   uint32_t id = 0;
   std::string log_level = "info";
+  std::string key_path;
+  std::string misbehave = "none";
 };
 
 int run_replica(const ReplicaArgs& args) {
@@ -29,9 +37,34 @@ int run_replica(const ReplicaArgs& args) {
     std::cerr << error.what() << "\n";
     return 2;
   }
+  runtime::ReplicaServerOptions options;
+  const std::optional<runtime::Misbehaviour> misbehave =
+      runtime::parse_misbehaviour(args.misbehave);
+  if (!misbehave) {
+    std::cerr << "--misbehave: expected none, wrong-output or silent, got \"" << args.misbehave
+              << "\"\n";
+    return 2;
+  }
+  options.misbehave = *misbehave;
+  if (config.mode == runtime::Mode::kByzantine) {
+    if (args.key_path.empty()) {
+      std::cerr << args.config_path
+                << ": byzantine mode: give this replica's key file with --key FILE\n";
+      return 2;
+    }
+    try {
+      options.keys = crypto::read_key_file(args.key_path);
+    } catch (const std::exception& error) {
+      std::cerr << error.what() << "\n";
+      return 2;
+    }
+  } else if (!args.key_path.empty()) {
+    std::cerr << args.config_path << ": --key is for byzantine clusters; this one is failstop\n";
+    return 2;
+  }
   try {
     net::EventLoop loop;
-    runtime::ReplicaServer server(loop, std::move(config), ReplicaId{args.id});
+    runtime::ReplicaServer server(loop, std::move(config), ReplicaId{args.id}, std::move(options));
     // Signals are taken through the loop (signalfd), so shutdown runs on the loop thread.
     loop.watch_signal(SIGTERM, [&] { server.stop(); });
     loop.watch_signal(SIGINT, [&] { server.stop(); });
@@ -51,6 +84,13 @@ LOCKSTEP_COMMAND("replica", "Run one replica of a cluster in the foreground",
                    app.add_option("--id", args->id, "this replica's id in the file")->required();
                    app.add_option("--log-level", args->log_level,
                                   "trace, debug, info, warn, error (LOCKSTEP_LOG overrides)");
+                   app.add_option("--key", args->key_path,
+                                  "this replica's key file (byzantine mode)")
+                       ->check(CLI::ExistingFile);
+                   // For tests and the demo only: an empty group keeps it out of --help.
+                   app.add_option("--misbehave", args->misbehave,
+                                  "none, wrong-output or silent (tests only)")
+                       ->group("");
                    return [args] { return run_replica(*args); };
                  });
 

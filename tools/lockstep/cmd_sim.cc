@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "command.h"
+#include "sim/byzantine.h"
 #include "sim/runner.h"
 #include "sim/simulator.h"
 
@@ -23,6 +25,8 @@ struct SimCommandOptions {
   uint32_t ops = 500;
   std::optional<uint32_t> t;
   std::optional<uint32_t> clients;
+  std::optional<uint32_t> byzantine_replicas;
+  std::optional<uint32_t> byzantine_clients;
   uint32_t faults_min = 10;
   std::string clocks = "drawn";
   std::vector<std::string> planted;
@@ -93,6 +97,11 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t min_ops = UINT64_MAX;
   uint64_t min_episodes = UINT64_MAX;
   sim::FaultCounts faults{};
+  // Byzantine mode: how many runs had faulty replicas / clients, and each behaviour drawn.
+  uint64_t runs_with_faulty_replicas = 0;
+  uint64_t runs_with_byzantine_clients = 0;
+  std::map<std::string, uint64_t> behaviour_runs;
+  std::map<uint32_t, uint64_t> runs_by_t;
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -107,6 +116,23 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         min_episodes = std::min(min_episodes, result.fault_episodes);
         for (size_t k = 0; k < faults.size(); ++k)
           faults[k] += result.faults[k];
+        ++runs_by_t[result.profile.t];
+        if (result.profile.byzantine_replicas > 0) ++runs_with_faulty_replicas;
+        if (result.profile.byzantine_clients > 0) ++runs_with_byzantine_clients;
+        for (size_t b = 0; b < sim::kBehaviourCount; ++b) {
+          const std::string name(sim::behaviour_name(static_cast<sim::Behaviour>(b)));
+          // Names appear after ':' or '+' ("r1:equivocate+late_equivocate").
+          const std::string& text = result.profile.behaviours;
+          for (size_t at = text.find(name); at != std::string::npos; at = text.find(name, at + 1)) {
+            const bool starts = at > 0 && (text[at - 1] == ':' || text[at - 1] == '+');
+            const size_t end = at + name.size();
+            const bool ends = end == text.size() || text[end] == '+' || text[end] == ' ';
+            if (starts && ends) {
+              ++behaviour_runs[name];
+              break;
+            }
+          }
+        }
         if (!result.passed) {
           ++failed;
           std::printf("FAIL seed %llu: %s\n", static_cast<unsigned long long>(result.seed),
@@ -142,6 +168,17 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
                 static_cast<unsigned long long>(faults[k]));
   }
   std::printf("\n");
+  if (options.mode == sim::Mode::kByzantine) {
+    std::printf("mode byzantine: runs by t:");
+    for (const auto& [t, runs] : runs_by_t)
+      std::printf(" t=%u:%llu", t, static_cast<unsigned long long>(runs));
+    std::printf("; with Byzantine replicas: %llu, with Byzantine clients: %llu\nbehaviours (runs):",
+                static_cast<unsigned long long>(runs_with_faulty_replicas),
+                static_cast<unsigned long long>(runs_with_byzantine_clients));
+    for (const auto& [name, runs] : behaviour_runs)
+      std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(runs));
+    std::printf("\n");
+  }
   if (batch.failures.empty()) return 0;
   std::printf("failing seeds:\n");
   for (const sim::RunResult& failure : batch.failures) {
@@ -163,26 +200,36 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
 }
 
 int run(const SimCommandOptions& cli) {
-  if (cli.mode == "byzantine") {
-    std::fprintf(stderr,
-                 "lockstep sim: mode 'byzantine' is not implemented yet (the simulator has a "
-                 "ByzantineHook for it; the byzantine protocol does not exist yet)\n");
-    return 2;
-  }
-  if (cli.mode != "failstop") {
+  if (cli.mode != "failstop" && cli.mode != "byzantine") {
     std::fprintf(stderr, "lockstep sim: unknown mode '%s' (failstop or byzantine)\n",
                  cli.mode.c_str());
     return 2;
   }
+  const sim::Mode mode = cli.mode == "byzantine" ? sim::Mode::kByzantine : sim::Mode::kFailstop;
   if (cli.seed.has_value() == !cli.seeds.empty()) {
     std::fprintf(stderr, "lockstep sim: give exactly one of --seed S or --seeds A..B\n");
     return 2;
   }
   sim::SimOptions options;
-  options.mode = sim::Mode::kFailstop;
+  options.mode = mode;
   options.ops = cli.ops;
   options.t = cli.t;
   options.clients = cli.clients;
+  if ((cli.byzantine_replicas || cli.byzantine_clients) && mode != sim::Mode::kByzantine) {
+    std::fprintf(stderr,
+                 "lockstep sim: --byzantine-replicas/--byzantine-clients need --mode byzantine\n");
+    return 2;
+  }
+  if (cli.byzantine_replicas && cli.t && *cli.byzantine_replicas > *cli.t) {
+    std::fprintf(stderr, "lockstep sim: at most t replicas can be Byzantine\n");
+    return 2;
+  }
+  if (cli.byzantine_replicas && !cli.t && *cli.byzantine_replicas > 1) {
+    std::fprintf(stderr, "lockstep sim: more than one Byzantine replica needs --t\n");
+    return 2;
+  }
+  options.byzantine_replicas = cli.byzantine_replicas;
+  options.byzantine_clients = cli.byzantine_clients;
   options.faults_min = cli.faults_min;
   options.trace_tail_events = cli.trace_events;
   if (!cli.history.empty() && !cli.seed) {
@@ -193,17 +240,26 @@ int run(const SimCommandOptions& cli) {
   if (cli.clocks == "bounded") {
     options.clock_beyond_bounds = false;
   } else if (cli.clocks == "beyond") {
+    if (mode == sim::Mode::kByzantine) {
+      std::fprintf(stderr,
+                   "lockstep sim: the byzantine mode assumes synchronized clocks (--clocks "
+                   "beyond is outside its model)\n");
+      return 2;
+    }
     options.clock_beyond_bounds = true;
   } else if (cli.clocks != "drawn") {
     std::fprintf(stderr, "lockstep sim: --clocks is drawn, bounded or beyond\n");
     return 2;
   }
+  const std::vector<std::string> known = sim::planted_bug_names_for(mode);
   for (const std::string& name : cli.planted) {
-    if (!sim::set_planted_bug(options.planted, name)) {
-      std::fprintf(stderr, "lockstep sim: unknown planted bug '%s'; known:", name.c_str());
-      for (const std::string& known : sim::all_planted_bug_names()) {
-        std::fprintf(stderr, " %s", known.c_str());
-      }
+    if (std::find(known.begin(), known.end(), name) == known.end() ||
+        !sim::set_planted_bug(options.planted, name)) {
+      std::fprintf(stderr,
+                   "lockstep sim: unknown planted bug '%s' for mode %s; known:", name.c_str(),
+                   cli.mode.c_str());
+      for (const std::string& bug : known)
+        std::fprintf(stderr, " %s", bug.c_str());
       std::fprintf(stderr, "\n");
       return 2;
     }
@@ -217,7 +273,7 @@ LOCKSTEP_COMMAND(
     "sim", "Run the deterministic cluster simulator on one seed or a range of seeds",
     [](CLI::App& app) -> std::function<int()> {
       auto cli = std::make_shared<SimCommandOptions>();
-      app.add_option("--mode", cli->mode, "fault model: failstop (byzantine: not yet)")
+      app.add_option("--mode", cli->mode, "fault model: failstop or byzantine")
           ->capture_default_str();
       app.add_option("--seed", cli->seed, "run this one seed (prints a trace when it fails)");
       app.add_option("--seeds", cli->seeds, "run seeds A..B (both included)");
@@ -225,8 +281,15 @@ LOCKSTEP_COMMAND(
           ->capture_default_str()
           ->check(CLI::PositiveNumber);
       app.add_option("--t", cli->t,
-                     "faults tolerated (n = t+1); drawn 1..3 from the seed if absent")
+                     "faults tolerated (failstop n = t+1, drawn 1..3; byzantine n = 2t+1, drawn "
+                     "1..2, 3 rarely)")
           ->check(CLI::Range(1, 8));
+      app.add_option("--byzantine-replicas", cli->byzantine_replicas,
+                     "byzantine mode: faulty replicas (0..t); drawn if absent")
+          ->check(CLI::Range(0, 8));
+      app.add_option("--byzantine-clients", cli->byzantine_clients,
+                     "byzantine mode: lying clients; drawn 0..3 if absent")
+          ->check(CLI::Range(0, 16));
       app.add_option("--clients", cli->clients, "concurrent clients; drawn 2..12 if absent")
           ->check(CLI::Range(1, 64));
       app.add_option("--faults-min", cli->faults_min, "fault episodes per run, at least")
@@ -235,8 +298,10 @@ LOCKSTEP_COMMAND(
                      "drawn | bounded | beyond: may replica clocks jump beyond the skew bound")
           ->capture_default_str();
       app.add_option("--plant", cli->planted,
-                     "enable a planted protocol bug (tests the checkers): execute_before_stable, "
-                     "skip_relay, reply_before_execute, drop_session_entry");
+                     "enable a planted protocol bug (tests the checkers); failstop: "
+                     "execute_before_stable, skip_relay, reply_before_execute, "
+                     "drop_session_entry; byzantine: decide_early, ignore_equivocation, "
+                     "accept_short_quorum");
       app.add_flag("--trace", cli->trace, "print the trace of the last events of the run");
       app.add_option("--trace-events", cli->trace_events, "events kept in the trace")
           ->capture_default_str();

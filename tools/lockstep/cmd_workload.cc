@@ -1,10 +1,13 @@
 // `lockstep workload`: concurrent KV clients against a running cluster, with a history file for
-// any linearizability checker and throughput/latency figures.
+// any linearizability checker and throughput/latency figures. Byzantine clusters need a client
+// principal's key (`--key FILE`, `--principal N`, default 1); the report then also says, per
+// replica, how many of its replies matched the accepted outputs and how many differed.
 #include <cstdio>
 
 #include "check/linearizability.h"
 #include "command.h"
 #include "runtime/config.h"
+#include "runtime/credentials.h"
 #include "workload/workload.h"
 
 namespace lockstep::tool {
@@ -22,6 +25,8 @@ struct WorkloadArgs {
   uint32_t append_percent = 25;
   uint64_t seed = 1;
   bool check = false;
+  std::string key_path;
+  uint32_t principal = runtime::kDefaultClientPrincipal;
 };
 
 int run_workload(const WorkloadArgs& args) {
@@ -32,9 +37,26 @@ int run_workload(const WorkloadArgs& args) {
     std::fprintf(stderr, "lockstep workload: %s\n", e.what());
     return 2;
   }
+  const bool byzantine = config.mode == runtime::Mode::kByzantine;
+  runtime::ClientCredentials credentials;
   workload::Options options;
-  options.client.replicas = config.addresses();
-  options.client.session = config.client_options();
+  try {
+    if (byzantine && args.key_path.empty()) {
+      throw std::runtime_error(args.config +
+                               ": a byzantine cluster takes only signed requests: give a client "
+                               "key with --key FILE (and --principal N if not 1)");
+    }
+    if (!byzantine && !args.key_path.empty()) {
+      throw std::runtime_error(args.config + ": --key is for byzantine clusters");
+    }
+    if (byzantine) {
+      credentials = runtime::load_client_credentials(config, args.key_path, args.principal);
+    }
+    options.client = runtime::network_client_options(config, byzantine ? &credentials : nullptr);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lockstep workload: %s\n", e.what());
+    return 2;
+  }
   options.clients = args.clients;
   options.keys = args.keys;
   options.key_bytes = args.key_bytes;
@@ -54,6 +76,7 @@ int run_workload(const WorkloadArgs& args) {
     return 1;
   }
   std::printf("%s", workload::format_report(report, args.clients).c_str());
+  std::printf("%s", workload::format_votes(report).c_str());
   if (!args.history.empty()) {
     if (auto error = check::write_history_file(args.history, report.history)) {
       std::fprintf(stderr, "lockstep workload: writing %s: %s\n", args.history.c_str(),
@@ -95,6 +118,10 @@ LOCKSTEP_COMMAND(
           ->check(CLI::Range(0u, 100u));
       app.add_option("--seed", args->seed, "random seed of the operation mix");
       app.add_flag("--check", args->check, "check the history when done");
+      app.add_option("--key", args->key_path, "client principal's key file (byzantine mode)")
+          ->check(CLI::ExistingFile);
+      app.add_option("--principal", args->principal, "client principal of --key (default 1)")
+          ->check(CLI::Range(1u, 4294967295u));
       return [args] { return run_workload(*args); };
     });
 

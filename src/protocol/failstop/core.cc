@@ -5,20 +5,10 @@
 #include <utility>
 
 #include "core/assert.h"
+#include "protocol/ownership.h"
 
 namespace lockstep::failstop {
 namespace {
-
-// Spreads client ids over replicas; client ids may be sequential in tests, so mix the bits first
-// (the splitmix64 finalizer).
-uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 template <typename Set>
 bool contains(const Set& set, const typename Set::key_type& key) {
@@ -49,16 +39,7 @@ bool Core::is_member(ReplicaId r) const {
 // a view change moves only the removed replicas' clients, not nearly all of them (as `hash mod
 // |members|` would), which keeps re-ordering from backups to the clients that need it.
 ReplicaId Core::owner_of(ClientId client) const {
-  ReplicaId owner = members_.front();
-  uint64_t best = 0;
-  for (ReplicaId r : members_) {
-    const uint64_t score = mix(client.value ^ (0x9e3779b97f4a7c15ULL * (r.value + 1ULL)));
-    if (r == members_.front() || score > best) {
-      best = score;
-      owner = r;
-    }
-  }
-  return owner;
+  return rendezvous_owner(client, members_);
 }
 
 // ---- inputs ---------------------------------------------------------------------------------
@@ -130,9 +111,10 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
           on_forward(now, m);
         } else if constexpr (std::is_same_v<M, ViewChange>) {
           if (m.sender == from) on_view_change(now, m);
-        } else {
+        } else if constexpr (std::is_same_v<M, NewView>) {
           on_new_view(now, m);
         }
+        // Other modes' messages (SignedProposal) mean a misconfigured peer: ignored.
       },
       message);
 }
@@ -572,6 +554,12 @@ void Core::check_invariants() const {
     LOCKSTEP_ASSERT(r != options_.self && is_member(r), "suspects are other members");
   }
   LOCKSTEP_ASSERT(backups_.size() <= options_.backups_max, "backups are bounded");
+}
+
+bool Core::replies_to(const OrderedEntry& entry) const {
+  const ReplicaId orderer = entry.timestamp.source;
+  return orderer == options_.self ||
+         (!is_member(orderer) && owner_of(entry.request.client) == options_.self);
 }
 
 }  // namespace lockstep::failstop

@@ -17,6 +17,7 @@
 
 #include "core/hlc.h"
 #include "core/messages.h"
+#include "protocol/ordering_core.h"
 
 namespace lockstep::failstop {
 
@@ -44,42 +45,42 @@ struct Options {
   } planted;
 };
 
-class Core {
+class Core final : public OrderingCore {
  public:
   explicit Core(Options options);
 
-  struct Send {
-    ReplicaId to;
-    ReplicaMessage message;
-  };
-
   // A client request that reached this replica directly (the replica layer has already dropped
   // requests that executed). The owner orders it; the others keep it as a backup.
-  void on_client_request(Now now, const ClientRequest& request);
-  void on_message(Now now, ReplicaId from, const ReplicaMessage& message);
-  void tick(Now now);
+  void on_client_request(Now now, const ClientRequest& request) override;
+  void on_message(Now now, ReplicaId from, const ReplicaMessage& message) override;
+  void tick(Now now) override;
 
   // Outgoing messages since the last call; per destination in FIFO order. Building the
   // ReplicaUpdate here (not per input) is what batches entries and acknowledgements.
-  std::vector<Send> take_messages(Now now);
+  std::vector<Send> take_messages(Now now) override;
   // Entries that may execute now, in the total order. Each is returned exactly once.
-  std::vector<OrderedEntry> take_executable();
+  std::vector<OrderedEntry> take_executable() override;
+  // One reply per request instead of n: from the replica that ordered it, or, once that one has
+  // been removed, from the client's current owner. If the replier fails first, the client's retry
+  // is answered from the session table by whoever it reaches.
+  bool replies_to(const OrderedEntry& entry) const override;
+  bool admits(const ClientRequest&) override { return true; }
 
   const Options& options() const { return options_; }
-  bool halted() const { return halted_; }
-  ReplicaId id() const { return options_.self; }
-  ViewNumber view() const { return view_; }
-  const std::vector<ReplicaId>& members() const { return members_; }
+  bool halted() const override { return halted_; }
+  ReplicaId id() const override { return options_.self; }
+  ViewNumber view() const override { return view_; }
+  const std::vector<ReplicaId>& members() const override { return members_; }
   bool is_member(ReplicaId r) const;
   ReplicaId owner_of(ClientId client) const;
   uint64_t clock() const { return clock_.value(); }
   uint64_t executed_entries() const { return executed_total_; }
-  size_t pending_entries() const { return pending_.size(); }
+  size_t pending_entries() const override { return pending_.size(); }
   size_t backup_count() const { return backups_.size(); }
 
   // Checks every invariant relating the fields; aborts (LOCKSTEP_ASSERT) on violation. The
   // simulator calls it after every event.
-  void check_invariants() const;
+  void check_invariants() const override;
 
  private:
   struct Stream {

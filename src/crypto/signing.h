@@ -1,0 +1,41 @@
+// What exactly each signature in the byzantine mode covers. Every signed string starts with a
+// distinct domain tag, so a signature made for one purpose can never be replayed as another
+// (a reply signature as an endorsement, say). Fields are encoded with the wire codec's varints,
+// so two different messages never give the same bytes.
+#pragma once
+
+#include <span>
+
+#include "core/messages.h"
+#include "crypto/crypto.h"
+
+namespace lockstep::crypto {
+
+// "lockstep/request/v1" || client || sequence || acked_below || command. The client signs it.
+Bytes request_signing_bytes(const ClientRequest& request);
+// Digest of the same bytes plus the signature: names one exact signed request (two requests
+// with the same (client, sequence) but different commands have different digests).
+Digest request_digest(const ClientRequest& request);
+
+// Digest of "lockstep/proposal/v1" || origin || timestamp || every request's request_digest.
+Digest proposal_digest(const Proposal& proposal);
+// What an endorsement signs: "lockstep/endorse/v1" || proposal digest. (The signer's id is not
+// in it: the chain says who signed, and the Verifier checks under that replica's key.)
+Bytes endorsement_signing_bytes(const Digest& proposal_digest);
+
+// Digest of one reply: "lockstep/reply/v1" || client || sequence || replica || status || result.
+Digest reply_digest(const ClientReply& reply);
+// What a replica signs for a batch of replies: "lockstep/replies/v1" || replica || the replies'
+// digests in order. A reply certificate keeps the digests of its batch to re-check it offline.
+Bytes reply_batch_signing_bytes(ReplicaId replica, std::span<const Digest> reply_digests);
+
+// Convenience: sign / check a whole SignedReplies.
+SignedReplies sign_replies(const Signer& signer, ReplicaId replica,
+                           std::vector<ClientReply> replies);
+bool verify_replies(const Verifier& verifier, const SignedReplies& batch);
+
+// Sign / check a client request (fills / checks request.signature).
+void sign_request(const Signer& signer, ClientRequest& request);
+bool verify_request(const Verifier& verifier, const ClientRequest& request);
+
+}  // namespace lockstep::crypto

@@ -1,0 +1,148 @@
+// The byzantine ordering protocol (docs/DESIGN.md §11): n = 2t+1 replicas with signed messages
+// and synchronized clocks, of which up to t may behave arbitrarily, and any number of clients
+// that may lie. Assumptions: a message between two honest replicas arrives within Δ of being sent
+// (processing included), and honest replicas' clocks differ by at most ε.
+//
+// Each replica proposes batches of the client requests it receives (its "owned" clients at once,
+// any other honest client's request after `relay_timeout` if nobody ordered it), stamped with its
+// clock τ. Each proposal is one Dolev–Strong broadcast instance (origin, τ): a replica accepts a
+// value carrying a chain of m valid, distinct signatures (the origin's first) when its own clock
+// reads within [τ - m·ε, τ + σ + min(m, t+1)·D], D = Δ + ε, σ = slot_us; on accepting it appends
+// its signature and relays it (at most two values per instance: two are proof that the origin
+// equivocated). At local time τ + σ + (t+1)·D every honest replica holds the same accepted set for
+// the instance; the decision is the value when there is exactly one, nothing otherwise. Decided
+// batches execute in (τ, origin) order, each request only when its client's signature checks; the
+// session table turns a second request with the same (client, sequence), e.g. from a client that
+// signed two, into a duplicate of the first.
+//
+// Pure and deterministic: no I/O, no clock, no randomness (signing is deterministic Ed25519).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "crypto/crypto.h"
+#include "protocol/ordering_core.h"
+
+namespace lockstep::byzantine {
+
+struct Options {
+  ReplicaId self{};
+  uint32_t replica_count = 0;  // n = 2t+1
+  uint32_t t = 0;
+  uint64_t delta_us = 10'000;   // Δ: delivery bound between honest replicas, processing included
+  uint64_t epsilon_us = 2'000;  // ε: clock difference bound between honest replicas
+  // A request this replica holds from a client but has not seen decided by then is proposed by
+  // this replica itself (the client's owner may be faulty). 0 = 2·(σ + (t+1)·(Δ+ε)).
+  uint64_t relay_timeout_us = 0;
+  // Proposal timestamps are multiples of this: at most one instance per origin per slot, so a
+  // faulty origin cannot open unboundedly many instances inside one decision window (the bound
+  // is a property of the proposal itself, checked alike by every honest replica).
+  uint64_t slot_us = 100;
+  size_t requests_per_proposal_max = 4096;
+  size_t proposal_bytes_max = 1 << 20;  // command bytes per proposal
+  size_t backups_max = 1 << 20;
+  const crypto::Signer* signer = nullptr;      // this replica's key; not owned
+  const crypto::Verifier* verifier = nullptr;  // every replica's and client's key; not owned
+
+  // Test-only switches that plant known bugs, so tests can prove the simulator catches them.
+  struct PlantedBugs {
+    bool decide_early = false;         // execute at τ + t·D: one round short of Dolev–Strong
+    bool ignore_equivocation = false;  // decide the first accepted value even when there are two
+  } planted;
+};
+
+// Counters of what the core rejected, for operators (status) and tests.
+struct Rejections {
+  uint64_t bad_client_signature = 0;  // direct requests and requests inside decided proposals
+  uint64_t unknown_client = 0;
+  uint64_t bad_chain = 0;             // wrong origin, repeated or unknown signer, bad signature
+  uint64_t outside_window = 0;        // too late (or too early) for its chain length: a replay,
+                                      // a lying timestamp, or a broken Δ/ε assumption
+  uint64_t overloaded = 0;            // a client request beyond backups_max (queued or backed up)
+  uint64_t off_slot = 0;              // a timestamp that is not a multiple of slot_us
+  uint64_t oversized = 0;             // beyond requests_per_proposal_max / proposal_bytes_max
+  uint64_t equivocations = 0;         // instances decided empty because the origin signed two
+  uint64_t client_equivocations = 0;  // two different signed requests for one (client, sequence)
+};
+
+class Core final : public OrderingCore {
+ public:
+  explicit Core(Options options);
+
+  void on_client_request(Now now, const ClientRequest& request) override;
+  void on_message(Now now, ReplicaId from, const ReplicaMessage& message) override;
+  void tick(Now now) override;
+  std::vector<Send> take_messages(Now now) override;
+  std::vector<OrderedEntry> take_executable() override;
+  bool replies_to(const OrderedEntry&) const override { return true; }
+  bool admits(const ClientRequest& request) override { return request_valid(request); }
+
+  ReplicaId id() const override { return options_.self; }
+  bool halted() const override { return false; }
+  ViewNumber view() const override { return ViewNumber{0}; }
+  const std::vector<ReplicaId>& members() const override { return members_; }
+  size_t pending_entries() const override;
+  void check_invariants() const override;
+
+  const Options& options() const { return options_; }
+  const Rejections& rejections() const { return rejections_; }
+  ReplicaId owner_of(ClientId client) const;
+  // Local time (µs) after which instance τ is decided: τ + σ + (t+1)·(Δ+ε).
+  uint64_t decision_time_us(uint64_t timestamp_us) const;
+  size_t backup_count() const { return backups_.size(); }
+
+ private:
+  struct Accepted {
+    Digest digest{};
+    SignedProposal message;  // chain as this replica received it, plus its own endorsement
+  };
+  struct Instance {
+    std::vector<Accepted> values;  // at most two
+  };
+  using InstanceKey = std::pair<uint64_t, ReplicaId>;  // (timestamp, origin): the total order
+  using RequestKey = std::pair<ClientId, Sequence>;
+
+  void advance_clock(Now now);
+  void on_signed_proposal(const SignedProposal& message);
+  bool chain_valid(const SignedProposal& message, const Digest& digest);
+  void accept(const InstanceKey& key, const Digest& digest, const SignedProposal& message);
+  bool request_valid(const ClientRequest& request);
+  void propose();
+  void propose_due_backups();
+  void decide_due();
+  void execute_decided(const InstanceKey& key, Proposal& proposal);
+
+  Options options_;
+  std::vector<ReplicaId> members_;
+  uint64_t local_us_ = 0;  // this replica's clock, made monotone (max of every Now.wall_us seen)
+  uint64_t last_proposal_us_ = 0;
+  std::map<InstanceKey, Instance> instances_;  // accepted, not yet decided
+  std::optional<InstanceKey> last_decided_;    // everything at or below it is decided
+  std::vector<ClientRequest> unproposed_;      // to go into this replica's next proposal
+  std::set<RequestKey> unproposed_keys_;
+  size_t unproposed_bytes_ = 0;
+  std::map<RequestKey, uint32_t> in_instances_;  // requests inside undecided accepted values
+  struct Backup {
+    ClientRequest request;
+    uint64_t propose_at_us;
+  };
+  std::map<RequestKey, Backup> backups_;  // requests held from clients, not yet seen decided
+  std::deque<std::pair<uint64_t, RequestKey>> backup_order_;  // (due time, key), due ascending
+  // Memos: client signatures already checked, and the requests decided lately
+  // with the digest of the copy that was decided first. Bounded FIFOs: they only save work and
+  // catch duplicates early; the session table is what makes execution exactly-once.
+  std::set<Digest> verified_requests_;
+  std::deque<Digest> verified_order_;
+  std::map<RequestKey, Digest> decided_digests_;
+  std::deque<RequestKey> decided_order_;
+  std::vector<OrderedEntry> executable_;
+  std::vector<Send> outbox_;
+  Rejections rejections_;
+};
+
+}  // namespace lockstep::byzantine

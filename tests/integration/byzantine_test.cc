@@ -1,0 +1,155 @@
+// The byzantine mode with real replica processes on loopback: 3 replicas (t = 1), one of them
+// faulty on purpose (`lockstep replica --misbehave ...`), under a workload of several clients.
+// Each test checks what the mode promises: the history is linearizable, no acknowledged append
+// is lost, the honest replicas hold identical state, and (for a liar) the clients' dissent names
+// exactly the replica that lied while no accepted output carries its signature.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "check/linearizability.h"
+#include "client/certificate.h"
+#include "runtime/local_cluster.h"
+#include "workload/verify.h"
+#include "workload/workload.h"
+
+namespace lockstep {
+namespace {
+
+class ByzantineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path() /
+           ("lockstep-byzantine-" + std::to_string(getpid()) + "-" + test->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    cluster_.reset();  // kills and reaps every replica still running
+    if (!HasFailure()) {
+      std::filesystem::remove_all(dir_);
+    } else {
+      std::cerr << "replica logs kept in " << dir_ << "\n";
+    }
+  }
+
+  void start_cluster(ReplicaId faulty, runtime::Misbehaviour misbehaviour) {
+    runtime::LocalClusterOptions options;
+    options.mode = runtime::Mode::kByzantine;
+    options.replicas = 3;
+    options.dir = dir_;
+    options.binary = LOCKSTEP_BINARY;
+    options.client.retry_interval_ms = 200;
+    options.client.deadline_ms = 10'000;
+    options.misbehave[faulty.value] = misbehaviour;
+    // Twice the default Δ: the test machine may be running other tests, and Δ is an assumption
+    // the protocol's safety rests on, not something it can survive being wrong about.
+    options.byzantine.delta_ms = 20;
+    cluster_ = std::make_unique<runtime::LocalCluster>(options);
+    cluster_->start_all();
+    cluster_->wait_until_listening();
+  }
+
+  workload::Report run_load(double duration_s, uint32_t clients = 8) {
+    workload::Options load;
+    load.client = cluster_->client_options();
+    load.clients = clients;
+    load.keys = 20;
+    load.duration_s = duration_s;
+    load.get_percent = 40;
+    load.append_percent = 50;
+    load.progress = false;
+    return workload::run(load);
+  }
+
+  // Final reads, the append audit, linearizability, and equal digests among `honest`.
+  void check_outcome(const workload::Report& report, const std::vector<ReplicaId>& honest) {
+    std::vector<std::string> keys;
+    for (uint32_t k = 0; k < 20; ++k)
+      keys.push_back(workload::key_name(k, workload::Options{}.key_bytes));
+    std::vector<check::Operation> history = report.history;
+    const workload::FinalState final_state =
+        workload::read_final_state(cluster_->client_options(), keys, history);
+    EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
+
+    const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
+    EXPECT_GT(audit.checked, 0u);
+    EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
+
+    const check::CheckResult verdict = check::check_linearizability(history);
+    EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
+        << (verdict.window ? check::format_window(*verdict.window, history) : "");
+
+    std::vector<std::pair<uint32_t, net::Address>> addresses;
+    for (ReplicaId id : honest)
+      addresses.emplace_back(id.value, cluster_->config().replicas[id.value].address);
+    const auto statuses = workload::converged_statuses(addresses);
+    ASSERT_EQ(statuses.size(), honest.size()) << "honest replicas did not all answer";
+    EXPECT_TRUE(workload::digests_equal(statuses));
+    for (const auto& [id, status] : statuses) {
+      EXPECT_GE(status.executed, report.completed) << "replica " << id;
+      EXPECT_FALSE(status.halted);
+    }
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<runtime::LocalCluster> cluster_;
+};
+
+TEST_F(ByzantineTest, ClientsOutvoteAReplicaThatLiesAboutEveryOutput) {
+  const ReplicaId liar{1};
+  start_cluster(liar, runtime::Misbehaviour::kWrongOutput);
+  const workload::Report report = run_load(3);
+  ASSERT_GT(report.completed, 100u);
+  EXPECT_EQ(report.unknown, 0u);
+
+  // Every accepted output was signed by t+1 = 2 replicas, never by the liar; the liar's replies
+  // that reached a vote in time are all dissent, and nobody else's are.
+  EXPECT_EQ(report.certified, report.completed);
+  EXPECT_GE(report.fewest_certificate_proofs, 2u);
+  EXPECT_EQ(report.agreed.count(liar.value), 0u) << "a lie made it into a certificate";
+  ASSERT_EQ(report.dissented.size(), 1u) << workload::format_votes(report);
+  EXPECT_EQ(report.dissented.begin()->first, liar.value);
+  EXPECT_GT(report.dissented.begin()->second, 0u);
+
+  // A certificate checks offline against the cluster's keys, and stops checking when tampered.
+  ASSERT_TRUE(report.sample_certificate.has_value());
+  const auto verifier =
+      crypto::make_verifier(crypto::Scheme::kEd25519, cluster_->config().key_directory());
+  std::string why;
+  EXPECT_TRUE(verify_certificate(*report.sample_certificate, *verifier, 2, &why)) << why;
+  ReplyCertificate forged = *report.sample_certificate;
+  forged.reply.result.push_back('!');
+  EXPECT_FALSE(verify_certificate(forged, *verifier, 2, &why));
+
+  // Lying about outputs leaves the state untouched, but only the honest replicas are judged.
+  check_outcome(report, {ReplicaId{0}, ReplicaId{2}});
+}
+
+TEST_F(ByzantineTest, ASilentReplicaDoesNotStopTheService) {
+  const ReplicaId mute{0};
+  start_cluster(mute, runtime::Misbehaviour::kSilent);
+  // Sessions are owned by rendezvous hashing of random ids: with 24 of them, the chance that the
+  // mute replica owns none is (2/3)^24 < 1e-4.
+  const workload::Report report = run_load(3, 24);
+  // The mute replica's clients get their requests proposed by the others after the relay
+  // timeout (2·(t+1)·(Δ+ε) = 88 ms): slower, but every request completes.
+  ASSERT_GT(report.completed, 50u);
+  EXPECT_EQ(report.unknown, 0u);
+  const uint64_t relay_timeout_ns =
+      2 * 2 * (cluster_->config().byzantine->delta_ms + cluster_->config().byzantine->epsilon_ms) *
+      1'000'000;
+  EXPECT_GE(report.latency.max_ns, relay_timeout_ns)
+      << "no request waited for the relay timeout: the owner-fallback path was not exercised";
+  EXPECT_EQ(report.certified, report.completed);
+  EXPECT_EQ(report.agreed.count(mute.value), 0u);
+  EXPECT_TRUE(report.dissented.empty()) << workload::format_votes(report);
+  check_outcome(report, {ReplicaId{1}, ReplicaId{2}});
+}
+
+}  // namespace
+}  // namespace lockstep
