@@ -133,6 +133,7 @@ template <typename Sink>
 void put(Sink& s, const ReplicaUpdate& m) {
   put(s, m.sender);
   s.varint(m.incarnation);
+  s.u8(m.durable ? 1 : 0);
   s.varint(m.view.value);
   s.varint(m.clock);
   put(s, m.entries);
@@ -453,6 +454,9 @@ void get_tails(Decoder& d, const char* field, std::vector<StreamTail>& tails) {
 void get(Decoder& d, ReplicaUpdate& m) {
   m.sender = d.replica_id("ReplicaUpdate.sender");
   m.incarnation = d.varint("ReplicaUpdate.incarnation");
+  const uint8_t durable = d.u8("ReplicaUpdate.durable");
+  if (durable > 1) d.fail(with_number("ReplicaUpdate.durable: invalid boolean ", durable));
+  m.durable = durable == 1;
   m.view = ViewNumber{d.varint("ReplicaUpdate.view")};
   m.clock = d.varint("ReplicaUpdate.clock");
   get_entries(d, "ReplicaUpdate.entries", m.entries);

@@ -61,6 +61,10 @@ struct OrderedEntry {
 struct ReplicaUpdate {
   ReplicaId sender{};
   uint64_t incarnation = 0;  // changes when the sender process restarts
+  // The sender keeps its state on disk with every acknowledged entry synced (fsync "always"), so
+  // after a restart (a new incarnation) it still holds all it ever acknowledged and may carry on
+  // as the same member (docs/DESIGN.md §10). Without it a new incarnation is a failed replica.
+  bool durable = false;
   ViewNumber view{};
   uint64_t clock = 0;  // sender's HLC value, greater than every entry in this message
   std::vector<OrderedEntry> entries;  // contiguous, ascending index

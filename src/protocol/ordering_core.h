@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/messages.h"
@@ -17,6 +18,12 @@ class OrderingCore {
   struct Send {
     ReplicaId to;
     ReplicaMessage message;
+  };
+  // One record for the write-ahead log; its type and payload belong to the mode.
+  struct PersistRecord {
+    uint8_t type = 0;  // 1..255
+    Bytes payload;
+    bool operator==(const PersistRecord&) const = default;
   };
 
   virtual ~OrderingCore() = default;
@@ -37,6 +44,19 @@ class OrderingCore {
   // Whether a request arriving from a client may be looked at at all (byzantine: its client
   // signature checks), before the replica answers it from the session table.
   virtual bool admits(const ClientRequest& request) = 0;
+
+  // ---- durability (docs/DESIGN.md §10) ----
+  // Records that must be durable before the messages and replies of this step are released: the
+  // runtime appends them to its log and commits, then sends. Call after take_messages.
+  virtual std::vector<PersistRecord> take_persist() = 0;
+  // The core's part of a checkpoint, taken between steps (with Service::snapshot() of the same
+  // moment): with the log records that follow, enough to rebuild the core.
+  virtual Bytes checkpoint_state() const = 0;
+  // Rebuilds the core from its newest checkpoint's state (empty when there is none) and every log
+  // record written after it, before any input. Throws std::runtime_error on a record it cannot
+  // decode (the log was verified by checksum, so that is a bug or a foreign directory).
+  virtual void recover(std::span<const uint8_t> checkpoint_state,
+                       const std::vector<PersistRecord>& records) = 0;
 
   virtual ReplicaId id() const = 0;
   // Halted: removed from the membership or stopped on evidence of its own failure; must not serve.

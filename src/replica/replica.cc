@@ -81,6 +81,7 @@ void Replica::tick(Now now) {
 void Replica::execute_ready() {
   for (OrderedEntry& entry : core_->take_executable()) {
     Service::Result result = service_.execute(entry.request, order_time_us(entry));
+    ++executed_since_start_;
     output_.executed.push_back(
         Executed{entry.timestamp, entry.request.client, entry.request.sequence, result.outcome});
     if (planted_.drop_session_entry && entry.request.sequence.value % 5 == 0) {
@@ -103,7 +104,18 @@ uint64_t Replica::order_time_us(const OrderedEntry& entry) const {
 Replica::Output Replica::take_output() {
   execute_ready();
   output_.to_peers = core_->take_messages(last_now_);
+  output_.persist = core_->take_persist();  // after take_messages, which may add a clock lease
   return std::exchange(output_, {});
+}
+
+void Replica::recover(const CheckpointData& checkpoint,
+                      const std::vector<OrderingCore::PersistRecord>& records) {
+  if (!checkpoint.service_snapshot.empty()) service_.restore(checkpoint.service_snapshot);
+  core_->recover(checkpoint.protocol_state, records);
+}
+
+Replica::CheckpointData Replica::checkpoint() const {
+  return CheckpointData{core_->checkpoint_state(), service_.snapshot()};
 }
 
 }  // namespace lockstep

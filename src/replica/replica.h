@@ -54,6 +54,14 @@ class Replica {
     std::vector<ClientReply> to_clients;
     // Requests executed since the last take_output.
     std::vector<Executed> executed;
+    // Records for the write-ahead log (durable failstop replicas): the runtime must append and
+    // commit them before it releases `to_peers` and `to_clients` (docs/DESIGN.md §10).
+    std::vector<OrderingCore::PersistRecord> persist;
+  };
+  // A checkpoint's content: the core's state and the service snapshot, of the same moment.
+  struct CheckpointData {
+    Bytes protocol_state;
+    Bytes service_snapshot;
   };
 
   Replica(failstop::Options options, std::unique_ptr<StateMachine> machine,
@@ -65,6 +73,16 @@ class Replica {
   void on_peer_message(Now now, ReplicaId from, ReplicaMessage message);
   void tick(Now now);
   Output take_output();
+
+  // Rebuilds the replica from its disk, before any input: the newest checkpoint (both blobs empty
+  // when there is none) and every log record after it. Throws std::runtime_error (or
+  // SnapshotError) when they cannot be decoded.
+  void recover(const CheckpointData& checkpoint,
+               const std::vector<OrderingCore::PersistRecord>& records);
+  // The state to checkpoint now (between steps, e.g. right after take_output).
+  CheckpointData checkpoint() const;
+  // Entries executed since construction or recovery (for checkpoint scheduling).
+  uint64_t executed_since_start() const { return executed_since_start_; }
 
   // Halted: removed from the membership (declared failed by the others). It must not serve.
   bool halted() const { return core_->halted(); }
@@ -90,6 +108,7 @@ class Replica {
   ReplicaLimits limits_;
   Service service_;
   uint64_t busy_replies_ = 0;
+  uint64_t executed_since_start_ = 0;
   failstop::Options::PlantedBugs planted_;
   Output output_;
   Now last_now_{};  // time of the latest input; take_output uses it for heartbeats

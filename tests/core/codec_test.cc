@@ -109,8 +109,13 @@ std::vector<OrderedEntry> entries(uint64_t first_index, size_t count) {
 }
 
 ReplicaUpdate big_update() {
-  return ReplicaUpdate{ReplicaId{3},      0xfeed'beef,        ViewNumber{7},
-                       uint64_t{1} << 50, entries(100, 1000), {5, 0, 1100, kU64Max, 1}};
+  return ReplicaUpdate{ReplicaId{3},
+                       0xfeed'beef,
+                       true,
+                       ViewNumber{7},
+                       uint64_t{1} << 50,
+                       entries(100, 1000),
+                       {5, 0, 1100, kU64Max, 1}};
 }
 
 ViewChange view_change() {
@@ -206,7 +211,8 @@ std::vector<WireMessage> sample_messages() {
       ClientReply{ClientId{kU64Max}, Sequence{kU64Max}, ReplicaId{kU32Max}, ReplyStatus::kOk,
                   pattern(70, 1)},
       PeerData{1, 0, ForwardRequest{ReplicaId{2}, request(3, 12)}},
-      PeerData{4, 3, ReplicaUpdate{ReplicaId{0}, 1, ViewNumber{0}, 99, entries(1, 3), {3, 2}}},
+      PeerData{4, 3,
+               ReplicaUpdate{ReplicaId{0}, 1, false, ViewNumber{0}, 99, entries(1, 3), {3, 2}}},
       PeerData{5, 4, view_change()},
       PeerAck{0},
       PeerAck{kU64Max},
@@ -282,6 +288,7 @@ TEST(CodecRoundTrip, ReplicaUpdate) {
   expect_replica_round_trip(ReplicaUpdate{});  // empty entries and received
   expect_replica_round_trip(ReplicaUpdate{ReplicaId{kU32Max},
                                           kU64Max,
+                                          true,
                                           ViewNumber{kU64Max},
                                           kU64Max,
                                           entries(kU64Max - 1, 2),
@@ -550,6 +557,7 @@ TEST(CodecMalformed, ForgedCountOfEntries) {
   w.u8(1);  // ReplicaUpdate
   w.varint(0);
   w.varint(0);
+  w.u8(0);  // durable
   w.varint(0);
   w.varint(0);
   w.varint(1'000'000);  // entries, followed by 3 bytes
@@ -565,8 +573,8 @@ TEST(CodecMalformed, ForgedCountsElsewhere) {
     Bytes payload;
     Writer w(payload);
     w.u8(1);  // ReplicaUpdate with no entries and 2^63 received counters
-    for (int i = 0; i < 5; ++i)
-      w.varint(0);
+    for (int i = 0; i < 6; ++i)
+      w.varint(0);  // sender, incarnation, durable, view, clock, entries
     w.varint(uint64_t{1} << 63);
     EXPECT_EQ(reason_of(decode_replica_message(payload)),
               "ReplicaUpdate.received: count 9223372036854775808 exceeds the 0 bytes left");

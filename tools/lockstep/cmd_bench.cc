@@ -25,7 +25,7 @@ Bytes put_command(uint64_t i) {
 }
 
 ReplicaUpdate sample_update(size_t entries) {
-  ReplicaUpdate update{ReplicaId{1}, 77, ViewNumber{0}, 1'000'000, {}, {5, 9, 12}};
+  ReplicaUpdate update{ReplicaId{1}, 77, false, ViewNumber{0}, 1'000'000, {}, {5, 9, 12}};
   for (size_t i = 0; i < entries; ++i) {
     update.entries.push_back(
         OrderedEntry{i + 1, Timestamp{1000 + i, ReplicaId{1}},

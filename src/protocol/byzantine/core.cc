@@ -372,6 +372,12 @@ bool Core::request_valid(const ClientRequest& request) {
   return true;
 }
 
+void Core::recover(std::span<const uint8_t> checkpoint_state,
+                   const std::vector<PersistRecord>& records) {
+  LOCKSTEP_ASSERT(checkpoint_state.empty() && records.empty(),
+                  "the byzantine mode keeps no durable state yet");
+}
+
 // ---- invariants -----------------------------------------------------------------------------
 
 void Core::check_invariants() const {

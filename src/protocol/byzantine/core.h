@@ -82,6 +82,13 @@ class Core final : public OrderingCore {
   bool replies_to(const OrderedEntry&) const override { return true; }
   bool admits(const ClientRequest& request) override { return request_valid(request); }
 
+  // Durability is not implemented in this mode yet: a restarted replica counts as one of the t
+  // faulty ones (docs/DESIGN.md §11.6).
+  std::vector<PersistRecord> take_persist() override { return {}; }
+  Bytes checkpoint_state() const override { return {}; }
+  void recover(std::span<const uint8_t> checkpoint_state,
+               const std::vector<PersistRecord>& records) override;
+
   ReplicaId id() const override { return options_.self; }
   bool halted() const override { return false; }
   ViewNumber view() const override { return ViewNumber{0}; }

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <iterator>
+#include <stdexcept>
 #include <utility>
 
 #include "core/assert.h"
+#include "core/codec.h"
+#include "core/wire.h"
 #include "protocol/ownership.h"
 
 namespace lockstep::failstop {
@@ -29,6 +32,9 @@ Core::Core(Options options) : options_(options) {
   for (PeerState& peer : peers_)
     peer.acked.assign(options_.replica_count, 0);
   removed_notice_ns_.assign(options_.replica_count, 0);
+  unpersisted_entries_.resize(options_.replica_count);
+  resend_own_stream_.assign(options_.replica_count, false);
+  connected_.assign(options_.replica_count, true);
 }
 
 bool Core::is_member(ReplicaId r) const {
@@ -127,9 +133,17 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   if (first_from_peer) {
     peer.incarnation = update.incarnation;
   } else if (peer.incarnation != update.incarnation) {
-    // The peer restarted and lost its state (this mode keeps no disk): it is a failed replica.
-    suspect(now, {from});
-    return;
+    if (!options_.durable || !update.durable) {
+      // The peer restarted and lost its state: it is a failed replica.
+      suspect(now, {from});
+      return;
+    }
+    // The peer restarted from its disk, where everything it ever acknowledged was synced: it
+    // carries on as the same member. Whatever was in flight to it may be lost, so resend this
+    // replica's unexecuted entries (it skips what it holds); its clock restarts above its
+    // persisted ceiling, so heard_clock stays monotone (§10).
+    peer.incarnation = update.incarnation;
+    resend_own_stream_[from.value] = true;
   }
   // This process restarted and lost its state if a peer holds more of this replica's stream
   // than this replica does, or if the first thing it hears from a peer continues a stream it
@@ -140,10 +154,15 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
     return;
   }
   Stream& stream = streams_[from.value];
-  if (first_from_peer && !update.entries.empty() &&
-      update.entries.front().index > stream.received + 1) {
-    halt();
-    return;
+  const bool gap = !update.entries.empty() && update.entries.front().index > stream.received + 1;
+  if (gap) {
+    // This replica recovered from its disk and the peer has not yet rewound to what it holds:
+    // ignore the update whole. The peer resends from here once it sees the restart.
+    if (!connected_[from.value]) return;
+    if (first_from_peer) {
+      halt();
+      return;
+    }
   }
   for (const OrderedEntry& entry : update.entries) {
     if (entry.index <= stream.received) continue;  // already held (resent after a reconnect)
@@ -156,12 +175,18 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
     accept_entry(from, entry);
     acknowledgement_due_ = true;
   }
-  LOCKSTEP_ASSERT(update.clock >= peer.heard_clock || peer.heard_clock == 0,
-                  "FIFO channel delivered a lower clock from the same replica");
-  peer.heard_clock = std::max(peer.heard_clock, update.clock);
   for (size_t r = 0; r < update.received.size(); ++r) {
     peer.acked[r] = std::max(peer.acked[r], update.received[r]);
   }
+  // The clock says "nothing more below it will come from the sender": true only once this replica
+  // holds every entry the sender had stamped when it sent the update. Not yet after a recovery
+  // (entries in flight were lost; the sender's resend brings them), nor in the first chunks of an
+  // update split by entries_per_message_max (the last chunk completes it).
+  if (stream.received < update.received[from.value]) return;
+  connected_[from.value] = true;
+  LOCKSTEP_ASSERT(update.clock >= peer.heard_clock || peer.heard_clock == 0,
+                  "FIFO channel delivered a lower clock from the same replica");
+  peer.heard_clock = std::max(peer.heard_clock, update.clock);
   clock_.observe(update.clock, now.wall_us);
 }
 
@@ -215,6 +240,7 @@ void Core::accept_entry(ReplicaId source, const OrderedEntry& entry) {
                   "timestamps increase along a stream");
   stream.received = entry.index;
   stream.unexecuted.push_back(entry);
+  if (!replaying_) unpersisted_entries_[source.value].push_back(entry);
   const bool inserted = pending_.emplace(entry.timestamp, source).second;
   LOCKSTEP_ASSERT(inserted, "timestamps are unique");
   const RequestKey key{entry.request.client, entry.request.sequence};
@@ -275,7 +301,7 @@ void Core::broadcast(ReplicaMessage message) {
   // path each update carries a batch of entries, and one copy fewer per batch is worth having.
   std::optional<ReplicaId> previous;
   for (ReplicaId r : members_) {
-    if (r == options_.self || contains(suspected_, r)) continue;
+    if (r == options_.self || contains(suspected_, r) || contains(skip_broadcast_to_, r)) continue;
     if (previous) outbox_.push_back(Send{*previous, message});
     previous = r;
   }
@@ -289,11 +315,45 @@ std::vector<Core::Send> Core::take_messages(Now now) {
   }
   const bool heartbeat_due =
       now.monotonic_ns >= last_broadcast_ns_ + options_.heartbeat_interval_ns;
-  if (!unsent_.empty() || acknowledgement_due_ || heartbeat_due) {
+  const bool resend_due = std::find(resend_own_stream_.begin(), resend_own_stream_.end(), true) !=
+                          resend_own_stream_.end();
+  if (!unsent_.empty() || acknowledgement_due_ || heartbeat_due || resend_due) {
     // One clock value for the whole batch: greater than every entry in it, and (FIFO) than
     // everything sent before, so receivers may treat it as this replica's stability frontier.
     const uint64_t clock = clock_.tick(now.wall_us);
+    if (options_.durable && clock > clock_ceiling_) {
+      // Persisted (the runtime syncs this step's records before sending its messages) before any
+      // clock above the old ceiling leaves: a restart resumes above every clock ever sent.
+      flush_entry_records();
+      clock_ceiling_ = clock + HybridClock::from_wall_us(options_.clock_lease_us);
+      Bytes payload;
+      Writer(payload).varint(clock_ceiling_);
+      persist_.push_back(
+          PersistRecord{static_cast<uint8_t>(RecordType::kClockLease), std::move(payload)});
+    }
     std::vector<uint64_t> received = received_vector();
+    if (resend_due) {
+      // Peers that may have lost what was in flight get every unexecuted own entry (a superset
+      // of unsent_), in their own updates; the rest get the broadcast below.
+      const Stream& own = streams_[options_.self.value];
+      for (ReplicaId r : members_) {
+        if (r == options_.self || !resend_own_stream_[r.value]) continue;
+        resend_own_stream_[r.value] = false;
+        if (contains(suspected_, r)) continue;
+        size_t next = 0;
+        do {
+          const size_t end =
+              std::min(own.unexecuted.size(), next + options_.entries_per_message_max);
+          ReplicaUpdate update{
+              options_.self, options_.incarnation, options_.durable, view_, clock, {}, received};
+          update.entries.assign(own.unexecuted.begin() + static_cast<ptrdiff_t>(next),
+                                own.unexecuted.begin() + static_cast<ptrdiff_t>(end));
+          outbox_.push_back(Send{r, std::move(update)});
+          next = end;
+        } while (next < own.unexecuted.size());
+        skip_broadcast_to_.insert(r);
+      }
+    }
     size_t next = 0;
     do {
       size_t end = next;
@@ -304,13 +364,15 @@ std::vector<Core::Send> Core::take_messages(Now now) {
         bytes += unsent_[end].request.command.size();
         ++end;
       }
-      ReplicaUpdate update{options_.self, options_.incarnation, view_, clock, {}, received};
+      ReplicaUpdate update{options_.self, options_.incarnation, options_.durable, view_, clock, {},
+                           received};
       update.entries.assign(std::make_move_iterator(unsent_.begin() + next),
                             std::make_move_iterator(unsent_.begin() + end));
       next = end;
       broadcast(std::move(update));
     } while (next < unsent_.size());
     unsent_.clear();
+    skip_broadcast_to_.clear();
     acknowledgement_due_ = false;
     last_broadcast_ns_ = now.monotonic_ns;
   }
@@ -462,6 +524,15 @@ void Core::on_new_view(Now now, const NewView& decision) {
 }
 
 void Core::install(Now now, const NewView& decision) {
+  if (!replaying_) {
+    // In log order: entries accepted before the decision, then the decision (which may drop some
+    // of them beyond a cut), then whatever it relays.
+    flush_entry_records();
+    Bytes payload;
+    encode_replica_message(ReplicaMessage{decision}, payload);
+    persist_.push_back(
+        PersistRecord{static_cast<uint8_t>(RecordType::kNewView), std::move(payload)});
+  }
   for (const StreamTail& cut : decision.cuts) {
     Stream& stream = streams_[cut.source.value];
     if (!options_.planted.skip_relay) {
@@ -560,6 +631,180 @@ bool Core::replies_to(const OrderedEntry& entry) const {
   const ReplicaId orderer = entry.timestamp.source;
   return orderer == options_.self ||
          (!is_member(orderer) && owner_of(entry.request.client) == options_.self);
+}
+
+// ---- durability -----------------------------------------------------------------------------
+//
+// Log records, in the order the core produced them: kEntries (a ReplicaUpdate naming the source,
+// carrying entries of its stream this replica accepted), kNewView (a decision it installed),
+// kClockLease (a varint: no clock value above it was sent). A checkpoint holds the view, the
+// membership, the ceiling, the latest decision, and per stream the received and executed counts
+// with the unexecuted entries. Recovery applies the checkpoint, then the records, exactly as the
+// live replica did, with outputs suppressed.
+
+namespace {
+
+constexpr uint8_t kCheckpointVersion = 1;
+
+[[noreturn]] void recovery_error(const std::string& what) {
+  throw std::runtime_error("failstop recovery: " + what);
+}
+
+template <typename T>
+T decode_message(std::span<const uint8_t> bytes, const char* what) {
+  auto decoded = decode_replica_message(bytes);
+  if (auto* error = std::get_if<DecodeError>(&decoded)) {
+    recovery_error(std::string(what) + ": " + error->reason);
+  }
+  auto* message = std::get_if<T>(&std::get<ReplicaMessage>(decoded));
+  if (message == nullptr) recovery_error(std::string(what) + ": unexpected message type");
+  return std::move(*message);
+}
+
+}  // namespace
+
+void Core::flush_entry_records() {
+  for (uint32_t source = 0; source < options_.replica_count; ++source) {
+    std::vector<OrderedEntry>& entries = unpersisted_entries_[source];
+    if (entries.empty()) continue;
+    ReplicaUpdate record{ReplicaId{source}, 0, false, ViewNumber{}, 0, std::move(entries), {}};
+    entries.clear();
+    Bytes payload;
+    encode_replica_message(ReplicaMessage{std::move(record)}, payload);
+    persist_.push_back(
+        PersistRecord{static_cast<uint8_t>(RecordType::kEntries), std::move(payload)});
+  }
+}
+
+std::vector<OrderingCore::PersistRecord> Core::take_persist() {
+  if (halted_ || !options_.durable) {
+    for (auto& entries : unpersisted_entries_)
+      entries.clear();
+    persist_.clear();
+    return {};
+  }
+  flush_entry_records();
+  return std::exchange(persist_, {});
+}
+
+Bytes Core::checkpoint_state() const {
+  Bytes out;
+  Writer w(out);
+  w.u8(kCheckpointVersion);
+  w.varint(view_.value);
+  w.varint(members_.size());
+  for (ReplicaId r : members_)
+    w.varint(r.value);
+  w.varint(std::max(clock_ceiling_, clock_.value()));
+  Bytes new_view;
+  if (last_new_view_) encode_replica_message(ReplicaMessage{*last_new_view_}, new_view);
+  w.bytes(new_view);
+  w.varint(streams_.size());
+  for (size_t source = 0; source < streams_.size(); ++source) {
+    const Stream& stream = streams_[source];
+    w.varint(stream.executed);
+    ReplicaUpdate entries{
+        ReplicaId{static_cast<uint32_t>(source)},
+        0,
+        false,
+        ViewNumber{},
+        0,
+        std::vector<OrderedEntry>(stream.unexecuted.begin(), stream.unexecuted.end()),
+        {}};
+    Bytes encoded;
+    encode_replica_message(ReplicaMessage{std::move(entries)}, encoded);
+    w.bytes(encoded);
+  }
+  return out;
+}
+
+void Core::recover(std::span<const uint8_t> checkpoint_state,
+                   const std::vector<PersistRecord>& records) {
+  LOCKSTEP_ASSERT(!started_ && executed_total_ == 0 && pending_.empty(),
+                  "recover() comes before any input");
+  replaying_ = true;
+  if (!checkpoint_state.empty()) {
+    Reader r(checkpoint_state);
+    if (r.u8() != kCheckpointVersion) recovery_error("checkpoint: unknown version");
+    view_ = ViewNumber{r.varint()};
+    target_view_ = view_;
+    members_.clear();
+    const uint64_t member_count = r.count();
+    for (uint64_t i = 0; i < member_count && r.ok(); ++i) {
+      const uint64_t id = r.varint();
+      if (id >= options_.replica_count) recovery_error("checkpoint: member id out of range");
+      members_.push_back(ReplicaId{static_cast<uint32_t>(id)});
+    }
+    clock_ceiling_ = r.varint();
+    const auto new_view = r.bytes_view();
+    if (!new_view.empty()) last_new_view_ = decode_message<NewView>(new_view, "checkpoint view");
+    if (r.count() != options_.replica_count) recovery_error("checkpoint: wrong stream count");
+    for (uint32_t source = 0; source < options_.replica_count && r.ok(); ++source) {
+      Stream& stream = streams_[source];
+      stream.executed = r.varint();
+      stream.received = stream.executed;
+      const auto encoded = r.bytes_view();
+      if (!r.ok()) break;
+      for (const OrderedEntry& entry :
+           decode_message<ReplicaUpdate>(encoded, "checkpoint stream").entries) {
+        if (entry.index != stream.received + 1) recovery_error("checkpoint: stream gap");
+        accept_entry(ReplicaId{source}, entry);
+      }
+    }
+    if (!r.ok() || !r.at_end()) recovery_error("checkpoint: malformed protocol state");
+    if (!std::is_sorted(members_.begin(), members_.end()) || members_.empty()) {
+      recovery_error("checkpoint: malformed membership");
+    }
+  }
+  for (const PersistRecord& record : records)
+    apply_record(record);
+  replaying_ = false;
+  // Above every clock value this replica ever sent, and every timestamp it ever issued.
+  clock_.observe(clock_ceiling_, 0);
+  const Stream& own = streams_[options_.self.value];
+  if (!own.unexecuted.empty()) clock_.observe(own.unexecuted.back().timestamp.clock, 0);
+  if (!is_member(options_.self)) halted_ = true;
+  recovered_ = true;
+  for (ReplicaId r : members_) {
+    if (r == options_.self) continue;
+    resend_own_stream_[r.value] = true;
+    connected_[r.value] = false;
+  }
+  acknowledgement_due_ = true;
+}
+
+void Core::apply_record(const PersistRecord& record) {
+  switch (static_cast<RecordType>(record.type)) {
+    case RecordType::kEntries: {
+      const ReplicaUpdate update = decode_message<ReplicaUpdate>(record.payload, "entries record");
+      if (update.sender.value >= options_.replica_count) recovery_error("entries: bad source");
+      Stream& stream = streams_[update.sender.value];
+      for (const OrderedEntry& entry : update.entries) {
+        if (entry.index <= stream.received) continue;  // already in the checkpoint
+        if (entry.index != stream.received + 1) recovery_error("entries record: stream gap");
+        accept_entry(update.sender, entry);
+      }
+      return;
+    }
+    case RecordType::kNewView: {
+      const NewView decision = decode_message<NewView>(record.payload, "view record");
+      if (decision.view <= view_) return;
+      if (!std::binary_search(decision.members.begin(), decision.members.end(), options_.self)) {
+        halted_ = true;
+        return;
+      }
+      install(Now{}, decision);
+      return;
+    }
+    case RecordType::kClockLease: {
+      Reader r(record.payload);
+      const uint64_t ceiling = r.varint();
+      if (!r.ok() || !r.at_end()) recovery_error("clock lease record: malformed");
+      clock_ceiling_ = std::max(clock_ceiling_, ceiling);
+      return;
+    }
+  }
+  recovery_error("unknown record type " + std::to_string(record.type));
 }
 
 }  // namespace lockstep::failstop

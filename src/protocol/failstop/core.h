@@ -34,6 +34,13 @@ struct Options {
   // larger than this still travels, alone).
   size_t entry_bytes_per_message_max = 1 << 20;
   size_t backups_max = 1 << 20;
+  // The runtime keeps this replica's state on disk and syncs every record before releasing the
+  // step's outputs (fsync "always"): a restart then carries on as the same member instead of
+  // counting as a failure (docs/DESIGN.md §10).
+  bool durable = false;
+  // How far ahead of the clock values it has sent the replica persists a ceiling, so that after a
+  // restart its clock starts above everything it ever sent (one small record per lease span).
+  uint64_t clock_lease_us = 100'000;
 
   // Test-only switches that plant known bugs, so tests can prove the simulator's checkers catch
   // them. Never set outside tests.
@@ -82,6 +89,13 @@ class Core final : public OrderingCore {
   // simulator calls it after every event.
   void check_invariants() const override;
 
+  // Durability: log records (kEntries, kNewView, kClockLease), checkpoints, recovery.
+  enum class RecordType : uint8_t { kEntries = 1, kNewView = 2, kClockLease = 3 };
+  std::vector<PersistRecord> take_persist() override;
+  Bytes checkpoint_state() const override;
+  void recover(std::span<const uint8_t> checkpoint_state,
+               const std::vector<PersistRecord>& records) override;
+
  private:
   struct Stream {
     uint64_t received = 0;                // entries 1..received held (or executed)
@@ -119,6 +133,8 @@ class Core final : public OrderingCore {
   void halt();
   void broadcast(ReplicaMessage message);
   std::vector<uint64_t> received_vector() const;
+  void flush_entry_records();
+  void apply_record(const PersistRecord& record);
 
   Options options_;
   bool halted_ = false;
@@ -148,6 +164,23 @@ class Core final : public OrderingCore {
   std::optional<NewView> last_new_view_;     // resent to replicas that missed it
   std::vector<uint64_t> removed_notice_ns_;  // when a removed replica was last told so
   std::vector<Send> outbox_;
+
+  // Durability. Entries accepted since the last record, per source, in acceptance order; they
+  // become one kEntries record per source whenever another record must follow them in order.
+  std::vector<std::vector<OrderedEntry>> unpersisted_entries_;
+  std::vector<PersistRecord> persist_;
+  bool replaying_ = false;      // recover() is applying records: emit nothing
+  uint64_t clock_ceiling_ = 0;  // persisted: no clock value sent exceeds it
+  // Per peer: resend every unexecuted entry of this replica's stream in the next update (after
+  // this replica recovered, or after the peer restarted with its state), since the peer may miss
+  // whatever was in flight. Safe to over-send: receivers skip entries they hold.
+  std::vector<bool> resend_own_stream_;
+  std::set<ReplicaId> skip_broadcast_to_;  // got their own resend update in this step
+  // Per peer, after a recovery: false until an update from it connects to what this replica
+  // holds. Until then updates with a gap are ignored (the peer has not yet seen this replica's
+  // restart and rewound), clock included, so stability never passes entries this replica lacks.
+  std::vector<bool> connected_;
+  bool recovered_ = false;
 };
 
 }  // namespace lockstep::failstop
