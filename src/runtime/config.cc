@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -100,6 +101,33 @@ class Errors {
   const std::string& source_;
 };
 
+// The [limits] keys with their ranges, for the parser, the validator and the formatter alike.
+struct LimitField {
+  std::string_view key;
+  uint64_t LimitsConfig::*member;
+  uint64_t min;
+  uint64_t max;
+};
+constexpr std::array<LimitField, 6> kLimitFields{{
+    {"session_idle_expiry_ms", &LimitsConfig::session_idle_expiry_ms, 1, kSessionIdleExpiryMsMax},
+    {"sessions_max", &LimitsConfig::sessions_max, 1, kSessionsMax},
+    {"pending_requests_max", &LimitsConfig::pending_requests_max, 1, kPendingRequestsMax},
+    {"connections_max", &LimitsConfig::connections_max, 1, kConnectionsMax},
+    {"client_output_bytes_max", &LimitsConfig::client_output_bytes_max, kClientOutputBytesMin,
+     kClientOutputBytesMax},
+    {"peer_resend_bytes_max", &LimitsConfig::peer_resend_bytes_max, kPeerResendBytesMin,
+     kPeerResendBytesMax},
+}};
+
+// A file without [limits] must mean the same limits as code that never heard of the file.
+static_assert(LimitsConfig{}.session_idle_expiry_ms * 1000 ==
+              ServiceOptions{}.session_idle_expiry_us);
+static_assert(LimitsConfig{}.sessions_max == ServiceOptions{}.sessions_max);
+static_assert(LimitsConfig{}.pending_requests_max == ReplicaLimits{}.pending_requests_max);
+static_assert(LimitsConfig{}.connections_max == net::AcceptorLimits{}.connections_max);
+static_assert(LimitsConfig{}.client_output_bytes_max ==
+              net::AcceptorLimits{}.client_output_bytes_max);
+
 }  // namespace
 
 std::string_view mode_name(Mode mode) {
@@ -159,6 +187,21 @@ ClientOptions ClusterConfig::client_options() const {
   // t+1 matching replies include at least one from an honest replica (byzantine mode).
   options.reply_quorum = mode == Mode::kByzantine ? t + 1 : 1;
   return options;
+}
+
+ReplicaLimits ClusterConfig::replica_limits() const {
+  ReplicaLimits result;
+  result.service.session_idle_expiry_us = limits.session_idle_expiry_ms * 1000;
+  result.service.sessions_max = static_cast<size_t>(limits.sessions_max);
+  result.pending_requests_max = static_cast<size_t>(limits.pending_requests_max);
+  return result;
+}
+
+net::AcceptorLimits ClusterConfig::acceptor_limits() const {
+  net::AcceptorLimits result;
+  result.connections_max = static_cast<size_t>(limits.connections_max);
+  result.client_output_bytes_max = static_cast<size_t>(limits.client_output_bytes_max);
+  return result;
 }
 
 std::vector<net::Address> ClusterConfig::addresses() const {
@@ -255,6 +298,25 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
     errors.fail("client.retry_interval_ms", "must be positive");
   }
   if (config.client.deadline_ms == 0) errors.fail("client.deadline_ms", "must be positive");
+  for (const LimitField& limit : kLimitFields) {
+    const uint64_t value = config.limits.*limit.member;
+    if (value < limit.min || value > limit.max) {
+      errors.fail("limits." + std::string(limit.key), "must be in [" + std::to_string(limit.min) +
+                                                          ", " + std::to_string(limit.max) +
+                                                          "], got " + std::to_string(value));
+    }
+  }
+  // Session expiry runs on order time, the same on every replica, so it cannot wait for a client
+  // that is still retrying: a retry ordered after the session expired runs again. A client stops
+  // retrying at its deadline, which therefore has to come first (docs/DESIGN.md §8).
+  if (config.client.deadline_ms >= config.limits.session_idle_expiry_ms) {
+    errors.fail("client.deadline_ms",
+                "must be below limits.session_idle_expiry_ms (" +
+                    std::to_string(config.limits.session_idle_expiry_ms) + "), got " +
+                    std::to_string(config.client.deadline_ms) +
+                    ": a client retrying a request after its session expired could see it "
+                    "executed twice");
+  }
 }
 
 ClusterConfig parse_config(std::string_view text, const std::string& source) {
@@ -268,7 +330,7 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
                       ": " + std::string(error.description()));
   }
   errors.reject_unknown_keys(
-      root, "", {"mode", "t", "replicas", "timeouts", "client", "byzantine", "clients"});
+      root, "", {"mode", "t", "replicas", "timeouts", "client", "byzantine", "clients", "limits"});
 
   ClusterConfig config;
   const toml::node* mode = root.get("mode");
@@ -406,6 +468,18 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     config.client.deadline_ms = errors.integer(*client, "deadline_ms", "client.deadline_ms",
                                                config.client.deadline_ms, 1, kTimeoutMsMax);
   }
+  if (const toml::table* limits = errors.optional_table(root, "limits")) {
+    for (auto&& [key, node] : *limits) {
+      const bool known = std::any_of(kLimitFields.begin(), kLimitFields.end(),
+                                     [&](const LimitField& f) { return f.key == key.str(); });
+      if (!known) errors.fail("limits." + std::string(key.str()), "unknown key");
+    }
+    for (const LimitField& limit : kLimitFields) {
+      uint64_t& value = config.limits.*limit.member;
+      value = errors.integer(*limits, limit.key, "limits." + std::string(limit.key), value,
+                             limit.min, limit.max);
+    }
+  }
   validate_config(config, source);
   return config;
 }
@@ -448,6 +522,9 @@ std::string format_config(const ClusterConfig& config) {
   out << "\n[client]\n";
   out << "retry_interval_ms = " << config.client.retry_interval_ms << "\n";
   out << "deadline_ms = " << config.client.deadline_ms << "\n";
+  out << "\n[limits]\n";
+  for (const LimitField& limit : kLimitFields)
+    out << limit.key << " = " << config.limits.*limit.member << "\n";
   return out.str();
 }
 

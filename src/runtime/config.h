@@ -26,6 +26,20 @@
 //   retry_interval_ms = 200      # an unanswered request is broadcast again after this
 //   deadline_ms = 5000           # and given up (outcome unknown) after this
 //
+//   [limits]                     # resource limits, all optional; the defaults are shown
+//   session_idle_expiry_ms = 600000    # a session idle this long (in order time) is forgotten
+//   sessions_max = 1048576             # beyond it the least recently active session is forgotten
+//   pending_requests_max = 100000      # entries held unexecuted; beyond it new requests get busy
+//   connections_max = 4096             # accepted connections open at once; more are closed
+//   client_output_bytes_max = 8388608  # a client that leaves this much unread is disconnected
+//   peer_resend_bytes_max = 268435456  # unacknowledged bytes to one peer before its channel fails
+//
+// Sessions idle longer than session_idle_expiry_ms are forgotten at the same point in the order
+// on every replica; a client that retries a request after that may see it executed twice, so
+// client deadline_ms must be far below it (it is rejected unless strictly below). The session
+// limits are part of the replicated state, so every replica must use the same values: keep them
+// in this shared file, not per replica.
+//
 // Every error names the file and the field: `cluster.toml: replicas[2].address: expected
 // "host:port", got "abc"`. Unknown keys are errors too, so a misspelt timeout is not silently
 // replaced by its default.
@@ -41,11 +55,14 @@
 #include <vector>
 
 #include "client/core/client_session.h"
+#include "core/codec.h"
 #include "core/types.h"
 #include "crypto/crypto.h"
+#include "net/acceptor.h"
 #include "net/address.h"
 #include "protocol/byzantine/core.h"
 #include "protocol/failstop/core.h"
+#include "replica/replica.h"
 
 namespace lockstep::runtime {
 
@@ -92,10 +109,32 @@ struct ClientConfig {
   bool operator==(const ClientConfig&) const = default;
 };
 
+// Resource limits (docs/DESIGN.md §8). The defaults are those of ReplicaLimits, ServiceOptions,
+// net::AcceptorLimits and net::PeerChannelOptions.
+struct LimitsConfig {
+  uint64_t session_idle_expiry_ms = 600'000;
+  uint64_t sessions_max = 1'048'576;
+  uint64_t pending_requests_max = 100'000;
+  uint64_t connections_max = 4096;
+  uint64_t client_output_bytes_max = 8'388'608;
+  uint64_t peer_resend_bytes_max = 268'435'456;
+  bool operator==(const LimitsConfig&) const = default;
+};
+
 // Limits on what a configuration may ask for.
 inline constexpr uint32_t kFaultsTolerableMax = 32;
 inline constexpr uint64_t kTimeoutMsMax = 24ULL * 3600 * 1000;
 inline constexpr size_t kClientPrincipalsMax = 1 << 16;
+// The [limits] ranges. A session expiry of 30 days is already more memory than use; the byte
+// limits' minima keep one frame of the largest kind from failing a channel or a client by itself.
+inline constexpr uint64_t kSessionIdleExpiryMsMax = 30ULL * 24 * 3600 * 1000;
+inline constexpr uint64_t kSessionsMax = uint64_t{1} << 26;
+inline constexpr uint64_t kPendingRequestsMax = uint64_t{1} << 24;
+inline constexpr uint64_t kConnectionsMax = uint64_t{1} << 20;
+inline constexpr uint64_t kClientOutputBytesMin = 64 * 1024;
+inline constexpr uint64_t kClientOutputBytesMax = uint64_t{1} << 30;
+inline constexpr uint64_t kPeerResendBytesMin = kFrameBytesMax;
+inline constexpr uint64_t kPeerResendBytesMax = uint64_t{16} << 30;
 
 struct ClusterConfig {
   Mode mode = Mode::kFailstop;
@@ -105,6 +144,7 @@ struct ClusterConfig {
   ClientConfig client;
   std::optional<ByzantineConfig> byzantine;    // present exactly in byzantine mode
   std::vector<ClientPrincipalConfig> clients;  // byzantine mode; sorted by principal
+  LimitsConfig limits;
 
   // How many replicas `mode` needs to tolerate `t` faults (t+1 or 2t+1).
   static uint32_t replicas_needed(Mode mode, uint32_t t);
@@ -122,6 +162,9 @@ struct ClusterConfig {
   // caller sets the signer, see runtime/credentials.h).
   ClientOptions client_options() const;
   std::vector<net::Address> addresses() const;
+  // The replica's limits (session table and back-pressure) and the listener's (connections).
+  ReplicaLimits replica_limits() const;
+  net::AcceptorLimits acceptor_limits() const;
 
   bool operator==(const ClusterConfig&) const = default;
 };

@@ -17,6 +17,9 @@ namespace {
 // against one connection cycling through client ids without end.
 constexpr size_t kReplyRoutesMax = 1 << 20;
 
+// A connection that has not said who it is by then is closed (net::Acceptor's own default).
+constexpr uint64_t kHelloTimeoutNs = 5'000'000'000;
+
 // What a replica that lies puts in place of the real result (Misbehaviour::kWrongOutput).
 constexpr std::string_view kLieSuffix = "!lie";
 
@@ -87,10 +90,11 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
     replica_ =
         std::make_unique<Replica>(config_.byzantine_options(self_, signer_.get(), verifier_.get()),
-                                  std::make_unique<kv::KvMachine>());
+                                  std::make_unique<kv::KvMachine>(), config_.replica_limits());
   } else {
-    replica_ = std::make_unique<Replica>(config_.failstop_options(self_, incarnation_),
-                                         std::make_unique<kv::KvMachine>());
+    replica_ =
+        std::make_unique<Replica>(config_.failstop_options(self_, incarnation_),
+                                  std::make_unique<kv::KvMachine>(), config_.replica_limits());
   }
   // The secret key now lives in the signer only.
   options_.keys.reset();
@@ -101,6 +105,7 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     channel.self = self_;
     channel.peer = peer.id;
     channel.incarnation = incarnation_;
+    channel.resend_bytes_max = static_cast<size_t>(config_.limits.peer_resend_bytes_max);
     // The lower id of each pair dials (net/peer_channel.h).
     if (self_ < peer.id) channel.dial_address = peer.address;
     channels_[peer.id.value] = std::make_unique<net::PeerChannel>(
@@ -112,7 +117,8 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
       loop_, config_.replicas[self_.value].address,
       [this](std::unique_ptr<net::Connection> connection, const Hello& hello) {
         on_hello(std::move(connection), hello);
-      });
+      },
+      net::ConnectionLimits{}, kHelloTimeoutNs, config_.acceptor_limits());
   spdlog::info("replica {} of {} ({} mode, t = {}) listening on {}, incarnation {:016x}",
                self_.value, config_.replica_count(), mode_name(config_.mode), config_.t,
                net::format_address(config_.replicas[self_.value].address), incarnation_);
@@ -248,9 +254,12 @@ void ReplicaServer::log_stats() {
   executed_at_last_stats_ = executed_;
   spdlog::info(
       "stats: executed {} (+{}), pending {}, view {} ({} members), peers connected {}/{}, "
-      "client connections {}, replies dropped {}",
+      "client connections {} (rejected {}), replies dropped {}, busy replies {}, sessions {} "
+      "(expired {})",
       executed_, interval, core.pending_entries(), core.view().value, core.members().size(),
-      peers_up, channels_.size() - 1, clients_.size(), replies_dropped_);
+      peers_up, channels_.size() - 1, clients_.size(), acceptor_->rejected_connections(),
+      replies_dropped_, replica_->busy_replies(), replica_->service().session_count(),
+      replica_->service().sessions_expired());
   if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
     const byzantine::Rejections& r = byzantine->rejections();
     spdlog::info(

@@ -1450,7 +1450,7 @@ void Simulator::drain_client(size_t c) {
     if (lane == client.lanes.end()) continue;
     const Operation op = **lane;
     lane->reset();
-    if (completion.status == ClientSession::Status::kTimedOut) {
+    if (completion.status != ClientSession::Status::kOk) {
       // The deadline (an hour) is far beyond any run's length, so this means the session's
       // deadline logic misfired; liveness itself is judged by the heal-phase bound.
       fail("client" + std::to_string(c) + "'s request " +

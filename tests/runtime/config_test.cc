@@ -8,6 +8,9 @@
 #include <string>
 
 #include "crypto/crypto.h"
+#include "net/acceptor.h"
+#include "net/peer_channel.h"
+#include "replica/replica.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -339,6 +342,160 @@ TEST(ConfigTest, EachErrorNamesItsField) {
   };
   for (const Case& c : cases)
     EXPECT_EQ(error_of(c.text), c.message);
+}
+
+// kValid with a [limits] table appended.
+std::string with_limits(const std::string& body) {
+  return kValid + "\n[limits]\n" + body + "\n";
+}
+
+TEST(ConfigTest, LimitsDefaultToTheLibraryDefaults) {
+  ClusterConfig config = parse_config(kValid, "cluster.toml");
+  EXPECT_EQ(config.limits, LimitsConfig{});
+  // Without [limits], a replica and its listener get what code that never read a file gets.
+  const ReplicaLimits replica = config.replica_limits();
+  EXPECT_EQ(replica.service.session_idle_expiry_us, ServiceOptions{}.session_idle_expiry_us);
+  EXPECT_EQ(replica.service.sessions_max, ServiceOptions{}.sessions_max);
+  EXPECT_EQ(replica.pending_requests_max, ReplicaLimits{}.pending_requests_max);
+  const net::AcceptorLimits acceptor = config.acceptor_limits();
+  EXPECT_EQ(acceptor.connections_max, net::AcceptorLimits{}.connections_max);
+  EXPECT_EQ(acceptor.client_output_bytes_max, net::AcceptorLimits{}.client_output_bytes_max);
+  EXPECT_EQ(config.limits.peer_resend_bytes_max, net::PeerChannelOptions{}.resend_bytes_max);
+  // The values the documentation (config.h, README) shows.
+  EXPECT_EQ(config.limits.session_idle_expiry_ms, 600'000u);
+  EXPECT_EQ(config.limits.sessions_max, 1'048'576u);
+  EXPECT_EQ(config.limits.pending_requests_max, 100'000u);
+  EXPECT_EQ(config.limits.connections_max, 4096u);
+  EXPECT_EQ(config.limits.client_output_bytes_max, 8'388'608u);
+  EXPECT_EQ(config.limits.peer_resend_bytes_max, 268'435'456u);
+}
+
+TEST(ConfigTest, ParsesLimits) {
+  ClusterConfig config = parse_config(with_limits(R"(
+session_idle_expiry_ms = 120000
+sessions_max = 5000
+pending_requests_max = 300
+connections_max = 64
+client_output_bytes_max = 1048576
+peer_resend_bytes_max = 33554432
+)"),
+                                      "cluster.toml");
+  EXPECT_EQ(config.limits.session_idle_expiry_ms, 120'000u);
+  EXPECT_EQ(config.limits.peer_resend_bytes_max, 33'554'432u);
+  const ReplicaLimits replica = config.replica_limits();
+  EXPECT_EQ(replica.service.session_idle_expiry_us, 120'000'000u);
+  EXPECT_EQ(replica.service.sessions_max, 5000u);
+  EXPECT_EQ(replica.pending_requests_max, 300u);
+  const net::AcceptorLimits acceptor = config.acceptor_limits();
+  EXPECT_EQ(acceptor.connections_max, 64u);
+  EXPECT_EQ(acceptor.client_output_bytes_max, 1'048'576u);
+
+  // Only the keys given change; the rest keep their defaults.
+  ClusterConfig partial = parse_config(with_limits("sessions_max = 77"), "cluster.toml");
+  LimitsConfig expected;
+  expected.sessions_max = 77;
+  EXPECT_EQ(partial.limits, expected);
+}
+
+TEST(ConfigTest, LimitsRoundTrip) {
+  ClusterConfig config = parse_config(with_limits(R"(
+session_idle_expiry_ms = 90000
+pending_requests_max = 12
+peer_resend_bytes_max = 20000000
+)"),
+                                      "cluster.toml");
+  const std::string text = format_config(config);
+  EXPECT_NE(text.find("\n[limits]\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("pending_requests_max = 12\n"), std::string::npos) << text;
+  EXPECT_EQ(parse_config(text, "again.toml"), config);
+  // The defaults round-trip too (the section is always written, like [timeouts]).
+  ClusterConfig defaults = parse_config(kValid, "cluster.toml");
+  EXPECT_EQ(parse_config(format_config(defaults), "again.toml"), defaults);
+  // And a byzantine file with limits.
+  ClusterConfig byzantine =
+      parse_config(byzantine_text() + "\n[limits]\nconnections_max = 9\n", "cluster.toml");
+  EXPECT_EQ(byzantine.limits.connections_max, 9u);
+  EXPECT_EQ(parse_config(format_config(byzantine), "again.toml"), byzantine);
+}
+
+TEST(ConfigTest, EachLimitErrorNamesItsField) {
+  struct Case {
+    std::string body;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"session_idle_expiry_ms = 0",
+       "cluster.toml: limits.session_idle_expiry_ms: must be in [1, 2592000000], got 0"},
+      {"session_idle_expiry_ms = 2592000001",
+       "cluster.toml: limits.session_idle_expiry_ms: must be in [1, 2592000000], got 2592000001"},
+      {"sessions_max = 0", "cluster.toml: limits.sessions_max: must be in [1, 67108864], got 0"},
+      {"sessions_max = -3", "cluster.toml: limits.sessions_max: must be in [1, 67108864], got -3"},
+      {"sessions_max = 67108865",
+       "cluster.toml: limits.sessions_max: must be in [1, 67108864], got 67108865"},
+      {"pending_requests_max = 0",
+       "cluster.toml: limits.pending_requests_max: must be in [1, 16777216], got 0"},
+      {"pending_requests_max = 16777217",
+       "cluster.toml: limits.pending_requests_max: must be in [1, 16777216], got 16777217"},
+      {"connections_max = 0",
+       "cluster.toml: limits.connections_max: must be in [1, 1048576], got 0"},
+      {"connections_max = 1048577",
+       "cluster.toml: limits.connections_max: must be in [1, 1048576], got 1048577"},
+      {"client_output_bytes_max = 1000",
+       "cluster.toml: limits.client_output_bytes_max: must be in [65536, 1073741824], got 1000"},
+      {"client_output_bytes_max = 1073741825",
+       "cluster.toml: limits.client_output_bytes_max: must be in [65536, 1073741824], got "
+       "1073741825"},
+      {"peer_resend_bytes_max = 1048576",
+       "cluster.toml: limits.peer_resend_bytes_max: must be in [16777216, 17179869184], got "
+       "1048576"},
+      {"peer_resend_bytes_max = 17179869185",
+       "cluster.toml: limits.peer_resend_bytes_max: must be in [16777216, 17179869184], got "
+       "17179869185"},
+      {"connections_max = \"many\"",
+       "cluster.toml: limits.connections_max: expected an integer, got a string"},
+      {"session_expiry_ms = 1000", "cluster.toml: limits.session_expiry_ms: unknown key"},
+      // kValid's client deadline is 1500 ms: an expiry at or below it is refused.
+      {"session_idle_expiry_ms = 1500",
+       "cluster.toml: client.deadline_ms: must be below limits.session_idle_expiry_ms (1500), got "
+       "1500: a client retrying a request after its session expired could see it executed twice"},
+      {"session_idle_expiry_ms = 1000",
+       "cluster.toml: client.deadline_ms: must be below limits.session_idle_expiry_ms (1000), got "
+       "1500: a client retrying a request after its session expired could see it executed twice"},
+  };
+  for (const Case& c : cases)
+    EXPECT_EQ(error_of(with_limits(c.body)), c.message) << c.body;
+  // Strictly below is enough for the check (the documentation asks for far below).
+  EXPECT_EQ(parse_config(with_limits("session_idle_expiry_ms = 1501"), "cluster.toml")
+                .limits.session_idle_expiry_ms,
+            1501u);
+  // A deadline raised past the default expiry is refused just the same.
+  EXPECT_EQ(error_of(with("deadline_ms = 1500", "deadline_ms = 600000")),
+            "cluster.toml: client.deadline_ms: must be below limits.session_idle_expiry_ms "
+            "(600000), got 600000: a client retrying a request after its session expired could "
+            "see it executed twice");
+  // `limits = 3` at the top level is not a table.
+  EXPECT_EQ(error_of(with("t = 2", "t = 2\nlimits = 3")),
+            "cluster.toml: limits: expected a table, got an integer");
+}
+
+TEST(ConfigTest, ValidateChecksLimitsOfConfigsBuiltInCode) {
+  const ClusterConfig config = parse_config(kValid, "cluster.toml");
+  validate_config(config, "built");
+  ClusterConfig zero = config;
+  zero.limits.pending_requests_max = 0;
+  EXPECT_THROW(validate_config(zero, "built"), ConfigError);
+  ClusterConfig tiny_resend = config;
+  tiny_resend.limits.peer_resend_bytes_max = 1024;
+  EXPECT_THROW(validate_config(tiny_resend, "built"), ConfigError);
+  ClusterConfig expiry_below_deadline = config;
+  expiry_below_deadline.limits.session_idle_expiry_ms = config.client.deadline_ms;
+  try {
+    validate_config(expiry_below_deadline, "built");
+    FAIL() << "no error";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(std::string(error.what()).rfind("built: client.deadline_ms: ", 0), 0u)
+        << error.what();
+  }
 }
 
 TEST(ConfigTest, SyntaxErrorsGiveLineAndColumn) {

@@ -8,6 +8,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,8 @@ class InProcessClusterTest : public ::testing::Test {
   void start(uint32_t replicas, Mode mode = Mode::kFailstop,
              std::map<uint32_t, Misbehaviour> misbehave = {}) {
     config_ = loopback_cluster(replicas, mode);
+    config_.limits = limits_;
+    validate_config(config_, "test");
     for (uint32_t i = 0; i < replicas; ++i) {
       ReplicaServerOptions options;
       if (mode == Mode::kByzantine) options.keys = replica_keys(ReplicaId{i});
@@ -152,6 +155,7 @@ class InProcessClusterTest : public ::testing::Test {
   }
 
   net::EventLoop loop_;
+  LimitsConfig limits_;  // what start() puts in the configuration's [limits]
   ClusterConfig config_;
   std::vector<std::unique_ptr<ReplicaServer>> servers_;
   std::unique_ptr<Client> client_;
@@ -253,6 +257,62 @@ TEST_F(InProcessClusterTest, ASilentReplicaDoesNotBlockTheOthers) {
       EXPECT_NE(proof.replica, ReplicaId{2});
   }
   ASSERT_TRUE(run_until(loop_, [&] { return states_agree(servers_, {0, 1}, 8 * 3 * 2); }));
+}
+
+// The [limits] of the configuration are what the replicas run with, in both modes.
+TEST_F(InProcessClusterTest, LimitsFromTheConfigurationReachTheReplicas) {
+  for (Mode mode : {Mode::kFailstop, Mode::kByzantine}) {
+    SCOPED_TRACE(std::string(mode_name(mode)));
+    client_.reset();
+    servers_.clear();
+    limits_.session_idle_expiry_ms = 90'000;
+    limits_.sessions_max = 321;
+    limits_.pending_requests_max = 4321;
+    start(3, mode);
+    EXPECT_EQ(run_sessions(4, 2, "key-"), 0);
+    for (auto& server : servers_) {
+      const ReplicaLimits& limits = server->replica().limits();
+      EXPECT_EQ(limits.service.session_idle_expiry_us, 90'000'000u);
+      EXPECT_EQ(limits.service.sessions_max, 321u);
+      EXPECT_EQ(limits.pending_requests_max, 4321u);
+      // The session table itself runs with them, not only the Replica's copy.
+      EXPECT_EQ(server->replica().service().options().session_idle_expiry_us, 90'000'000u);
+      EXPECT_EQ(server->replica().service().options().sessions_max, 321u);
+    }
+  }
+}
+
+// pending_requests_max = 1: with many sessions submitting at once, replicas refuse some requests
+// as busy; the clients retry them and every one completes.
+TEST_F(InProcessClusterTest, APendingLimitFromTheConfigurationAnswersBusy) {
+  limits_.pending_requests_max = 1;
+  start(3);
+  EXPECT_EQ(run_sessions(32, 2, "key-"), 0);
+  uint64_t busy = 0;
+  for (auto& server : servers_)
+    busy += server->replica().busy_replies();
+  EXPECT_GT(busy, 0u);
+}
+
+// connections_max = 1 on a one-replica cluster: while one client holds the only slot, a second
+// client's connections are closed on arrival and its request times out.
+TEST_F(InProcessClusterTest, AConnectionLimitFromTheConfigurationRefusesConnections) {
+  limits_.connections_max = 1;
+  start(1);
+  EXPECT_EQ(run_sessions(1, 1, "first-"), 0);
+  ASSERT_EQ(servers_[0]->client_connections(), 1u);
+
+  NetworkClientOptions options = client_options(config_);
+  options.session.deadline_ns = 300'000'000;
+  Client second(loop_, options);
+  std::optional<CallResult> outcome;
+  ASSERT_TRUE(second.submit(put("second", "x"), [&](CallResult result) { outcome = result; }));
+  ASSERT_TRUE(run_until(loop_, [&] { return outcome.has_value(); }));
+  EXPECT_EQ(outcome->status, CallResult::Status::kTimedOut);
+  EXPECT_EQ(servers_[0]->client_connections(), 1u);
+  EXPECT_EQ(second.connected_replicas(), 0u);
+  // The first client still holds its slot and is served.
+  EXPECT_EQ(run_sessions(1, 1, "again-"), 0);
 }
 
 TEST(ReplicaServerTest, ByzantineModeNeedsTheReplicasOwnKey) {
