@@ -11,7 +11,7 @@
 //   [byzantine]                  # required in byzantine mode, rejected in failstop
 //   delta_ms = 10                # Δ: delivery bound between honest replicas, processing included
 //   epsilon_ms = 2               # ε: bound on the clock difference between honest replicas
-//   relay_timeout_ms = 0         # optional; 0 = 2·(t+1)·(Δ+ε)
+//   relay_timeout_ms = 0         # optional; 0 = 2·(σ + (t+1)·(Δ+ε)), σ = 0.1 ms
 //
 //   [[clients]]                  # byzantine mode: client principals allowed to sign requests
 //   principal = 1                # 1..2^32-1, unique
@@ -92,7 +92,7 @@ struct ClientPrincipalConfig {
 struct ByzantineConfig {
   uint64_t delta_ms = 10;
   uint64_t epsilon_ms = 2;
-  uint64_t relay_timeout_ms = 0;  // 0 = 2·(t+1)·(Δ+ε)
+  uint64_t relay_timeout_ms = 0;  // 0 = 2·(σ + (t+1)·(Δ+ε)), σ = slot (0.1 ms)
   bool operator==(const ByzantineConfig&) const = default;
 };
 
