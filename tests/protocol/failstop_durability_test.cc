@@ -123,6 +123,7 @@ class DurableHarness {
         disk.records);
     executed_[r].clear();  // it re-executes from its checkpoint
   }
+  void wipe(uint32_t r) { disks_[r] = Disk{}; }
   void checkpoint(uint32_t r) {
     disks_[r].checkpoint = cores_[r]->checkpoint_state();
     disks_[r].records.clear();
@@ -250,6 +251,51 @@ TEST(FailstopDurability, RecoveryFromACheckpointAndTheRecordsAfterIt) {
       << "after the checkpoint, the recovered replica runs what the others ran";
   EXPECT_GT(h.executed(2).size(), 10u);
   EXPECT_EQ(h.core(2).pending_entries(), 0u);
+}
+
+TEST(FailstopDurability, AReplicaRemovedWhileDownNeverFormsAViewOfItsOwn) {
+  DurableHarness h(3);
+  uint64_t sequence = 0;
+  for (int i = 0; i < 5; ++i) {
+    h.submit(1 + i % 3, ++sequence);
+    h.step();
+  }
+  h.crash(0);
+  h.run_for(300 * kMs);  // the others remove it
+  ASSERT_EQ(h.core(1).view(), ViewNumber{1});
+  ASSERT_EQ(h.core(1).members().size(), 2u);
+  h.submit(1, ++sequence);  // a write only the new view holds
+  h.run_for(20 * kMs);
+  h.crash(1);
+  h.crash(2);
+  h.restart(0);  // it recovers view 0 and does not know it was removed
+  h.run_for(1000 * kMs);
+  EXPECT_EQ(h.core(0).view(), ViewNumber{0}) << "it must wait for the members of its view";
+  EXPECT_FALSE(h.core(0).halted());
+  h.restart(1);
+  h.restart(2);
+  h.run_for(50 * kMs);
+  EXPECT_TRUE(h.core(0).halted()) << "the members it waited for tell it that it was removed";
+  EXPECT_EQ(h.core(1).view(), ViewNumber{1});
+  EXPECT_FALSE(h.core(1).halted());
+}
+
+TEST(FailstopDurability, AReplicaWhoseDiskWasWipedIsTreatedAsFailed) {
+  DurableHarness h(3);
+  uint64_t sequence = 0;
+  for (int i = 0; i < 10; ++i) {
+    h.submit(1 + i % 3, ++sequence);
+    h.step();
+  }
+  h.crash(2);
+  h.wipe(2);
+  h.restart(2);
+  h.run_for(300 * kMs);
+  EXPECT_EQ(h.core(0).members().size(), 2u) << "its acknowledgements went backwards: removed";
+  EXPECT_TRUE(h.core(2).halted());
+  h.submit(1, ++sequence);
+  h.run_for(20 * kMs);
+  EXPECT_EQ(h.executed(0).size(), sequence) << "the others carry on without it";
 }
 
 TEST(FailstopDurability, ARestartedClockStartsAboveEverythingItSent) {

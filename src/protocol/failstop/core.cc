@@ -59,6 +59,14 @@ void Core::notice_own_pause(Now now) {
     started_ = true;
     for (PeerState& peer : peers_)
       peer.last_heard_ns = now.monotonic_ns;
+    if (recovered_from_us_) {
+      // Down for longer than the failure timeout (by this machine's wall clock, from the last
+      // clock lease it persisted, which is at most a lease before its last message): the others
+      // may have removed it meanwhile, so it waits for all of them (see tick).
+      const uint64_t down_us =
+          now.wall_us > *recovered_from_us_ ? now.wall_us - *recovered_from_us_ : 0;
+      awaiting_peers_ = members_.size() > 1 && down_us * 1000 >= options_.failure_timeout_ns / 2;
+    }
   } else if (now.monotonic_ns > last_input_ns_ + options_.failure_timeout_ns / 2) {
     for (PeerState& peer : peers_)
       peer.last_heard_ns = now.monotonic_ns;
@@ -142,6 +150,13 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
     // carries on as the same member. Whatever was in flight to it may be lost, so resend this
     // replica's unexecuted entries (it skips what it holds); its clock restarts above its
     // persisted ceiling, so heard_clock stays monotone (§10).
+    for (size_t r = 0; r < update.received.size(); ++r) {
+      if (update.received[r] < peer.acked[r]) {
+        // It acknowledged more before: its disk lost state (wiped, or not synced). Failed.
+        suspect(now, {from});
+        return;
+      }
+    }
     peer.incarnation = update.incarnation;
     resend_own_stream_[from.value] = true;
   }
@@ -184,10 +199,21 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   // update split by entries_per_message_max (the last chunk completes it).
   if (stream.received < update.received[from.value]) return;
   connected_[from.value] = true;
+  end_awaiting_peers_if_all_heard(now);
   LOCKSTEP_ASSERT(update.clock >= peer.heard_clock || peer.heard_clock == 0,
                   "FIFO channel delivered a lower clock from the same replica");
   peer.heard_clock = std::max(peer.heard_clock, update.clock);
   clock_.observe(update.clock, now.wall_us);
+}
+
+void Core::end_awaiting_peers_if_all_heard(Now now) {
+  if (!awaiting_peers_) return;
+  for (ReplicaId r : members_) {
+    if (r != options_.self && !connected_[r.value]) return;
+  }
+  awaiting_peers_ = false;
+  for (PeerState& peer : peers_)
+    peer.last_heard_ns = now.monotonic_ns;  // a fresh timeout from here
 }
 
 void Core::on_forward(Now now, const ForwardRequest& forward) {
@@ -200,6 +226,12 @@ void Core::tick(Now now) {
 
   std::set<ReplicaId> silent;
   for (ReplicaId r : members_) {
+    // A replica recovered from its disk after a long downtime suspects no one until it has heard
+    // from every member of its recovered view: it may have been removed while it was down, by
+    // members that are down now, and acting on its stale membership (a view of its own) would
+    // lose their later writes. Waiting is safe; a member that never comes back needs an operator
+    // (§10.3). After a short downtime the others cannot have removed it, and it carries on.
+    if (awaiting_peers_) break;
     if (r == options_.self || contains(suspected_, r)) continue;
     if (now.monotonic_ns > peers_[r.value].last_heard_ns + options_.failure_timeout_ns) {
       silent.insert(r);
@@ -564,7 +596,10 @@ void Core::install(Now now, const NewView& decision) {
   }
   std::erase_if(reports_, [&](const auto& report) { return report.second.view <= view_; });
   last_new_view_ = decision;
-  acknowledgement_due_ = true;  // tell the others how far this replica now holds each stream
+  acknowledgement_due_ = true;
+  if (!replaying_)
+    end_awaiting_peers_if_all_heard(
+        now);  // tell the others how far this replica now holds each stream
   // Requests whose owner was removed and that did not make its cut now belong to a survivor:
   // it orders them from the copies the clients sent it (the session table prevents doubles).
   std::vector<ClientRequest> now_owned;
@@ -722,6 +757,9 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
                    const std::vector<PersistRecord>& records) {
   LOCKSTEP_ASSERT(!started_ && executed_total_ == 0 && pending_.empty(),
                   "recover() comes before any input");
+  // An empty disk: a first start (or a wiped disk, which peers recognise by its acknowledgements
+  // going backwards, see on_update). Nothing to rebuild and no membership to doubt.
+  if (checkpoint_state.empty() && records.empty()) return;
   replaying_ = true;
   if (!checkpoint_state.empty()) {
     Reader r(checkpoint_state);
@@ -764,7 +802,13 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
   const Stream& own = streams_[options_.self.value];
   if (!own.unexecuted.empty()) clock_.observe(own.unexecuted.back().timestamp.clock, 0);
   if (!is_member(options_.self)) halted_ = true;
-  recovered_ = true;
+  if (clock_ceiling_ != 0) {
+    const uint64_t ceiling_us = HybridClock::wall_us_of(clock_ceiling_);
+    recovered_from_us_ =
+        ceiling_us > options_.clock_lease_us ? ceiling_us - options_.clock_lease_us : 0;
+  } else {
+    recovered_from_us_ = 0;  // nothing sent before: nothing to wait for, unless far in the past
+  }
   for (ReplicaId r : members_) {
     if (r == options_.self) continue;
     resend_own_stream_[r.value] = true;

@@ -134,6 +134,7 @@ class Core final : public OrderingCore {
   void broadcast(ReplicaMessage message);
   std::vector<uint64_t> received_vector() const;
   void flush_entry_records();
+  void end_awaiting_peers_if_all_heard(Now now);
   void apply_record(const PersistRecord& record);
 
   Options options_;
@@ -180,7 +181,10 @@ class Core final : public OrderingCore {
   // holds. Until then updates with a gap are ignored (the peer has not yet seen this replica's
   // restart and rewound), clock included, so stability never passes entries this replica lacks.
   std::vector<bool> connected_;
-  bool recovered_ = false;
+  // Recovered from disk after a long downtime and not yet heard (connected) from every other
+  // member: no suspicions. recovered_from_us_: wall time of the last persisted lease, if recovered.
+  bool awaiting_peers_ = false;
+  std::optional<uint64_t> recovered_from_us_;
 };
 
 }  // namespace lockstep::failstop
