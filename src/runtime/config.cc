@@ -148,6 +148,19 @@ failstop::Options ClusterConfig::failstop_options(ReplicaId self, uint64_t incar
   options.relay_timeout_ns = timeouts.relay_timeout_ms * 1'000'000;
   // A view change that stalls is retried well within the failure timeout's order of magnitude.
   options.view_change_retry_ns = std::max<uint64_t>(options.failure_timeout_ns / 2, 1'000'000);
+  options.durable = storage.durable();
+  return options;
+}
+
+std::filesystem::path StorageConfig::replica_dir(ReplicaId id) const {
+  return std::filesystem::path(data_dir) / ("replica-" + std::to_string(id.value));
+}
+
+storage::WalOptions StorageConfig::wal_options() const {
+  storage::WalOptions options;
+  options.segment_bytes = segment_mb << 20;
+  options.sync_policy = sync;
+  options.batch_interval_ns = batch_interval_ms * 1'000'000;
   return options;
 }
 
@@ -306,6 +319,24 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
                                                           "], got " + std::to_string(value));
     }
   }
+  const StorageConfig& disk = config.storage;
+  if (disk.enabled() && byzantine) {
+    errors.fail("storage.data_dir", "durability is not implemented for the byzantine mode yet");
+  }
+  if (disk.batch_interval_ms == 0 || disk.batch_interval_ms > kTimeoutMsMax) {
+    errors.fail("storage.batch_interval_ms", "must be in [1, " + std::to_string(kTimeoutMsMax) +
+                                                 "], got " +
+                                                 std::to_string(disk.batch_interval_ms));
+  }
+  if (disk.checkpoint_entries == 0 || disk.checkpoint_entries > kCheckpointEntriesMax) {
+    errors.fail("storage.checkpoint_entries",
+                "must be in [1, " + std::to_string(kCheckpointEntriesMax) + "], got " +
+                    std::to_string(disk.checkpoint_entries));
+  }
+  if (disk.segment_mb == 0 || disk.segment_mb > kSegmentMbMax) {
+    errors.fail("storage.segment_mb", "must be in [1, " + std::to_string(kSegmentMbMax) +
+                                          "], got " + std::to_string(disk.segment_mb));
+  }
   // Session expiry runs on order time, the same on every replica, so it cannot wait for a client
   // that is still retrying: a retry ordered after the session expired runs again. A client stops
   // retrying at its deadline, which therefore has to come first (docs/DESIGN.md §8).
@@ -330,7 +361,8 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
                       ": " + std::string(error.description()));
   }
   errors.reject_unknown_keys(
-      root, "", {"mode", "t", "replicas", "timeouts", "client", "byzantine", "clients", "limits"});
+      root, "",
+      {"mode", "t", "replicas", "timeouts", "client", "byzantine", "clients", "limits", "storage"});
 
   ClusterConfig config;
   const toml::node* mode = root.get("mode");
@@ -480,6 +512,43 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
                              limit.min, limit.max);
     }
   }
+  if (const toml::table* table = errors.optional_table(root, "storage")) {
+    errors.reject_unknown_keys(
+        *table, "storage.",
+        {"data_dir", "sync", "batch_interval_ms", "checkpoint_entries", "segment_mb"});
+    StorageConfig& out = config.storage;
+    // The other keys only tune a store; without a directory they would be silently ignored.
+    const toml::node* data_dir = table->get("data_dir");
+    if (data_dir == nullptr) {
+      errors.fail("storage.data_dir", "missing (the [storage] table needs a data_dir)");
+    }
+    if (!data_dir->is_string()) {
+      errors.fail("storage.data_dir",
+                  std::string("expected a string, got ") + type_name(data_dir->type()));
+    }
+    out.data_dir = data_dir->value_or(std::string());
+    if (out.data_dir.empty()) errors.fail("storage.data_dir", "must not be empty");
+    if (const toml::node* sync = table->get("sync")) {
+      if (!sync->is_string()) {
+        errors.fail("storage.sync",
+                    std::string("expected a string, got ") + type_name(sync->type()));
+      }
+      const std::string policy_text = sync->value_or(std::string());
+      std::optional<storage::SyncPolicy> policy = storage::parse_sync_policy(policy_text);
+      if (!policy) {
+        errors.fail("storage.sync", "expected \"always\", \"batch-interval\" or \"none\", got \"" +
+                                        policy_text + "\"");
+      }
+      out.sync = *policy;
+    }
+    out.batch_interval_ms = errors.integer(*table, "batch_interval_ms", "storage.batch_interval_ms",
+                                           out.batch_interval_ms, 1, kTimeoutMsMax);
+    out.checkpoint_entries =
+        errors.integer(*table, "checkpoint_entries", "storage.checkpoint_entries",
+                       out.checkpoint_entries, 1, kCheckpointEntriesMax);
+    out.segment_mb = errors.integer(*table, "segment_mb", "storage.segment_mb", out.segment_mb, 1,
+                                    kSegmentMbMax);
+  }
   validate_config(config, source);
   return config;
 }
@@ -489,7 +558,15 @@ ClusterConfig load_config(const std::filesystem::path& path) {
   if (!in) throw ConfigError(path.string() + ": cannot read: " + std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_config(text.str(), path.string());
+  ClusterConfig config = parse_config(text.str(), path.string());
+  // Every process reading the file (replicas started from other directories, tools) must find
+  // the same data directory.
+  std::filesystem::path data_dir(config.storage.data_dir);
+  if (config.storage.enabled() && data_dir.is_relative()) {
+    config.storage.data_dir =
+        (std::filesystem::absolute(path).parent_path() / data_dir).lexically_normal().string();
+  }
+  return config;
 }
 
 std::string format_config(const ClusterConfig& config) {
@@ -525,6 +602,22 @@ std::string format_config(const ClusterConfig& config) {
   out << "\n[limits]\n";
   for (const LimitField& limit : kLimitFields)
     out << limit.key << " = " << config.limits.*limit.member << "\n";
+  if (config.storage.enabled()) {
+    const StorageConfig& disk = config.storage;
+    out << "\n[storage]\n";
+    // A TOML literal string ('...') takes the path as is; one with a quote gets a basic string.
+    const bool literal = disk.data_dir.find('\'') == std::string::npos &&
+                         disk.data_dir.find('\n') == std::string::npos;
+    if (literal) {
+      out << "data_dir = '" << disk.data_dir << "'\n";
+    } else {
+      out << "data_dir = " << toml::value<std::string>(disk.data_dir) << "\n";
+    }
+    out << "sync = \"" << storage::to_string(disk.sync) << "\"\n";
+    out << "batch_interval_ms = " << disk.batch_interval_ms << "\n";
+    out << "checkpoint_entries = " << disk.checkpoint_entries << "\n";
+    out << "segment_mb = " << disk.segment_mb << "\n";
+  }
   return out.str();
 }
 

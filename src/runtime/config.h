@@ -34,6 +34,31 @@
 //   client_output_bytes_max = 8388608  # a client that leaves this much unread is disconnected
 //   peer_resend_bytes_max = 268435456  # unacknowledged bytes to one peer before its channel fails
 //
+//   [storage]                    # failstop durability (docs/DESIGN.md §10); optional
+//   data_dir = "data"            # replica N keeps its log and checkpoints in <data_dir>/replica-N;
+//                                # relative to this file's directory. Absent: nothing on disk.
+//   sync = "always"              # when the log is fdatasynced: "always", "batch-interval", "none"
+//   batch_interval_ms = 2        # batch-interval: the longest a record waits for its sync
+//   checkpoint_entries = 100000  # a checkpoint after this many executed entries (log truncated)
+//   segment_mb = 64              # log segment size, preallocated; every record must fit in one
+//
+// What each sync policy risks (storage/wal.h, SyncPolicy):
+//  - "always": every loop iteration's records are synced before that iteration's messages and
+//    replies leave, so nothing anyone has seen depends on a record a crash can lose. Cost: one
+//    fdatasync per iteration (amortised over every request of the iteration: group commit). Only
+//    this policy makes the replica durable (failstop::Options::durable): restarted from its disk
+//    within failure_timeout_ms, it carries on as the same member.
+//  - "batch-interval": a record is synced at most batch_interval_ms after it was written. A
+//    process crash loses nothing (the kernel has the data), but a machine crash or power loss
+//    loses up to one interval of records whose effects clients and peers may already have seen.
+//  - "none": never synced (segment seals excepted); a machine crash can lose any amount of the
+//    log. For tests and benchmarks on throwaway machines only.
+// With "batch-interval" and "none" the disk cannot be trusted after a restart, so the replica is
+// not durable: restarted, it counts as failed (the others remove it and it halts, §3.8), exactly
+// as without a data_dir. (So that the recovered state is never used, the core today writes no
+// log records at all under these two policies: they cost nothing and keep nothing.) Durability is not implemented for the byzantine mode yet: a data_dir
+// there is an error.
+//
 // Sessions idle longer than session_idle_expiry_ms are forgotten at the same point in the order
 // on every replica; a client that retries a request after that may see it executed twice, so
 // client deadline_ms must be far below it (it is rejected unless strictly below). The session
@@ -63,6 +88,7 @@
 #include "protocol/byzantine/core.h"
 #include "protocol/failstop/core.h"
 #include "replica/replica.h"
+#include "storage/wal.h"
 
 namespace lockstep::runtime {
 
@@ -121,6 +147,25 @@ struct LimitsConfig {
   bool operator==(const LimitsConfig&) const = default;
 };
 
+// Where and how a failstop replica keeps its state on disk (the [storage] table).
+struct StorageConfig {
+  // Empty: no durability. load_config makes a relative path absolute against the config file's
+  // directory; parse_config keeps it as written (relative to the working directory).
+  std::string data_dir;
+  storage::SyncPolicy sync = storage::SyncPolicy::kAlways;
+  uint64_t batch_interval_ms = 2;
+  uint64_t checkpoint_entries = 100'000;
+  uint64_t segment_mb = 64;
+
+  bool enabled() const { return !data_dir.empty(); }
+  // Whether a restarted replica may rejoin as the same member (failstop::Options::durable).
+  bool durable() const { return enabled() && sync == storage::SyncPolicy::kAlways; }
+  // Replica `id`'s directory: <data_dir>/replica-<id>.
+  std::filesystem::path replica_dir(ReplicaId id) const;
+  storage::WalOptions wal_options() const;
+  bool operator==(const StorageConfig&) const = default;
+};
+
 // Limits on what a configuration may ask for.
 inline constexpr uint32_t kFaultsTolerableMax = 32;
 inline constexpr uint64_t kTimeoutMsMax = 24ULL * 3600 * 1000;
@@ -135,6 +180,9 @@ inline constexpr uint64_t kClientOutputBytesMin = 64 * 1024;
 inline constexpr uint64_t kClientOutputBytesMax = uint64_t{1} << 30;
 inline constexpr uint64_t kPeerResendBytesMin = kFrameBytesMax;
 inline constexpr uint64_t kPeerResendBytesMax = uint64_t{16} << 30;
+// [storage]: a segment of 1 GiB is the log's own maximum (storage::kWalSegmentBytesMax).
+inline constexpr uint64_t kSegmentMbMax = storage::kWalSegmentBytesMax >> 20;
+inline constexpr uint64_t kCheckpointEntriesMax = uint64_t{1} << 40;
 
 struct ClusterConfig {
   Mode mode = Mode::kFailstop;
@@ -145,12 +193,14 @@ struct ClusterConfig {
   std::optional<ByzantineConfig> byzantine;    // present exactly in byzantine mode
   std::vector<ClientPrincipalConfig> clients;  // byzantine mode; sorted by principal
   LimitsConfig limits;
+  StorageConfig storage;
 
   // How many replicas `mode` needs to tolerate `t` faults (t+1 or 2t+1).
   static uint32_t replicas_needed(Mode mode, uint32_t t);
   uint32_t replica_count() const { return static_cast<uint32_t>(replicas.size()); }
 
-  // The protocol core's options for replica `self` of this cluster.
+  // The protocol core's options for replica `self` of this cluster (durable when
+  // storage.durable()).
   failstop::Options failstop_options(ReplicaId self, uint64_t incarnation) const;
   // The byzantine core's options for replica `self` (byzantine mode only). The signer and
   // verifier are not owned and must outlive the core.

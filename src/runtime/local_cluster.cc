@@ -175,6 +175,12 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   }
   config_.timeouts = options_.timeouts;
   config_.client = options_.client;
+  config_.storage = options_.storage;
+  if (config_.storage.enabled()) {
+    std::filesystem::path data_dir(config_.storage.data_dir);
+    if (data_dir.is_relative()) data_dir = options_.dir / data_dir;
+    config_.storage.data_dir = std::filesystem::absolute(data_dir).lexically_normal().string();
+  }
   std::optional<crypto::KeyPair> client_keys;
   if (byzantine) {
     config_.byzantine = options_.byzantine;
@@ -268,6 +274,16 @@ void LocalCluster::kill(ReplicaId id) {
   }
   child.last_status = status;
   child.pid = -1;
+}
+
+void LocalCluster::restart(ReplicaId id) {
+  kill(id);
+  start(id);
+}
+
+std::filesystem::path LocalCluster::data_path(ReplicaId id) const {
+  if (!config_.storage.enabled()) return {};
+  return config_.storage.replica_dir(id);
 }
 
 std::optional<int> LocalCluster::wait(ReplicaId id, uint64_t timeout_ms) {

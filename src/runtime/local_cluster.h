@@ -7,6 +7,10 @@
 // terminal's Ctrl-C reaches only the parent, which forwards it), and LocalCluster's destructor
 // kills and reaps whatever is still running.
 //
+// Durability (failstop): with options.storage.data_dir set, cluster.toml gets a [storage] table
+// and each replica keeps its log and checkpoints in <data_dir>/replica-<id>; restart(id) then
+// brings a killed replica back from its disk as the same member (within failure_timeout_ms).
+//
 // Byzantine mode: the constructor also generates an Ed25519 key pair per replica
 // (dir/replica-N.key, passed to each replica with --key) and one for client principal 1
 // (dir/client-1.key), lists the public keys in cluster.toml, and client_options() signs with the
@@ -63,6 +67,9 @@ struct LocalClusterOptions {
   ByzantineConfig byzantine;  // byzantine mode's Δ and ε
   // Replicas that start_all() / start(id) run with a test-only fault (byzantine mode).
   std::map<uint32_t, Misbehaviour> misbehave;
+  // [storage] of cluster.toml; an empty data_dir keeps nothing on disk. A relative data_dir is
+  // relative to `dir` (it is written to cluster.toml as an absolute path).
+  StorageConfig storage;
 };
 
 // The client principal a byzantine LocalCluster creates a key for.
@@ -88,6 +95,9 @@ class LocalCluster {
   void signal(ReplicaId id, int signal_number);
   // SIGKILL and reap: the replica is gone when this returns.
   void kill(ReplicaId id);
+  // kill(id) if it is running, then start(id): the same configuration and id, a new process
+  // (with a data_dir, recovered from its disk).
+  void restart(ReplicaId id);
   // Waits up to `timeout_ms` for the replica to exit; its wait status, or nullopt if running.
   std::optional<int> wait(ReplicaId id, uint64_t timeout_ms);
   // SIGTERM to every running replica, up to `grace_ms` for them to exit, then SIGKILL.
@@ -106,6 +116,8 @@ class LocalCluster {
   const ClusterConfig& config() const { return config_; }
   const std::filesystem::path& config_path() const { return config_path_; }
   std::filesystem::path log_path(ReplicaId id) const;
+  // Where replica `id` keeps its state (empty without a data_dir).
+  std::filesystem::path data_path(ReplicaId id) const;
   // The last `lines` lines of a replica's log, for error messages.
   std::string log_tail(ReplicaId id, size_t lines = 20) const;
   // Options for a client of this cluster; in byzantine mode they sign with client-1.key and

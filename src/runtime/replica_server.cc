@@ -2,13 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
 #include <map>
 #include <random>
 #include <stdexcept>
+#include <system_error>
 #include <utility>
 
 #include "apps/kv/kv_machine.h"
 #include "crypto/signing.h"
+#include "storage/posix_storage.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -98,6 +101,8 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
   }
   // The secret key now lives in the signer only.
   options_.keys.reset();
+  // Before listening: a replica whose disk cannot be recovered must not take any input.
+  if (config_.storage.enabled()) open_store();
   channels_.resize(config_.replica_count());
   for (const ReplicaConfig& peer : config_.replicas) {
     if (peer.id == self_) continue;
@@ -136,6 +141,125 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
         "for tests and the demo only; never run it in a real cluster !!!",
         misbehaviour_name(options_.misbehave));
   }
+}
+
+void ReplicaServer::open_store() {
+  const StorageConfig& settings = config_.storage;
+  const std::filesystem::path directory = settings.replica_dir(self_);
+  const uint64_t started_ns = net::monotonic_now_ns();
+  storage::StoreRecovery recovery;
+  try {
+    std::error_code error;
+    std::filesystem::create_directories(directory, error);
+    if (error) {
+      throw storage::StorageError("cannot create " + directory.string() + ": " + error.message());
+    }
+    disk_ = std::make_unique<storage::PosixStorage>(directory.string());
+    store_.emplace(storage::ReplicaStore::open(*disk_, settings.wal_options(), recovery));
+  } catch (const storage::WalCorruption& error) {
+    throw ReplicaStorageError("data directory " + directory.string() +
+                              ": log corrupted, refusing to start: " + error.what());
+  } catch (const storage::StoreCorruption& error) {
+    throw ReplicaStorageError("data directory " + directory.string() +
+                              ": refusing to start: " + error.what());
+  } catch (const storage::StorageError& error) {
+    throw ReplicaStorageError("data directory " + directory.string() + ": " + error.what());
+  }
+  for (const std::string& skipped : recovery.skipped_checkpoints) {
+    spdlog::warn("storage: skipped an invalid checkpoint: {}", skipped);
+  }
+  if (recovery.log.torn_bytes_dropped > 0) {
+    spdlog::warn(
+        "storage: dropped a torn tail of {} bytes at offset {} of {} (a batch that was never "
+        "synced, so never acknowledged)",
+        recovery.log.torn_bytes_dropped, recovery.log.torn_offset, recovery.log.torn_file);
+  }
+  if (recovery.checkpoint) last_checkpoint_index_ = recovery.checkpoint->log_index;
+  spdlog::info(
+      "storage: {} (sync {}): {}; checkpoint at log index {}, {} records after it, {} log "
+      "segments, {} bytes on disk, recovered in {} ms",
+      directory.string(), storage::to_string(settings.sync), recovery.fresh ? "fresh" : "recovered",
+      last_checkpoint_index_, recovery.records.size(), recovery.log.segments, store_->disk_bytes(),
+      (net::monotonic_now_ns() - started_ns) / 1'000'000);
+  if (!settings.durable()) {
+    // Without a sync before every output the disk may lag what peers and clients saw, so the
+    // core does not trust it (failstop::Options::durable): a restart counts as a failure.
+    spdlog::warn(
+        "storage: sync = \"{}\" does not make this replica durable; restarted, it is treated as "
+        "failed (only sync = \"always\" rejoins as the same member)",
+        storage::to_string(settings.sync));
+    return;
+  }
+  if (recovery.fresh) return;
+  Replica::CheckpointData checkpoint;
+  if (recovery.checkpoint) {
+    checkpoint.protocol_state = std::move(recovery.checkpoint->protocol_state);
+    checkpoint.service_snapshot = std::move(recovery.checkpoint->service_snapshot);
+  }
+  std::vector<OrderingCore::PersistRecord> records;
+  records.reserve(recovery.records.size());
+  for (storage::StoredRecord& record : recovery.records) {
+    records.push_back(OrderingCore::PersistRecord{record.type, std::move(record.payload)});
+  }
+  try {
+    replica_->recover(checkpoint, records);
+  } catch (const std::exception& error) {
+    // The records passed their checksums, so this is a bug or another program's directory.
+    throw ReplicaStorageError("data directory " + directory.string() +
+                              ": cannot rebuild the replica from its checkpoint and " +
+                              std::to_string(records.size()) + " records: " + error.what());
+  }
+  spdlog::info("storage: rebuilt from disk: view {}, {} entries executed, {} pending",
+               replica_->core().view().value, replica_->service().executed_count(),
+               replica_->core().pending_entries());
+}
+
+void ReplicaServer::fail_storage(const std::string& what) {
+  spdlog::critical("storage: {}; stopping (nothing of this iteration was sent)", what);
+  exit_code_ = kExitStorageFailed;
+  loop_.stop();
+}
+
+bool ReplicaServer::persist(std::vector<OrderingCore::PersistRecord>& records) {
+  try {
+    for (const OrderingCore::PersistRecord& record : records)
+      store_->append(record.type, record.payload);
+    records_appended_ += records.size();
+    // Under sync = "always" this is the fdatasync every output of this iteration waits for; one
+    // per iteration however many requests it carries (group commit).
+    if (store_->commit(net::monotonic_now_ns())) ++syncs_;
+  } catch (const std::exception& error) {
+    fail_storage(error.what());
+    return false;
+  }
+  return true;
+}
+
+void ReplicaServer::checkpoint_if_due() {
+  const uint64_t executed = replica_->executed_since_start();
+  if (executed - executed_at_checkpoint_ < config_.storage.checkpoint_entries) return;
+  // A checkpoint at the previous one's index would have to replace it in place, which the store
+  // cannot do crash-safely; nothing was logged since, so wait for the next record.
+  if (store_->next_index() <= last_checkpoint_index_) return;
+  const uint64_t started_ns = net::monotonic_now_ns();
+  // Taken right after take_output and the append of its records: the replica's state is exactly
+  // what the log below next_index() describes.
+  Replica::CheckpointData data = replica_->checkpoint();
+  const uint64_t log_index = store_->next_index();
+  const size_t bytes = data.protocol_state.size() + data.service_snapshot.size();
+  try {
+    store_->write_checkpoint(storage::Checkpoint{log_index, std::move(data.protocol_state),
+                                                 std::move(data.service_snapshot)});
+  } catch (const std::exception& error) {
+    fail_storage(std::string("checkpoint failed: ") + error.what());
+    return;
+  }
+  last_checkpoint_index_ = log_index;
+  executed_at_checkpoint_ = executed;
+  ++checkpoints_written_;
+  spdlog::info("storage: checkpoint at log index {} ({} bytes) in {} us; {} bytes on disk",
+               log_index, bytes, (net::monotonic_now_ns() - started_ns) / 1000,
+               store_->disk_bytes());
 }
 
 ReplicaServer::~ReplicaServer() {
@@ -178,7 +302,13 @@ void ReplicaServer::on_tick() {
 }
 
 void ReplicaServer::after_iteration() {
+  if (exit_code_ == kExitStorageFailed) return;  // stopping: never send past a failed commit
   Replica::Output output = replica_->take_output();
+  // The log first: the messages and replies below may depend on these records, so they leave
+  // only once the records are as durable as the sync policy makes them. Nothing else sends
+  // protocol state: peer channels send only what this hook gives them (or resend it), status
+  // replies read state that this commit already covers, and every client reply comes from here.
+  if (store_ && !persist(output.persist)) return;
   if (options_.misbehave == Misbehaviour::kSilent) {
     // Mute towards everyone: peers must decide without us, clients get t+1 replies elsewhere.
     output.to_peers.clear();
@@ -203,6 +333,8 @@ void ReplicaServer::after_iteration() {
     }
     spdlog::warn("installed view {}: members [{}]", logged_view_.value, members);
   }
+  // A replica that is not durable never recovers from its disk, so checkpoints would be waste.
+  if (store_ && config_.storage.durable() && !replica_->halted()) checkpoint_if_due();
   if (replica_->halted() && !halted_reported_) {
     halted_reported_ = true;
     spdlog::error("removed from the membership; halting");
@@ -260,6 +392,15 @@ void ReplicaServer::log_stats() {
       peers_up, channels_.size() - 1, clients_.size(), acceptor_->rejected_connections(),
       replies_dropped_, replica_->busy_replies(), replica_->service().session_count(),
       replica_->service().sessions_expired());
+  if (store_) {
+    const uint64_t syncs = syncs_ - syncs_at_last_stats_;
+    syncs_at_last_stats_ = syncs_;
+    spdlog::info(
+        "storage: {} bytes on disk, log index {} (synced {}), records {}, syncs {} (+{}), "
+        "checkpoints {} (latest at {})",
+        store_->disk_bytes(), store_->next_index(), store_->synced_index(), records_appended_,
+        syncs_, syncs, checkpoints_written_, last_checkpoint_index_);
+  }
   if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
     const byzantine::Rejections& r = byzantine->rejections();
     spdlog::info(

@@ -17,6 +17,17 @@
 // may carry many client sessions (client/client.h multiplexes them), so replies are routed by the
 // client id of the requests each connection carried.
 //
+// Durability (failstop, with a [storage] data_dir; docs/DESIGN.md §10): the constructor opens
+// <data_dir>/replica-<id> (a PosixStorage under a storage::ReplicaStore), recovers the newest
+// checkpoint and the log records after it, and rebuilds the Replica from them before it takes
+// any input. Each loop iteration then appends the output's persist records and commits the log
+// (fdatasync under sync = "always") BEFORE any of that iteration's messages or replies leave:
+// nothing a peer or a client has seen can depend on a record a crash loses. Every
+// checkpoint_entries executed entries the replica writes a checkpoint, which truncates the log.
+// Damage recovery cannot repair (storage::WalCorruption, StoreCorruption, an undecodable record)
+// stops the constructor with ReplicaStorageError (exit kExitStorageFailed), as does an I/O error
+// while running: a replica that cannot persist must not pretend it did.
+//
 // Byzantine mode: the replica signs with its own key (ReplicaServerOptions::keys, whose public
 // half must be the configuration's key for this id) and checks everyone else's. Each loop
 // iteration's replies to one client connection leave as one SignedReplies frame under one
@@ -27,6 +38,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
@@ -37,6 +50,7 @@
 #include "net/peer_channel.h"
 #include "replica/replica.h"
 #include "runtime/config.h"
+#include "storage/replica_store.h"
 
 namespace lockstep::runtime {
 
@@ -65,12 +79,23 @@ struct ReplicaServerOptions {
 // Exit codes of a replica process (`lockstep replica`).
 inline constexpr int kExitStopped = 0;  // SIGTERM/SIGINT or stop()
 inline constexpr int kExitHalted = 3;   // removed from the membership by the others
+// Its data directory cannot be recovered (damaged log or checkpoint, foreign files, undecodable
+// records) or written (I/O error, full disk). An operator must look before it runs again.
+inline constexpr int kExitStorageFailed = 4;
+
+// Why a replica's disk stopped it; the message names the directory, file and offset where known.
+class ReplicaStorageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class ReplicaServer final : public net::ConnectionHandler {
  public:
-  // Listens on the replica's configured address at once. Throws std::runtime_error when it
-  // cannot start: an id outside the configuration, a byzantine configuration without this
-  // replica's key (or with another key than the one given), or the address is in use.
+  // Recovers from the data directory (if configured), then listens on the replica's configured
+  // address at once. Throws ReplicaStorageError when the directory cannot be recovered, and
+  // std::runtime_error when it cannot start otherwise: an id outside the configuration, a
+  // byzantine configuration without this replica's key (or with another key than the one
+  // given), or the address is in use.
   ReplicaServer(net::EventLoop& loop, ClusterConfig config, ReplicaId self,
                 ReplicaServerOptions options = {});
   ~ReplicaServer();
@@ -87,7 +112,8 @@ class ReplicaServer final : public net::ConnectionHandler {
   // callback registered with EventLoop::watch_signal).
   void stop();
 
-  // kExitHalted once the replica was removed from the membership (it then stops the loop).
+  // kExitHalted once the replica was removed from the membership, kExitStorageFailed once its
+  // disk failed (it then stops the loop).
   int exit_code() const { return exit_code_; }
 
   ReplicaId id() const { return self_; }
@@ -95,6 +121,9 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint16_t port() const { return acceptor_->port(); }
   const Replica& replica() const { return *replica_; }
   size_t client_connections() const { return clients_.size(); }
+  // The store, when the configuration has a data_dir (tests look at its size and indices).
+  const storage::ReplicaStore* store() const { return store_ ? &*store_ : nullptr; }
+  uint64_t checkpoints_written() const { return checkpoints_written_; }
 
   void on_message(net::Connection& connection, WireMessage&& message) override;
   void on_closed(net::Connection& connection, const std::string& reason) override;
@@ -107,6 +136,11 @@ class ReplicaServer final : public net::ConnectionHandler {
   void send_replies(std::vector<ClientReply>& replies);
   void log_stats();
   Now now() const;
+  void open_store();
+  // Appends and commits the iteration's records; false (after stopping the loop) on an I/O error.
+  bool persist(std::vector<OrderingCore::PersistRecord>& records);
+  void checkpoint_if_due();
+  void fail_storage(const std::string& what);
 
   net::EventLoop& loop_;
   ClusterConfig config_;
@@ -118,6 +152,11 @@ class ReplicaServer final : public net::ConnectionHandler {
   std::unique_ptr<crypto::Signer> signer_;
   std::unique_ptr<crypto::Verifier> verifier_;
   std::unique_ptr<Replica> replica_;
+  // Durability: the disk and the store on it (store_ refers to disk_, so declared after it).
+  std::unique_ptr<storage::Storage> disk_;
+  std::optional<storage::ReplicaStore> store_;
+  uint64_t last_checkpoint_index_ = 0;   // log index of the newest checkpoint (0: none)
+  uint64_t executed_at_checkpoint_ = 0;  // replica_->executed_since_start() when it was taken
   std::vector<std::unique_ptr<net::PeerChannel>> channels_;  // indexed by ReplicaId; self empty
   std::unique_ptr<net::Acceptor> acceptor_;
 
@@ -141,6 +180,10 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t executed_at_last_stats_ = 0;
   uint64_t replies_dropped_ = 0;
   uint64_t reply_batches_signed_ = 0;
+  uint64_t syncs_ = 0;
+  uint64_t syncs_at_last_stats_ = 0;
+  uint64_t records_appended_ = 0;
+  uint64_t checkpoints_written_ = 0;
 };
 
 // A random 64-bit incarnation number, never 0 (0 means "unknown" on the wire).

@@ -232,8 +232,9 @@ TEST(FailstopCore, RemovedReplicaHaltsWhenItHearsOfIt) {
   h.revive(2);
   // ...then it speaks again: the others answer with the decision, and it halts.
   Harness& cluster = h;
-  cluster.core(0).on_message(h.now(), ReplicaId{2},
-                             ReplicaUpdate{ReplicaId{2}, 1002, false, ViewNumber{0}, 1, {}, {0, 0, 0}});
+  cluster.core(0).on_message(
+      h.now(), ReplicaId{2},
+      ReplicaUpdate{ReplicaId{2}, 1002, false, ViewNumber{0}, 1, {}, {0, 0, 0}});
   h.flush();
   h.deliver(0, 2);
   EXPECT_TRUE(h.core(2).halted());
@@ -244,7 +245,8 @@ TEST(FailstopCore, RestartedPeerWithNewIncarnationIsTreatedAsFailed) {
   h.run_for(5 * kMs);
   h.core(0).on_message(
       h.now(), ReplicaId{1},
-      ReplicaUpdate{ReplicaId{1}, 4242, false, ViewNumber{0}, h.core(1).clock() + 100, {}, {0, 0, 0}});
+      ReplicaUpdate{
+          ReplicaId{1}, 4242, false, ViewNumber{0}, h.core(1).clock() + 100, {}, {0, 0, 0}});
   h.flush();
   h.crash(1);
   h.run_for(20 * kMs);
@@ -262,8 +264,9 @@ TEST(FailstopCore, RestartedReplicaHaltsWhenAPeerHoldsMoreOfItsStream) {
   options.replica_count = 3;
   options.incarnation = 777;  // the new process
   Core restarted(options);
-  restarted.on_message(h.now(), ReplicaId{0},
-                       ReplicaUpdate{ReplicaId{0}, 1000, false, ViewNumber{0}, 5000, {}, {0, 100, 0}});
+  restarted.on_message(
+      h.now(), ReplicaId{0},
+      ReplicaUpdate{ReplicaId{0}, 1000, false, ViewNumber{0}, 5000, {}, {0, 100, 0}});
   EXPECT_TRUE(restarted.halted());
 }
 

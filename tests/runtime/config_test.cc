@@ -509,5 +509,129 @@ TEST(ConfigTest, ValidateRejectsCodeBuiltConfigsToo) {
   EXPECT_THROW(validate_config(config, "built"), ConfigError);
 }
 
+TEST(ConfigTest, NoStorageTableMeansNoDurability) {
+  ClusterConfig config = parse_config(kValid, "cluster.toml");
+  EXPECT_FALSE(config.storage.enabled());
+  EXPECT_FALSE(config.storage.durable());
+  EXPECT_FALSE(config.failstop_options(ReplicaId{0}, 1).durable);
+  EXPECT_EQ(format_config(config).find("[storage]"), std::string::npos);
+}
+
+TEST(ConfigTest, ParsesStorageWithDefaults) {
+  ClusterConfig config = parse_config(kValid + "\n[storage]\ndata_dir = \"/var/lib/ls\"\n", "c");
+  EXPECT_EQ(config.storage.data_dir, "/var/lib/ls");
+  EXPECT_EQ(config.storage.sync, storage::SyncPolicy::kAlways);
+  EXPECT_EQ(config.storage.batch_interval_ms, 2u);
+  EXPECT_EQ(config.storage.checkpoint_entries, 100'000u);
+  EXPECT_EQ(config.storage.segment_mb, 64u);
+  EXPECT_TRUE(config.storage.durable());
+  EXPECT_TRUE(config.failstop_options(ReplicaId{2}, 1).durable);
+  EXPECT_EQ(config.storage.replica_dir(ReplicaId{2}),
+            std::filesystem::path("/var/lib/ls/replica-2"));
+  const storage::WalOptions wal = config.storage.wal_options();
+  EXPECT_EQ(wal.segment_bytes, uint64_t{64} << 20);
+  EXPECT_EQ(wal.sync_policy, storage::SyncPolicy::kAlways);
+  EXPECT_EQ(wal.batch_interval_ns, 2'000'000u);
+}
+
+TEST(ConfigTest, ParsesEveryStorageKey) {
+  ClusterConfig config = parse_config(kValid + R"(
+[storage]
+data_dir = "d"
+sync = "batch-interval"
+batch_interval_ms = 7
+checkpoint_entries = 200
+segment_mb = 1
+)",
+                                      "c");
+  EXPECT_EQ(config.storage.data_dir, "d");  // parse_config keeps it as written
+  EXPECT_EQ(config.storage.sync, storage::SyncPolicy::kBatchInterval);
+  EXPECT_EQ(config.storage.batch_interval_ms, 7u);
+  EXPECT_EQ(config.storage.checkpoint_entries, 200u);
+  EXPECT_EQ(config.storage.segment_mb, 1u);
+  EXPECT_EQ(config.storage.wal_options().segment_bytes, uint64_t{1} << 20);
+  EXPECT_EQ(config.storage.wal_options().batch_interval_ns, 7'000'000u);
+  // Only a sync before every output lets a restarted replica rejoin as the same member.
+  EXPECT_TRUE(config.storage.enabled());
+  EXPECT_FALSE(config.storage.durable());
+  EXPECT_FALSE(config.failstop_options(ReplicaId{0}, 1).durable);
+  EXPECT_EQ(parse_config(format_config(config), "again").storage, config.storage);
+  config.storage.sync = storage::SyncPolicy::kNone;
+  EXPECT_FALSE(config.failstop_options(ReplicaId{0}, 1).durable);
+  EXPECT_EQ(parse_config(format_config(config), "again").storage, config.storage);
+}
+
+TEST(ConfigTest, StorageDataDirWithQuotesRoundTrips) {
+  ClusterConfig config = parse_config(kValid, "cluster.toml");
+  config.storage.data_dir = "/tmp/it's \"here\"";
+  EXPECT_EQ(parse_config(format_config(config), "again"), config);
+}
+
+TEST(ConfigTest, LoadResolvesARelativeDataDirAgainstTheFilesDirectory) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("lockstep-config-storage-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir / "sub");
+  {
+    std::ofstream out(dir / "sub" / "cluster.toml");
+    out << kValid << "\n[storage]\ndata_dir = \"../data\"\n";
+  }
+  const ClusterConfig config = load_config(dir / "sub" / "cluster.toml");
+  EXPECT_EQ(config.storage.data_dir, (std::filesystem::absolute(dir) / "data").string());
+  {
+    std::ofstream out(dir / "abs.toml");
+    out << kValid << "\n[storage]\ndata_dir = \"/srv/x\"\n";
+  }
+  EXPECT_EQ(load_config(dir / "abs.toml").storage.data_dir, "/srv/x");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ConfigTest, EachStorageErrorNamesItsField) {
+  struct Case {
+    std::string table;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"sync = \"always\"", "cluster.toml: storage.data_dir: missing"},
+      {"data_dir = 3", "cluster.toml: storage.data_dir: expected a string, got an integer"},
+      {"data_dir = \"\"", "cluster.toml: storage.data_dir: must not be empty"},
+      {"data_dir = \"d\"\nsync = \"sometimes\"",
+       "cluster.toml: storage.sync: expected \"always\", \"batch-interval\" or \"none\", got "
+       "\"sometimes\""},
+      {"data_dir = \"d\"\nsync = 1", "cluster.toml: storage.sync: expected a string"},
+      {"data_dir = \"d\"\nbatch_interval_ms = 0",
+       "cluster.toml: storage.batch_interval_ms: must be in [1, 86400000], got 0"},
+      {"data_dir = \"d\"\ncheckpoint_entries = 0",
+       "cluster.toml: storage.checkpoint_entries: must be in [1, 1099511627776], got 0"},
+      {"data_dir = \"d\"\nsegment_mb = 0",
+       "cluster.toml: storage.segment_mb: must be in [1, 1024], got 0"},
+      {"data_dir = \"d\"\nsegment_mb = 1025",
+       "cluster.toml: storage.segment_mb: must be in [1, 1024], got 1025"},
+      {"data_dir = \"d\"\nfsync = \"always\"", "cluster.toml: storage.fsync: unknown key"},
+  };
+  for (const Case& c : cases) {
+    const std::string message = error_of(kValid + "\n[storage]\n" + c.table + "\n");
+    EXPECT_EQ(message.rfind(c.message, 0), 0u) << c.table << "\n  gave: " << message;
+  }
+  EXPECT_EQ(error_of("storage = 1\n" + kValid).rfind("cluster.toml: storage: expected a table", 0),
+            0u);
+}
+
+TEST(ConfigTest, ByzantineModeRefusesADataDir) {
+  const std::string message = error_of(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\n");
+  EXPECT_EQ(message,
+            "cluster.toml: storage.data_dir: durability is not implemented for the byzantine "
+            "mode yet");
+  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
+  config.storage.data_dir = "/d";
+  EXPECT_THROW(validate_config(config, "built"), ConfigError);
+}
+
+TEST(ConfigTest, ValidateChecksStorageOfConfigsBuiltInCode) {
+  ClusterConfig config = parse_config(kValid, "cluster.toml");
+  config.storage.data_dir = "/d";
+  config.storage.segment_mb = 0;
+  EXPECT_THROW(validate_config(config, "built"), ConfigError);
+}
+
 }  // namespace
 }  // namespace lockstep::runtime

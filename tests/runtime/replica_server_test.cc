@@ -4,8 +4,11 @@
 #include "runtime/replica_server.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <array>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -92,10 +95,46 @@ kv::Result result_of(const CallResult& result) {
 
 class InProcessClusterTest : public ::testing::Test {
  protected:
+  void TearDown() override {
+    client_.reset();
+    servers_.clear();
+    if (!data_dir_.empty() && !HasFailure()) std::filesystem::remove_all(data_dir_);
+  }
+
+  // Durable replicas: [storage] data_dir in a fresh temporary directory; start() picks it up.
+  void use_storage(storage::SyncPolicy sync = storage::SyncPolicy::kAlways,
+                   uint64_t checkpoint_entries = 100'000) {
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    data_dir_ = std::filesystem::temp_directory_path() /
+                ("lockstep-server-" + std::to_string(getpid()) + "-" + test->name());
+    std::filesystem::remove_all(data_dir_);
+    storage_.data_dir = data_dir_.string();
+    storage_.sync = sync;
+    storage_.checkpoint_entries = checkpoint_entries;
+    storage_.segment_mb = 1;
+  }
+
+  // A new process for replica i: the old server is gone (its unsynced state with it), a new one
+  // starts from the same configuration and data directory.
+  void restart(uint32_t i) {
+    servers_[i].reset();
+    servers_[i] = std::make_unique<ReplicaServer>(loop_, config_, ReplicaId{i});
+    servers_[i]->start();
+  }
+
+  // The value of `key` read through the cluster.
+  std::string read(const std::string& key) {
+    std::optional<CallResult> outcome;
+    client_->submit(get(key), [&](CallResult result) { outcome = result; });
+    EXPECT_TRUE(run_until(loop_, [&] { return outcome.has_value(); }));
+    return outcome ? result_of(*outcome).value : "(no answer)";
+  }
+
   void start(uint32_t replicas, Mode mode = Mode::kFailstop,
              std::map<uint32_t, Misbehaviour> misbehave = {}) {
     config_ = loopback_cluster(replicas, mode);
     config_.limits = limits_;
+    config_.storage = storage_;
     validate_config(config_, "test");
     for (uint32_t i = 0; i < replicas; ++i) {
       ReplicaServerOptions options;
@@ -155,7 +194,9 @@ class InProcessClusterTest : public ::testing::Test {
   }
 
   net::EventLoop loop_;
-  LimitsConfig limits_;  // what start() puts in the configuration's [limits]
+  LimitsConfig limits_;    // what start() puts in the configuration's [limits]
+  StorageConfig storage_;  // and its [storage]
+  std::filesystem::path data_dir_;
   ClusterConfig config_;
   std::vector<std::unique_ptr<ReplicaServer>> servers_;
   std::unique_ptr<Client> client_;
@@ -313,6 +354,84 @@ TEST_F(InProcessClusterTest, AConnectionLimitFromTheConfigurationRefusesConnecti
   EXPECT_EQ(second.connected_replicas(), 0u);
   // The first client still holds its slot and is served.
   EXPECT_EQ(run_sessions(1, 1, "again-"), 0);
+}
+
+TEST_F(InProcessClusterTest, ADurableReplicaRestartedAtOnceCarriesOnAsTheSameMember) {
+  use_storage();
+  start(3);
+  EXPECT_EQ(run_sessions(16, 5, "before-"), 0);
+  ASSERT_NE(servers_[1]->store(), nullptr);
+  EXPECT_GT(servers_[1]->store()->synced_index(), 0u) << "records were synced";
+  restart(1);
+  // It rebuilt its state from the disk before taking any input.
+  EXPECT_EQ(servers_[1]->replica().core().view(), ViewNumber{0});
+  EXPECT_EQ(run_sessions(16, 5, "after-"), 0);
+  ASSERT_TRUE(run_until(loop_, [&] { return states_agree(servers_, {0, 1, 2}, 16 * 5 * 2 * 2); }));
+  for (auto& server : servers_) {
+    EXPECT_EQ(server->replica().core().view(), ViewNumber{0});
+    EXPECT_EQ(server->replica().core().members().size(), 3u);
+    EXPECT_FALSE(server->replica().halted());
+  }
+}
+
+TEST_F(InProcessClusterTest, AWholeClusterRestartedFromCheckpointsKeepsEveryWrite) {
+  use_storage(storage::SyncPolicy::kAlways, /*checkpoint_entries=*/50);
+  start(3);
+  EXPECT_EQ(run_sessions(8, 20, "k"), 0);  // 320 entries: several checkpoints each
+  for (auto& server : servers_)
+    EXPECT_GE(server->checkpoints_written(), 2u);
+  client_.reset();
+  for (uint32_t i = 0; i < 3; ++i)
+    servers_[i].reset();  // all down at once
+  for (uint32_t i = 0; i < 3; ++i) {
+    servers_[i] = std::make_unique<ReplicaServer>(loop_, config_, ReplicaId{i});
+    // The service comes back from the newest checkpoint's snapshot; the entries logged after it
+    // are in the core, and execute again on the first loop iteration.
+    EXPECT_GE(servers_[i]->replica().service().executed_count(), 50u) << i;
+    servers_[i]->start();
+  }
+  // Everything executed before the crash is back, the same on every replica.
+  ASSERT_TRUE(run_until(loop_, [&] { return states_agree(servers_, {0, 1, 2}, 8 * 20 * 2); }));
+  client_ = std::make_unique<Client>(loop_, client_options(config_));
+  for (int s = 0; s < 8; ++s)
+    EXPECT_EQ(read("k" + std::to_string(s)), "v19") << s;
+  for (auto& server : servers_)
+    EXPECT_EQ(server->replica().core().view(), ViewNumber{0});
+}
+
+TEST_F(InProcessClusterTest, ADurableReplicaRestartedAfterItWasRemovedHalts) {
+  use_storage();
+  start(3);
+  EXPECT_EQ(run_sessions(4, 3, "before-"), 0);
+  servers_[2].reset();
+  EXPECT_EQ(run_sessions(4, 3, "during-"), 0);
+  ASSERT_TRUE(run_until(loop_, [&] { return servers_[0]->replica().core().view().value >= 1; }));
+  // Its disk is intact, but the others went on without it: it must not serve as a member.
+  restart(2);
+  ASSERT_TRUE(run_until(loop_, [&] { return servers_[2]->exit_code() == kExitHalted; }));
+  EXPECT_EQ(run_sessions(4, 3, "after-"), 0);
+}
+
+TEST_F(InProcessClusterTest, WithoutSyncAlwaysARestartedReplicaIsTreatedAsFailed) {
+  use_storage(storage::SyncPolicy::kNone);
+  start(3);
+  EXPECT_EQ(run_sessions(4, 3, "before-"), 0);
+  restart(2);
+  ASSERT_TRUE(run_until(loop_, [&] { return servers_[2]->exit_code() == kExitHalted; }))
+      << "the restarted replica must halt: its disk is not trusted";
+  EXPECT_EQ(run_sessions(4, 3, "after-"), 0);
+}
+
+TEST_F(InProcessClusterTest, ADirectoryWithForeignFilesRefusesToStart) {
+  use_storage();
+  std::filesystem::create_directories(data_dir_ / "replica-0");
+  std::ofstream(data_dir_ / "replica-0" / "notes.txt") << "someone else's directory";
+  try {
+    start(1);
+    FAIL() << "started on a foreign directory";
+  } catch (const ReplicaStorageError& error) {
+    EXPECT_NE(std::string(error.what()).find("notes.txt"), std::string::npos) << error.what();
+  }
 }
 
 TEST(ReplicaServerTest, ByzantineModeNeedsTheReplicasOwnKey) {

@@ -5,6 +5,12 @@
 // `--mode byzantine --t T` runs 2T+1 replicas instead, with fresh Ed25519 keys in
 // D/replica-<id>.key and one client principal's key in D/client-1.key (for `lockstep kv|workload
 // --key`).
+//
+// `--data` makes the replicas durable (failstop): cluster.toml gets `[storage] data_dir = D/data`
+// and each replica keeps its log and checkpoints in D/data/replica-<id>, so a replica killed
+// and started again (`lockstep replica --config D/cluster.toml --id N`) recovers from its disk.
+// `--sync always|batch-interval|none` picks the sync policy (see runtime/config.h for what each
+// risks) and `--checkpoint-entries N` how often checkpoints are taken.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -13,6 +19,7 @@
 
 #include "command.h"
 #include "runtime/local_cluster.h"
+#include "storage/wal.h"
 
 namespace lockstep::tool {
 namespace {
@@ -26,6 +33,9 @@ struct LocalClusterArgs {
   std::string dir;
   uint16_t base_port = 0;
   std::string log_level = "info";
+  bool data = false;
+  std::string sync = "always";
+  uint64_t checkpoint_entries = 0;  // 0: the default
 };
 
 int run_local_cluster(const LocalClusterArgs& args) {
@@ -56,6 +66,20 @@ int run_local_cluster(const LocalClusterArgs& args) {
   options.dir = args.dir;
   options.base_port = args.base_port;
   options.log_level = args.log_level;
+  if (!args.data && (args.sync != "always" || args.checkpoint_entries != 0)) {
+    std::cerr << "local-cluster: --sync and --checkpoint-entries need --data\n";
+    return 2;
+  }
+  if (args.data) {
+    if (options.mode == runtime::Mode::kByzantine) {
+      std::cerr << "local-cluster: --data: durability is not implemented for the byzantine mode "
+                   "yet\n";
+      return 2;
+    }
+    options.storage.data_dir = "data";  // under --dir
+    options.storage.sync = storage::parse_sync_policy(args.sync).value();
+    if (args.checkpoint_entries != 0) options.storage.checkpoint_entries = args.checkpoint_entries;
+  }
   try {
     runtime::LocalCluster cluster(options);
     cluster.start_all();
@@ -64,6 +88,9 @@ int run_local_cluster(const LocalClusterArgs& args) {
     std::cout << "cluster of " << options.replicas << " replicas (" << args.mode
               << ", t = " << cluster.config().t << ")\n";
     std::cout << "config: " << cluster.config_path().string() << "\n";
+    if (args.data) {
+      std::cout << "data: " << cluster.config().storage.data_dir << " (sync " << args.sync << ")\n";
+    }
     if (byzantine) {
       std::cout << "delta " << options.byzantine.delta_ms << " ms, epsilon "
                 << options.byzantine.epsilon_ms << " ms; client principal "
@@ -139,6 +166,13 @@ LOCKSTEP_COMMAND(
       app.add_option("--base-port", args->base_port,
                      "replica i listens on base-port + i (default: free ports)");
       app.add_option("--log-level", args->log_level, "the replicas' log level");
+      app.add_flag("--data", args->data,
+                   "failstop: keep each replica's state on disk under DIR/data (durable)");
+      app.add_option("--sync", args->sync, "with --data: always (default), batch-interval, none")
+          ->check(CLI::IsMember({"always", "batch-interval", "none"}));
+      app.add_option("--checkpoint-entries", args->checkpoint_entries,
+                     "with --data: executed entries between checkpoints (default 100000)")
+          ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
       return [args] { return run_local_cluster(*args); };
     });
 

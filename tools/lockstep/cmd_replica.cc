@@ -1,7 +1,8 @@
 // `lockstep replica --config cluster.toml --id N [--key FILE]`: runs one replica in the
 // foreground until SIGTERM/SIGINT (exit 0) or until the others remove it from the membership
-// (exit 3). Byzantine mode needs --key, the replica's key file (its public half must be the one
-// the cluster file lists for this id).
+// (exit 3). With a [storage] data_dir it first recovers from <data_dir>/replica-<id>, and exits
+// 4 when that directory is damaged or cannot be written. Byzantine mode needs --key, the replica's
+// key file (its public half must be the one the cluster file lists for this id).
 //
 // `--misbehave wrong-output|silent` (hidden from --help) makes the replica faulty on purpose, for
 // the byzantine tests and the demo: see runtime/replica_server.h, Misbehaviour.
@@ -69,6 +70,10 @@ int run_replica(const ReplicaArgs& args) {
     loop.watch_signal(SIGTERM, [&] { server.stop(); });
     loop.watch_signal(SIGINT, [&] { server.stop(); });
     return server.run();
+  } catch (const runtime::ReplicaStorageError& error) {
+    // Its own exit status: a supervisor must not simply restart a replica whose disk is damaged.
+    spdlog::critical("{}", error.what());
+    return runtime::kExitStorageFailed;
   } catch (const std::exception& error) {
     spdlog::critical("{}", error.what());
     return 2;
