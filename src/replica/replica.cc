@@ -29,6 +29,14 @@ void Replica::on_client_request(Now now, ClientRequest request) {
         ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kNotServing, {}});
     return;
   }
+  if (limits_.client_requests_per_step_max != 0 &&
+      client_requests_this_step_ >= limits_.client_requests_per_step_max) {
+    ++busy_replies_;
+    output_.to_clients.push_back(
+        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kBusy, {}});
+    return;
+  }
+  ++client_requests_this_step_;
   // Byzantine mode: a request whose client signature fails is dropped (and counted) before
   // anything else, including an answer from the session table.
   if (!core_->admits(request)) return;
@@ -105,6 +113,7 @@ Replica::Output Replica::take_output() {
   execute_ready();
   output_.to_peers = core_->take_messages(last_now_);
   output_.persist = core_->take_persist();  // after take_messages, which may add a clock lease
+  client_requests_this_step_ = 0;
   return std::exchange(output_, {});
 }
 

@@ -35,6 +35,11 @@ struct ReplicaLimits {
   // requests that already ran are still answered from the session table, and requests relayed by
   // other replicas are still taken (refusing those would not shed load, only lose requests).
   size_t pending_requests_max = 100'000;
+  // Client requests taken per step (between take_output calls); beyond it a request is answered
+  // kBusy before its signature is even checked. 0: no limit. The byzantine mode needs it: its
+  // safety assumes every step finishes well within Δ, and checking signatures is most of a step's
+  // work, so an unbounded step under overload would break the assumption it rests on.
+  size_t client_requests_per_step_max = 0;
 };
 
 class Replica {
@@ -108,6 +113,7 @@ class Replica {
   ReplicaLimits limits_;
   Service service_;
   uint64_t busy_replies_ = 0;
+  size_t client_requests_this_step_ = 0;
   uint64_t executed_since_start_ = 0;
   failstop::Options::PlantedBugs planted_;
   Output output_;

@@ -207,6 +207,13 @@ ReplicaLimits ClusterConfig::replica_limits() const {
   result.service.session_idle_expiry_us = limits.session_idle_expiry_ms * 1000;
   result.service.sessions_max = static_cast<size_t>(limits.sessions_max);
   result.pending_requests_max = static_cast<size_t>(limits.pending_requests_max);
+  if (mode == Mode::kByzantine && byzantine) {
+    // Keep a step's signature checks (about 40 µs each, for this replica's admitted requests and
+    // the others' proposals of theirs: about n times as many) within a quarter of Δ.
+    constexpr uint64_t kCheckUs = 40;
+    const uint64_t budget = byzantine->delta_ms * 1000 / (4 * kCheckUs * replica_count());
+    result.client_requests_per_step_max = static_cast<size_t>(std::max<uint64_t>(8, budget));
+  }
   return result;
 }
 

@@ -12,6 +12,9 @@
 //   delta_ms = 10                # Δ: delivery bound between honest replicas, processing included
 //   epsilon_ms = 2               # ε: bound on the clock difference between honest replicas
 //   relay_timeout_ms = 0         # optional; 0 = 2·(σ + (t+1)·(Δ+ε)), σ = 0.1 ms
+//                                # Each replica takes at most Δ/(160 µs·n) client requests (at
+//                                # least 8) per event-loop step and answers the rest "busy": the
+//                                # mode is safe only while every step ends well within Δ.
 //
 //   [[clients]]                  # byzantine mode: client principals allowed to sign requests
 //   principal = 1                # 1..2^32-1, unique
@@ -56,8 +59,8 @@
 // With "batch-interval" and "none" the disk cannot be trusted after a restart, so the replica is
 // not durable: restarted, it counts as failed (the others remove it and it halts, §3.8), exactly
 // as without a data_dir. (So that the recovered state is never used, the core today writes no
-// log records at all under these two policies: they cost nothing and keep nothing.) Durability is not implemented for the byzantine mode yet: a data_dir
-// there is an error.
+// log records at all under these two policies: they cost nothing and keep nothing.) Durability is
+// not implemented for the byzantine mode yet: a data_dir there is an error.
 //
 // Sessions idle longer than session_idle_expiry_ms are forgotten at the same point in the order
 // on every replica; a client that retries a request after that may see it executed twice, so

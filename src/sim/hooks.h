@@ -54,9 +54,8 @@ class ByzantineHook {
   virtual std::vector<Injection> on_step(const Step& /*step*/, Random& /*random*/) { return {}; }
 };
 
-// Disk faults. The replica keeps no durable state yet (crashes are permanent within a run), so
-// the only call today is at a crash; when restart lands, the hook decides which unsynced writes
-// the restarted replica loses, which writes are torn and which sectors read back corrupted.
+// Disk faults beyond the simulator's own (durable runs draw torn writes, bad sectors and restarts
+// themselves, simulator.cc): called at every replica crash, after the simulated disk crashed.
 class DiskFaultHook {
  public:
   virtual ~DiskFaultHook() = default;

@@ -74,8 +74,9 @@ std::string encode_result(const RunResult& r) {
       << r.profile.fault_phase_ns << ' ' << r.profile.clock_beyond_bounds << ' '
       << static_cast<int>(r.profile.mode) << ' ' << r.profile.delta_us << ' '
       << r.profile.epsilon_us << ' ' << r.profile.byzantine_replicas << ' '
-      << r.profile.byzantine_clients << ' ' << escape(r.profile.behaviours).size() << ':'
-      << escape(r.profile.behaviours);
+      << r.profile.byzantine_clients << ' ' << r.profile.durable << ' '
+      << r.profile.checkpoint_interval << ' ' << r.profile.sync_latency_ns << ' ' << r.final_view
+      << ' ' << escape(r.profile.behaviours).size() << ':' << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
   out << ' ' << r.trace_tail.size();
@@ -94,7 +95,8 @@ std::optional<RunResult> decode_result(std::string_view line) {
       r.profile.clock_beyond_bounds;
   int mode = 0;
   in >> mode >> r.profile.delta_us >> r.profile.epsilon_us >> r.profile.byzantine_replicas >>
-      r.profile.byzantine_clients;
+      r.profile.byzantine_clients >> r.profile.durable >> r.profile.checkpoint_interval >>
+      r.profile.sync_latency_ns >> r.final_view;
   r.profile.mode = static_cast<Mode>(mode);
   {
     size_t size = 0;
@@ -365,6 +367,7 @@ bool* planted_flag(PlantedBugs& planted, std::string_view name) {
   if (name == "decide_early") return &planted.byzantine.decide_early;
   if (name == "ignore_equivocation") return &planted.byzantine.ignore_equivocation;
   if (name == "accept_short_quorum") return &planted.accept_short_quorum;
+  if (name == "persist_after_send") return &planted.persist_after_send;
   return nullptr;
 }
 
@@ -387,15 +390,15 @@ std::vector<std::string> planted_bug_names(const PlantedBugs& planted) {
 }
 
 std::vector<std::string> all_planted_bug_names() {
-  return {"execute_before_stable", "skip_relay",   "reply_before_execute",
-          "drop_session_entry",    "decide_early", "ignore_equivocation",
-          "accept_short_quorum"};
+  return {"execute_before_stable", "skip_relay",   "reply_before_execute", "drop_session_entry",
+          "persist_after_send",    "decide_early", "ignore_equivocation",  "accept_short_quorum"};
 }
 
 std::vector<std::string> planted_bug_names_for(Mode mode) {
   if (mode == Mode::kByzantine)
     return {"decide_early", "ignore_equivocation", "accept_short_quorum"};
-  return {"execute_before_stable", "skip_relay", "reply_before_execute", "drop_session_entry"};
+  return {"execute_before_stable", "skip_relay", "reply_before_execute", "drop_session_entry",
+          "persist_after_send"};
 }
 
 std::string replay_command(const SimOptions& options, uint64_t seed) {
@@ -412,6 +415,7 @@ std::string replay_command(const SimOptions& options, uint64_t seed) {
   if (options.clock_beyond_bounds) {
     command += *options.clock_beyond_bounds ? " --clocks beyond" : " --clocks bounded";
   }
+  if (options.durable) command += *options.durable ? " --durable yes" : " --durable no";
   if (options.faults_min != SimOptions{}.faults_min) {
     command += " --faults-min " + std::to_string(options.faults_min);
   }

@@ -19,6 +19,8 @@
 #include "replica/replica.h"
 #include "sim/byzantine.h"
 #include "sim/trace.h"
+#include "storage/memory_storage.h"
+#include "storage/replica_store.h"
 
 namespace lockstep::sim {
 namespace {
@@ -42,8 +44,11 @@ constexpr uint64_t kShortPauseMaxNs = 150 * kMs;
 constexpr uint64_t kHeartbeatMaxNs = 10 * kMs;
 constexpr uint64_t kTickMaxNs = 3 * kMs;
 constexpr uint64_t kFlushDelayMaxNs = 200 * kUs;
+// Durable runs: a step's outputs wait for its fsync, which takes up to this long. A short restart
+// (down at most kShortPauseMaxNs) is silent no longer than a short pause.
+constexpr uint64_t kSyncLatencyMaxNs = 5 * kMs;
 static_assert(kShortPauseMaxNs + kReplicaDelayMaxNs + kHeartbeatMaxNs + kTickMaxNs +
-                  kFlushDelayMaxNs <
+                  kFlushDelayMaxNs + kSyncLatencyMaxNs <
               kFailureTimeoutNs * 3 / 5);
 // Long pauses run from where short ones stop to several failure timeouts. Those near the timeout
 // are the nasty ones: the replica resumes while the others are removing it. Any of them may lead
@@ -53,6 +58,19 @@ constexpr uint64_t kLongPauseMaxNs = 5 * kFailureTimeoutNs;
 // Two pauses of one replica are at least this far apart, so that the heartbeat it sends on
 // resuming reaches the others before it falls silent again.
 constexpr uint64_t kPauseGapNs = kReplicaDelayMaxNs + kHeartbeatMaxNs;
+
+// ---- the durable failstop model ----------------------------------------------------------------
+//
+// Each replica keeps a ReplicaStore (log + checkpoints) on its own MemoryStorage. Small segments,
+// so that they roll and checkpoints truncate the log within a run.
+constexpr uint64_t kSegmentBytes = 64 * 1024;
+constexpr uint64_t kCheckpointIntervalMin = 50;
+constexpr uint64_t kCheckpointIntervalMax = 2000;
+// A whole-cluster crash: everyone is down this long, then restarts within a jitter small enough
+// that the first one up does not time the others out.
+constexpr uint64_t kClusterDowntimeMaxNs = 2 * kSec;
+constexpr uint64_t kClusterRestartJitterNs = 100 * kMs;
+constexpr uint64_t kClusterCrashesMax = 2;
 
 // Replica wall clocks start here (about 11.6 days of microseconds): far from zero, so that a
 // negative skew or a backward jump never underflows, and far below the 48-bit HLC limit.
@@ -143,6 +161,13 @@ struct Profile {
   uint64_t fault_interval_ns = 0;
   uint64_t think_max_ns = 0;
   uint32_t pipeline_per_million = 0;  // share of clients that pipeline
+  // Durable runs: episode weights, the share of crashes that tear unsynced writes, and the share
+  // of the planned budgeted crashes that restart after the others removed the replica.
+  uint32_t weight_restart = 0;
+  uint32_t weight_cluster_crash = 0;
+  uint32_t weight_corruption = 0;
+  uint32_t torn_per_million = 0;
+  uint32_t long_restart_share_per_million = 0;
 };
 
 // ---- events ---------------------------------------------------------------------------------
@@ -161,6 +186,7 @@ struct RequestDelivery {
 struct ReplyDelivery {
   size_t client;
   ClientReply reply;
+  uint64_t generation = 0;  // the sender's (durable runs: dropped if it crashed since)
 };
 // Byzantine mode: one replica's signed replies to one client, from one take_output.
 struct SignedReplyDelivery {
@@ -172,9 +198,11 @@ struct ByzantineClientAct {
 };
 struct ReplicaTick {
   ReplicaId replica;
+  uint64_t generation = 0;  // the process it belongs to; a crash ends its chain
 };
 struct ReplicaFlush {
   ReplicaId replica;
+  uint64_t generation = 0;
 };
 struct ClientTick {
   size_t client;
@@ -194,11 +222,21 @@ struct PauseEnd {
 };
 struct LivenessDeadline {};
 struct SettleCheck {};
+// Durable runs: an fsync of a replica's log completes (its held outputs are released).
+struct DiskSync {
+  ReplicaId replica;
+  uint64_t generation = 0;
+};
+// Durable runs: a crashed replica's machine comes back and the replica recovers from its disk.
+struct RestartDue {
+  ReplicaId replica;
+  uint64_t generation = 0;
+};
 
 using EventBody =
     std::variant<PeerDelivery, RequestDelivery, ReplyDelivery, ReplicaTick, ReplicaFlush,
                  ClientTick, ClientWake, FaultDue, PauseEnd, LivenessDeadline, SettleCheck,
-                 SignedReplyDelivery, ByzantineClientAct>;
+                 SignedReplyDelivery, ByzantineClientAct, DiskSync, RestartDue>;
 
 struct Event {
   uint64_t at_ns;
@@ -283,6 +321,35 @@ struct ReplicaSlot {
   uint64_t executed_position = 0;      // length of this replica's executed sequence
   std::set<RequestKey> executed_once;  // outcome kExecuted
   std::set<RequestKey> executed_any;   // any outcome: the replica may answer these
+  // Bumped at every crash: events, replies and frames of an older process are stale.
+  uint64_t generation = 0;
+  // Durable runs.
+  failstop::Options options;  // to start a new process (with a new incarnation)
+  std::unique_ptr<storage::MemoryStorage> disk;
+  std::optional<storage::ReplicaStore> store;
+  // Outputs of steps whose records are not synced yet, in step order; released by DiskSync.
+  struct Held {
+    std::vector<Replica::PeerMessage> to_peers;
+    std::vector<ClientReply> to_clients;
+  };
+  std::deque<Held> held;
+  bool sync_scheduled = false;
+  bool sync_due_on_resume = false;
+  // Checkpoint log index -> executed_position when it was taken: where a replica recovered from
+  // that checkpoint resumes in the agreed sequence.
+  std::map<uint64_t, uint64_t> checkpoint_positions;
+  uint64_t checkpoint_position = 0;  // executed_position at the latest checkpoint
+  // Executions up to here are backed by synced records (its disk would give them back).
+  uint64_t synced_position = 0;
+  // The furthest any process of this replica got in the agreed sequence (not reset by restarts).
+  uint64_t executed_high = 0;
+  uint64_t checkpoint_log_index = 0;
+  bool restart_pending = false;
+  bool restart_releases_unit = false;  // a short downtime: back as the same member
+  bool restart_after_corruption = false;
+  bool refused = false;  // recovery refused its damaged disk: down for good
+  bool in_cluster_crash = false;
+  uint64_t restarts = 0;
 };
 
 // A replica->replica channel: FIFO by construction (a message never arrives before one sent
@@ -292,7 +359,18 @@ struct Channel {
   uint64_t last_delivery_ns = 0;
   uint64_t sent = 0;
   uint64_t delivered = 0;
-  uint64_t cutoff = UINT64_MAX;  // the sender crashed: frames after this were lost with it
+  // Frames in (lost_after, lost_through] are lost: their sender crashed before they left (a
+  // random prefix of the in-flight ones gets out), or, in durable runs, one end crashed while
+  // they were in flight (a connection reset loses them all; later frames belong to a new process).
+  uint64_t lost_after = UINT64_MAX;
+  uint64_t lost_through = UINT64_MAX;
+  // Durable runs, the runtime's peer channel (net/peer_channel.h) across restarts: the generation
+  // of the receiver's process that the sender's process has connected to (kUnknownGeneration: none
+  // yet). Frames for a receiver that is down are dropped when the sender knew its old process
+  // (the new one's Hello drops the buffer), and otherwise wait here for the new process.
+  static constexpr uint64_t kUnknownGeneration = UINT64_MAX;
+  uint64_t receiver_generation_known = 0;
+  std::vector<ReplicaMessage> parked;
 };
 
 struct Operation {
@@ -363,6 +441,7 @@ class Simulator {
   void set_up();
   void set_up_byzantine(Random& draw);
   bool byzantine_mode() const { return options_.mode == Mode::kByzantine; }
+  bool durable() const { return run_profile_.durable; }
 
   // Scheduling.
   void schedule(uint64_t at_ns, EventBody body);
@@ -383,6 +462,22 @@ class Simulator {
   void check_accepted(size_t c, const RequestKey& key, const Bytes& result);
   void resume(ReplicaId r);
   void crash(ReplicaId r);
+  // Durable runs.
+  void release_output(ReplicaId r, std::vector<Replica::PeerMessage> to_peers,
+                      std::vector<ClientReply> to_clients);
+  void persist(ReplicaId r, Replica::Output& output);
+  void maybe_checkpoint(ReplicaId r);
+  void schedule_sync(ReplicaId r);
+  void disk_sync(ReplicaId r);
+  void restart(ReplicaId r);
+  bool crash_for_restart(ReplicaId r, uint64_t downtime_ns, bool releases_unit);
+  bool corrupt_disk(ReplicaId r);
+  bool cluster_crash();
+  storage::WalOptions wal_options() const;
+  bool restart_window_open() const;
+  void forget_unsynced_executions(ReplicaId r);
+  bool membership_settled() const;
+  std::optional<std::string> lost_acknowledged_write() const;
 
   // Clients.
   void start_operation(size_t c, size_t lane);
@@ -451,8 +546,9 @@ class Simulator {
 
   // Checkers.
   std::vector<Replica::Executed> reference_;  // the one sequence every replica's is a prefix of
-  // Which serving replicas each request reached (for the relay check on crashed clients).
-  std::map<RequestKey, std::set<ReplicaId>> receivers_;
+  // Which serving replicas (and which process of each: its generation) each request reached, for
+  // the relay check on crashed clients.
+  std::map<RequestKey, std::set<std::pair<uint32_t, uint64_t>>> receivers_;
   // Operations of crashed clients, and when each request first executed anywhere.
   struct CrashedOperation {
     uint64_t history_id;
@@ -463,6 +559,10 @@ class Simulator {
   std::map<RequestKey, uint64_t> history_ids_;  // every request a client sent -> its operation
   std::map<RequestKey, uint64_t> first_executed_ns_;
   uint32_t budget_used_ = 0;
+  // Durable runs: replicas down in a whole-cluster crash (the budget does not apply to it).
+  uint32_t cluster_down_ = 0;
+  uint64_t cluster_crashes_ = 0;
+  uint64_t last_restart_ns_ = 0;
 
   // The byzantine mode.
   ByzantineHook* hook_ = nullptr;  // options_.hooks.byzantine, or drawn_hook_
@@ -560,7 +660,26 @@ void Simulator::draw_profile() {
   const uint64_t per_client =
       std::max<uint64_t>(1, options_.ops / std::max<uint32_t>(run_profile_.clients, 1));
   p.think_max_ns = 2 * run_profile_.fault_phase_ns / per_client;
-  if (byzantine_mode()) draw_byzantine_profile(draw);
+  if (byzantine_mode()) {
+    draw_byzantine_profile(draw);
+    LOCKSTEP_ASSERT(!options_.durable.value_or(false), "the byzantine mode has no durability");
+    return;
+  }
+  // Durability is drawn last, from the profile's own stream, so that a seed that draws a
+  // non-durable run runs exactly as it did before durability existed.
+  run_profile_.durable = options_.durable.value_or(draw.chance(350'000));
+  if (!durable()) return;
+  run_profile_.checkpoint_interval = draw.between(kCheckpointIntervalMin, kCheckpointIntervalMax);
+  // An fsync: instant (a battery-backed cache) on some seeds, a fast SSD on most, a slow disk
+  // on some.
+  run_profile_.sync_latency_ns = draw.chance(200'000)   ? 0
+                                 : draw.chance(600'000) ? draw.between(10 * kUs, 1 * kMs)
+                                                        : draw.between(1 * kMs, kSyncLatencyMaxNs);
+  p.weight_restart = static_cast<uint32_t>(draw.between(2, 10));
+  p.weight_cluster_crash = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 3)) : 0;
+  p.weight_corruption = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 4)) : 0;
+  p.torn_per_million = maybe_rate(1'000'000);
+  p.long_restart_share_per_million = static_cast<uint32_t>(draw.between(0, 1'000'000));
 }
 
 void Simulator::draw_byzantine_profile(Random& draw) {
@@ -608,8 +727,15 @@ void Simulator::set_up() {
       o.failure_timeout_ns = kFailureTimeoutNs;
       o.relay_timeout_ns = profile_.relay_timeout_ns;
       o.planted = options_.planted.failstop;
+      o.durable = durable();
       ReplicaSlot& slot = replicas_[i];
+      slot.options = o;
       slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>());
+      if (durable()) {
+        slot.disk = std::make_unique<storage::MemoryStorage>();
+        storage::StoreRecovery recovery;
+        slot.store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
+      }
       slot.clock.skew_ns =
           static_cast<int64_t>(draw.between(0, 2 * profile_.skew_max_ns)) - profile_.skew_max_ns;
       slot.clock.drift_ppm = static_cast<int32_t>(draw.between(0, 2 * profile_.drift_max_ppm)) -
@@ -634,10 +760,16 @@ void Simulator::set_up() {
   schedule(draw.between(0, 2 * profile_.fault_interval_ns), FaultDue{});
   for (uint32_t unit = 0; unit < run_profile_.t; ++unit) {
     if (!draw.chance(profile_.budget_use_per_million)) continue;
-    const FaultKind kind = draw.chance(profile_.long_pause_share_per_million)
-                               ? FaultKind::kReplicaLongPause
-                               : FaultKind::kReplicaCrash;
-    schedule(draw.between(0, run_profile_.fault_phase_ns), FaultDue{kind});
+    FaultKind kind = draw.chance(profile_.long_pause_share_per_million)
+                         ? FaultKind::kReplicaLongPause
+                         : FaultKind::kReplicaCrash;
+    const uint64_t at = draw.between(0, run_profile_.fault_phase_ns);
+    // Durable runs: some crashes restart too late, after the others removed the replica.
+    if (durable() && kind == FaultKind::kReplicaCrash &&
+        draw.chance(profile_.long_restart_share_per_million)) {
+      kind = FaultKind::kReplicaLongRestart;
+    }
+    schedule(at, FaultDue{kind});
   }
 }
 
@@ -895,6 +1027,11 @@ RunResult Simulator::run() {
   result.faults = faults_;
   result.fault_episodes = episodes_;
   result.event_log_hash = hash_.value();
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (live(ReplicaId{i})) {
+      result.final_view = std::max(result.final_view, replicas_[i].replica->core().view().value);
+    }
+  }
   result.trace_tail.assign(trace_tail_.begin(), trace_tail_.end());
   return result;
 }
@@ -937,6 +1074,10 @@ void Simulator::trace_event_start(const Event& event) {
           line += "r" + std::to_string(e.replica.value) + " pause ends";
         } else if constexpr (std::is_same_v<T, LivenessDeadline>) {
           line += "liveness deadline";
+        } else if constexpr (std::is_same_v<T, DiskSync>) {
+          line += "r" + std::to_string(e.replica.value) + " fsync done";
+        } else if constexpr (std::is_same_v<T, RestartDue>) {
+          line += "r" + std::to_string(e.replica.value) + " restarts";
         } else {
           static_assert(std::is_same_v<T, SettleCheck>);
           line += "settle check";
@@ -947,7 +1088,8 @@ void Simulator::trace_event_start(const Event& event) {
   trace_quiet_ = std::holds_alternative<ReplicaTick>(event.body) ||
                  std::holds_alternative<ReplicaFlush>(event.body) ||
                  std::holds_alternative<ClientTick>(event.body) ||
-                 std::holds_alternative<SettleCheck>(event.body);
+                 std::holds_alternative<SettleCheck>(event.body) ||
+                 std::holds_alternative<DiskSync>(event.body);
 }
 
 void Simulator::dispatch(Event& event) {
@@ -958,8 +1100,10 @@ void Simulator::dispatch(Event& event) {
           Channel& channel = channels_[e.from.value][e.to.value];
           // Sequence 0: injected by a faulty sender outside the channel's order (sim/hooks.h).
           if (e.channel_sequence != 0) ++channel.delivered;
-          if (e.channel_sequence > channel.cutoff) {
-            trace("lost: its sender crashed before the frame left");
+          if (e.channel_sequence > channel.lost_after &&
+              e.channel_sequence <= channel.lost_through) {
+            trace(durable() ? "lost: a connection reset (an end of it crashed)"
+                            : "lost: its sender crashed before the frame left");
             return;
           }
           hash_message(hash_, e.message);
@@ -971,6 +1115,10 @@ void Simulator::dispatch(Event& event) {
           hash_reply(hash_, e.reply);
           ClientSlot& client = clients_[e.client];
           if (client.crashed) return;
+          if (durable() && replicas_[e.reply.replica.value].generation != e.generation) {
+            trace("lost: its sender crashed before the reply arrived");
+            return;
+          }
           client.session->on_reply(now_ns_, e.reply);
           drain_client(e.client);
         } else if constexpr (std::is_same_v<T, SignedReplyDelivery>) {
@@ -984,11 +1132,13 @@ void Simulator::dispatch(Event& event) {
           byzantine_client_act(e.index);
         } else if constexpr (std::is_same_v<T, ReplicaTick>) {
           ReplicaSlot& slot = replicas_[e.replica.value];
-          if (slot.crashed) return;  // a crashed replica's tick chain ends
-          schedule(now_ns_ + profile_.tick_interval_ns, ReplicaTick{e.replica});
+          // A crashed replica's tick chain ends (a restarted one starts its own).
+          if (slot.crashed || e.generation != slot.generation) return;
+          schedule(now_ns_ + profile_.tick_interval_ns, ReplicaTick{e.replica, e.generation});
           if (!slot.paused) tick_replica(e.replica);
         } else if constexpr (std::is_same_v<T, ReplicaFlush>) {
           ReplicaSlot& slot = replicas_[e.replica.value];
+          if (e.generation != slot.generation) return;
           slot.flush_scheduled = false;
           if (slot.crashed) return;
           if (slot.paused) return;  // resume flushes
@@ -1031,6 +1181,20 @@ void Simulator::dispatch(Event& event) {
               return;
             }
           }
+        } else if constexpr (std::is_same_v<T, DiskSync>) {
+          ReplicaSlot& slot = replicas_[e.replica.value];
+          if (slot.crashed || e.generation != slot.generation) return;
+          slot.sync_scheduled = false;
+          if (slot.paused) {
+            slot.sync_due_on_resume = true;  // the fsync is done; the process is frozen
+            return;
+          }
+          disk_sync(e.replica);
+          if (!slot.crashed) slot.replica->core().check_invariants();
+        } else if constexpr (std::is_same_v<T, RestartDue>) {
+          const ReplicaSlot& slot = replicas_[e.replica.value];
+          if (!slot.crashed || !slot.restart_pending || e.generation != slot.generation) return;
+          restart(e.replica);
         } else {
           static_assert(std::is_same_v<T, SettleCheck>);
           settle_check();
@@ -1068,7 +1232,7 @@ void Simulator::step_replica(ReplicaId r, ReplicaInput& input) {
         } else {
           const RequestKey key{e.request.client, e.request.sequence};
           if (!slot.replica->halted() && e.client < kByzantineClientBase) {
-            receivers_[key].insert(r);
+            receivers_[key].emplace(r.value, slot.generation);
           }
           slot.replica->on_client_request(now, std::move(e.request));
         }
@@ -1090,7 +1254,7 @@ void Simulator::after_step(ReplicaId r) {
   if (random_.chance(profile_.batch_per_million)) {
     if (!slot.flush_scheduled) {
       slot.flush_scheduled = true;
-      schedule(now_ns_ + random_.between(1, kFlushDelayMaxNs), ReplicaFlush{r});
+      schedule(now_ns_ + random_.between(1, kFlushDelayMaxNs), ReplicaFlush{r, slot.generation});
     }
   } else {
     flush_replica(r);
@@ -1128,7 +1292,11 @@ void Simulator::flush_replica(ReplicaId r) {
              std::to_string(position + 1) + " is " + key_text(key) + " at " +
              timestamp_text(executed.timestamp) + " (" + outcome + "), but another replica's is " +
              key_text({expected.client, expected.sequence}) + " at " +
-             timestamp_text(expected.timestamp));
+             timestamp_text(expected.timestamp) +
+             (slot.restarts > 0 ? " (r" + std::to_string(r.value) + " restarted " +
+                                      std::to_string(slot.restarts) +
+                                      " times: did its disk lose what it had executed?)"
+                                : ""));
       }
     } else {
       reference_.push_back(executed);
@@ -1141,9 +1309,45 @@ void Simulator::flush_replica(ReplicaId r) {
     slot.executed_any.insert(key);
   }
 
+  if (durable()) {
+    slot.executed_high = std::max(slot.executed_high, slot.executed_position);
+    persist(r, output);
+    if (violation_) return;
+    if (!slot.sync_scheduled) slot.synced_position = slot.executed_position;
+  } else {
+    release_output(r, std::move(output.to_peers), std::move(output.to_clients));
+  }
+  // A faulty replica's own messages: replays, floods, late values (only while clients run, so
+  // that the cluster can settle for the final checks).
+  if (byzantine_mode() && faulty(r) && (phase_ == Phase::kFaults || phase_ == Phase::kHeal)) {
+    const ByzantineHook::Step step{r, now_ns_, slot.clock.at(now_ns_), kWallEpochNs};
+    for (ByzantineHook::Injection& injection : hook_->on_step(step, random_))
+      send_injected(r, std::move(injection));
+  }
+
+  if (slot.replica->halted() && !slot.halted_seen) {
+    slot.halted_seen = true;
+    trace("r" + std::to_string(r.value) + " halts: removed from the membership");
+    if (!slot.budgeted) {
+      fail("failure detection: r" + std::to_string(r.value) +
+           " was removed although it was never silent for the failure timeout (the simulator "
+           "kept every live replica's silence under " +
+           time_text(kShortPauseMaxNs + kReplicaDelayMaxNs + kHeartbeatMaxNs + kTickMaxNs) + "s)" +
+           (slot.restarts > 0
+                ? "; it had restarted from its disk " + std::to_string(slot.restarts) +
+                      " times: did it lose state it had acknowledged?"
+                : ""));
+    }
+    check_budget();
+  }
+}
+
+void Simulator::release_output(ReplicaId r, std::vector<Replica::PeerMessage> to_peers,
+                               std::vector<ClientReply> to_clients) {
+  ReplicaSlot& slot = replicas_[r.value];
   // Byzantine mode: a replica's replies to one client leave together, under one signature.
   std::map<ClientId, std::vector<ClientReply>> signed_batches;
-  for (ClientReply& reply : output.to_clients) {
+  for (ClientReply& reply : to_clients) {
     hash_reply(hash_, reply);
     const RequestKey key{reply.client, reply.sequence};
     if (!faulty(r)) {
@@ -1180,31 +1384,14 @@ void Simulator::flush_replica(ReplicaId r) {
   for (auto& [client, replies] : signed_batches)
     send_signed_replies(r, std::move(replies));
 
-  for (Replica::PeerMessage& message : output.to_peers) {
+  for (Replica::PeerMessage& message : to_peers) {
     send_peer(r, message.to, std::move(message.message));
-  }
-  // A faulty replica's own messages: replays, floods, late values (only while clients run, so
-  // that the cluster can settle for the final checks).
-  if (byzantine_mode() && faulty(r) && (phase_ == Phase::kFaults || phase_ == Phase::kHeal)) {
-    const ByzantineHook::Step step{r, now_ns_, slot.clock.at(now_ns_), kWallEpochNs};
-    for (ByzantineHook::Injection& injection : hook_->on_step(step, random_))
-      send_injected(r, std::move(injection));
-  }
-
-  if (slot.replica->halted() && !slot.halted_seen) {
-    slot.halted_seen = true;
-    trace("r" + std::to_string(r.value) + " halts: removed from the membership");
-    if (!slot.budgeted) {
-      fail("failure detection: r" + std::to_string(r.value) +
-           " was removed although it was never silent for the failure timeout (the simulator "
-           "kept every live replica's silence under " +
-           time_text(kShortPauseMaxNs + kReplicaDelayMaxNs + kHeartbeatMaxNs + kTickMaxNs) + "s)");
-    }
-    check_budget();
   }
 }
 
 void Simulator::check_budget() {
+  // A whole-cluster crash is an episode of its own: everyone restarts from a synced disk.
+  if (cluster_down_ > 0) return;
   uint32_t failed = 0;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
@@ -1212,7 +1399,8 @@ void Simulator::check_budget() {
   }
   if (failed > run_profile_.t) {
     fail("fault budget: " + std::to_string(failed) +
-         " replicas are crashed, removed or Byzantine, t = " + std::to_string(run_profile_.t));
+         " replicas are crashed, removed, refusing to recover or Byzantine, t = " +
+         std::to_string(run_profile_.t));
   }
 }
 
@@ -1235,6 +1423,17 @@ void Simulator::send_peer(ReplicaId from, ReplicaId to, ReplicaMessage message) 
     }
   }
   Channel& channel = channels_[from.value][to.value];
+  if (durable() && replicas_[to.value].crashed) {
+    if (channel.receiver_generation_known == Channel::kUnknownGeneration) {
+      trace("queued: r" + std::to_string(to.value) + " is down; r" + std::to_string(from.value) +
+            " never reached its old process, so the frame waits for the new one");
+      channel.parked.push_back(std::move(message));
+    } else {
+      trace("lost: r" + std::to_string(to.value) +
+            " is down (its new process drops what was queued for the old one)");
+    }
+    return;
+  }
   // Failstop: 100 ms; byzantine: Δ minus the flush delay (every honest message within Δ).
   const uint64_t cap = replica_delay_cap_ns_;
   uint64_t delay = network_delay(cap);
@@ -1289,10 +1488,11 @@ void Simulator::send_reply(ReplicaId from, ClientReply reply) {
   if (phase_ == Phase::kFaults && random_.chance(profile_.client_duplicate_per_million)) {
     count_fault(FaultKind::kClientDuplicate,
                 "reply r" + std::to_string(from.value) + "->client" + std::to_string(c));
-    schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns), ReplyDelivery{c, reply});
+    schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+             ReplyDelivery{c, reply, replicas_[from.value].generation});
   }
   schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
-           ReplyDelivery{c, std::move(reply)});
+           ReplyDelivery{c, std::move(reply), replicas_[from.value].generation});
 }
 
 void Simulator::send_signed_replies(ReplicaId from, std::vector<ClientReply> replies) {
@@ -1376,6 +1576,10 @@ void Simulator::resume(ReplicaId r) {
   slot.resumed_ns = now_ns_;
   trace("r" + std::to_string(r.value) + " resumes with " + std::to_string(slot.inbox.size()) +
         " queued inputs");
+  if (slot.sync_due_on_resume) {
+    slot.sync_due_on_resume = false;
+    disk_sync(r);
+  }
   // Everything that queued up is processed now, in arrival order and before any later arrival,
   // which keeps every channel FIFO across the pause.
   while (!slot.inbox.empty() && !violation_) {
@@ -1391,13 +1595,422 @@ void Simulator::crash(ReplicaId r) {
   slot.crashed = true;
   slot.paused = false;  // a crash ends a pause for good: nothing resumes
   slot.inbox.clear();
-  // Frames already sent may or may not have left the machine: a prefix of each channel's
-  // in-flight frames arrives, the rest is lost with the process (a crash mid-broadcast).
-  for (Channel& channel : channels_[r.value]) {
-    channel.cutoff = random_.between(channel.delivered, channel.sent);
+  ++slot.generation;  // its timers, pending syncs and replies in flight die with it
+  if (!durable()) {
+    // Frames already sent may or may not have left the machine: a prefix of each channel's
+    // in-flight frames arrives, the rest is lost with the process (a crash mid-broadcast).
+    for (Channel& channel : channels_[r.value]) {
+      channel.lost_after = random_.between(channel.delivered, channel.sent);
+    }
+  } else {
+    // The process may come back, so its connections reset: nothing in flight from or to it is
+    // ever delivered (a frame of the old process must not reach anyone after it crashed, and
+    // the new process starts its connections afresh).
+    for (uint32_t other = 0; other < replicas_.size(); ++other) {
+      for (Channel* channel : {&channels_[r.value][other], &channels_[other][r.value]}) {
+        channel->lost_after = channel->delivered;
+        channel->lost_through = channel->sent;
+      }
+      channels_[r.value][other].parked.clear();  // the old process's frames die with it
+      channels_[r.value][other].receiver_generation_known = Channel::kUnknownGeneration;
+    }
+    forget_unsynced_executions(r);
+    slot.held.clear();  // outputs waiting for their fsync never leave
+    slot.sync_scheduled = false;
+    slot.sync_due_on_resume = false;
+    slot.flush_scheduled = false;
+    slot.store.reset();  // no I/O: what was not synced is up to the disk's crash below
+    if (random_.chance(profile_.torn_per_million)) {
+      const uint64_t torn_seed = random_.next_u64();
+      slot.disk->crash(torn_seed);
+      count_fault(
+          FaultKind::kTornWrite,
+          "r" + std::to_string(r.value) + " kept a prefix of its unsynced writes, the last torn");
+    } else {
+      slot.disk->crash();
+    }
   }
   if (options_.hooks.disk) options_.hooks.disk->on_crash(r, random_);
   check_budget();
+}
+
+// ---- durability (durable failstop runs) -------------------------------------------------------
+
+storage::WalOptions Simulator::wal_options() const {
+  storage::WalOptions options;
+  options.segment_bytes = kSegmentBytes;
+  options.sync_policy = storage::SyncPolicy::kAlways;
+  // Every append is written to the disk at once (unsynced), so that a crash can tear it.
+  options.buffer_bytes_max = 0;
+  return options;
+}
+
+void Simulator::persist(ReplicaId r, Replica::Output& output) {
+  ReplicaSlot& slot = replicas_[r.value];
+  const bool planted = options_.planted.persist_after_send;
+  if (planted) {
+    // Planted bug: the step's messages and replies leave before its records are durable.
+    release_output(r, std::move(output.to_peers), std::move(output.to_clients));
+  }
+  try {
+    for (const OrderingCore::PersistRecord& record : output.persist) {
+      if (record.payload.size() + storage::kWalRecordHeaderBytes > kSegmentBytes) {
+        fail("durability: r" + std::to_string(r.value) + " must persist a record of " +
+             std::to_string(record.payload.size()) + " bytes, more than a log segment holds (" +
+             std::to_string(kSegmentBytes) + ")");
+        return;
+      }
+      slot.store->append(record.type, record.payload);
+      hash_.add(record.type);
+      hash_.add(record.payload.size());
+    }
+    maybe_checkpoint(r);
+  } catch (const std::exception& error) {
+    fail("durability: r" + std::to_string(r.value) + "'s store failed: " + error.what());
+    return;
+  }
+  if (planted) {
+    if (!output.persist.empty()) schedule_sync(r);
+    return;
+  }
+  // Persist, then send: the outputs wait for the fsync that covers this step's records (and
+  // behind outputs already waiting, so that every channel stays FIFO).
+  if (output.persist.empty() && slot.held.empty()) {
+    release_output(r, std::move(output.to_peers), std::move(output.to_clients));
+    return;
+  }
+  if (output.to_peers.empty() && output.to_clients.empty() && output.persist.empty()) return;
+  slot.held.push_back(ReplicaSlot::Held{std::move(output.to_peers), std::move(output.to_clients)});
+  schedule_sync(r);
+}
+
+void Simulator::schedule_sync(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  if (slot.sync_scheduled) return;
+  slot.sync_scheduled = true;
+  schedule(now_ns_ + run_profile_.sync_latency_ns, DiskSync{r, slot.generation});
+}
+
+void Simulator::disk_sync(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  try {
+    slot.store->commit(now_ns_);
+  } catch (const std::exception& error) {
+    fail("durability: r" + std::to_string(r.value) + "'s commit failed: " + error.what());
+    return;
+  }
+  slot.synced_position = slot.executed_position;
+  // One fsync covers every record appended so far: everything held may go (group commit).
+  std::deque<ReplicaSlot::Held> held = std::move(slot.held);
+  slot.held.clear();
+  for (ReplicaSlot::Held& batch : held) {
+    if (violation_) return;
+    release_output(r, std::move(batch.to_peers), std::move(batch.to_clients));
+  }
+}
+
+void Simulator::maybe_checkpoint(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  if (slot.executed_position < slot.checkpoint_position + run_profile_.checkpoint_interval) return;
+  // A checkpoint at the index of the current one could not replace it crash-safely (the store
+  // refuses); wait for a record.
+  const uint64_t log_index = slot.store->next_index();
+  if (log_index <= slot.checkpoint_log_index) return;
+  const Replica::CheckpointData data = slot.replica->checkpoint();
+  slot.store->write_checkpoint(
+      storage::Checkpoint{log_index, data.protocol_state, data.service_snapshot});
+  // write_checkpoint synced the log first, and the checkpoint itself is durable.
+  slot.synced_position = slot.executed_position;
+  slot.checkpoint_positions[log_index] = slot.executed_position;
+  slot.checkpoint_position = slot.executed_position;
+  slot.checkpoint_log_index = log_index;
+  hash_.add(0xc0000000 + log_index);
+  trace("r" + std::to_string(r.value) + " checkpoints at log index " + std::to_string(log_index) +
+        " (execution #" + std::to_string(slot.executed_position) + ")");
+}
+
+void Simulator::forget_unsynced_executions(ReplicaId r) {
+  // What a replica executed in memory but had not synced when it crashed was never visible (its
+  // replies and messages waited for the fsync) and is gone. When no other replica got as far, the
+  // agreed sequence so far ends where this replica's disk does: the cluster may order something
+  // else there (a replica alone in its view executes its own entries at once). The checkers then
+  // hold the rest of the run to that shorter sequence, and acknowledged writes to the history.
+  ReplicaSlot& slot = replicas_[r.value];
+  uint64_t keep = slot.synced_position;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (i == r.value) continue;
+    keep = std::max(keep, std::min<uint64_t>(replicas_[i].executed_high, reference_.size()));
+  }
+  if (keep < reference_.size()) {
+    trace("r" + std::to_string(r.value) + " crashed with executions #" + std::to_string(keep + 1) +
+          "..#" + std::to_string(reference_.size()) +
+          " unsynced and no other replica past them: they are forgotten");
+    for (uint64_t i = keep; i < reference_.size(); ++i) {
+      if (reference_[i].outcome != Service::Outcome::kExecuted) continue;
+      first_executed_ns_.erase(RequestKey{reference_[i].client, reference_[i].sequence});
+    }
+    reference_.resize(keep);
+    hash_.add(0xd0000000 + keep);
+  }
+  slot.executed_high = std::min<uint64_t>(slot.executed_high, reference_.size());
+}
+
+bool Simulator::restart_window_open() const {
+  // From a crash that will restart until a failure timeout after the restart: the recovered
+  // replica may still be waiting to hear from every member of its recovered view.
+  if (last_restart_ns_ != 0 && now_ns_ < last_restart_ns_ + kFailureTimeoutNs) return true;
+  for (const ReplicaSlot& slot : replicas_) {
+    if (slot.restart_pending) return true;
+  }
+  return false;
+}
+
+bool Simulator::membership_settled() const {
+  // No failure in progress: no long pause, and every failed replica already removed from the view
+  // of every replica that is up.
+  std::vector<ReplicaId> up;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaSlot& slot = replicas_[i];
+    if (slot.paused && slot.budgeted) return false;
+    if (!slot.crashed && !slot.replica->halted()) up.push_back(ReplicaId{i});
+  }
+  for (ReplicaId r : up) {
+    for (ReplicaId member : replicas_[r.value].replica->core().members()) {
+      if (std::find(up.begin(), up.end(), member) == up.end()) return false;
+    }
+  }
+  return true;
+}
+
+bool Simulator::crash_for_restart(ReplicaId r, uint64_t downtime_ns, bool releases_unit) {
+  ReplicaSlot& slot = replicas_[r.value];
+  crash(r);
+  slot.restart_pending = true;
+  slot.restart_releases_unit = releases_unit;
+  slot.restart_after_corruption = false;
+  schedule(now_ns_ + downtime_ns, RestartDue{r, slot.generation});
+  return true;
+}
+
+bool Simulator::corrupt_disk(ReplicaId r) {
+  // A bad byte in what was synced: a checkpoint, or a log record that is not the last one of the
+  // log (a damaged last record looks exactly like a torn tail and is dropped silently, storage/
+  // wal.h "limits": replication, not the disk, covers that, and it is outside this fault).
+  ReplicaSlot& slot = replicas_[r.value];
+  struct Target {
+    std::string file;
+    uint64_t end;  // corrupt a byte in [0, end)
+  };
+  std::vector<Target> targets;
+  std::vector<std::string> segments;
+  for (const std::string& name : slot.disk->list()) {
+    if (name.starts_with("checkpoint-")) {
+      targets.push_back(Target{name, slot.disk->contents(name).size()});
+    } else if (name.starts_with("wal-")) {
+      segments.push_back(name);
+    }
+  }
+  std::sort(segments.begin(), segments.end());
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const Bytes bytes = slot.disk->contents(segments[i]);
+    // Records back to back from offset 0: 24-byte header, payload length at offset 8.
+    uint64_t offset = 0;
+    uint64_t last_start = 0;
+    while (offset + 24 <= bytes.size()) {
+      uint64_t length = 0;
+      for (int b = 0; b < 4; ++b)
+        length |= static_cast<uint64_t>(bytes[offset + 8 + b]) << (8 * b);
+      if (bytes[offset + 12] == 0 || offset + 24 + length > bytes.size()) break;  // free space
+      last_start = offset;
+      offset += 24 + length;
+    }
+    const uint64_t end = i + 1 == segments.size() ? last_start : offset;
+    if (end > 0) targets.push_back(Target{segments[i], end});
+  }
+  if (targets.empty()) return false;
+  const Target& target = targets[random_.below(targets.size())];
+  const uint64_t offset = random_.below(target.end);
+  const auto mask = static_cast<uint8_t>(random_.between(1, 255));
+  slot.disk->corrupt(target.file, offset, mask);
+  count_fault(FaultKind::kDiskCorruption, "r" + std::to_string(r.value) + " " + target.file +
+                                              " byte " + std::to_string(offset));
+  return true;
+}
+
+bool Simulator::cluster_crash() {
+  if (cluster_crashes_ >= kClusterCrashesMax) return false;
+  std::vector<ReplicaId> up;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaSlot& slot = replicas_[i];
+    if (slot.restart_pending) return false;  // one restart episode at a time
+    if (!slot.crashed && !slot.replica->halted()) up.push_back(ReplicaId{i});
+  }
+  if (up.empty()) return false;
+  if (!membership_settled() || restart_window_open()) return false;
+  ++cluster_crashes_;
+  const uint64_t downtime = random_.between(1 * kMs, kClusterDowntimeMaxNs);
+  count_fault(FaultKind::kClusterCrash,
+              std::to_string(up.size()) + " replicas, down for " + time_text(downtime) + "s");
+  cluster_down_ = static_cast<uint32_t>(up.size());
+  for (ReplicaId r : up) {
+    replicas_[r.value].in_cluster_crash = true;
+    crash_for_restart(r, downtime + random_.between(0, kClusterRestartJitterNs), false);
+  }
+  return true;
+}
+
+void Simulator::restart(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.restart_pending = false;
+  ++slot.restarts;
+  storage::StoreRecovery recovery;
+  std::optional<storage::ReplicaStore> store;
+  try {
+    store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
+  } catch (const storage::WalCorruption& error) {
+    slot.refused = true;
+    count_fault(FaultKind::kRecoveryRefused,
+                "r" + std::to_string(r.value) + " (log damaged): " + error.what());
+  } catch (const storage::StoreCorruption& error) {
+    slot.refused = true;
+    count_fault(FaultKind::kRecoveryRefused,
+                "r" + std::to_string(r.value) + " (store damaged): " + error.what());
+  } catch (const std::exception& error) {
+    fail("durability: r" + std::to_string(r.value) + "'s store failed to open: " + error.what());
+    return;
+  }
+  if (slot.in_cluster_crash) {
+    slot.in_cluster_crash = false;
+    --cluster_down_;
+  }
+  if (slot.refused) {
+    // It stays down; its unit of the budget (taken when the damage was done) stays spent.
+    if (!slot.restart_after_corruption) {
+      fail("durability: r" + std::to_string(r.value) +
+           " refused to recover a disk that was never damaged (only crashed)");
+    }
+    check_budget();
+    return;
+  }
+  slot.store = std::move(store);
+  failstop::Options options = slot.options;
+  options.incarnation = random_.between(1, UINT64_MAX);
+  slot.options = options;
+  slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>());
+  Replica::CheckpointData data;
+  uint64_t position = 0;
+  if (recovery.checkpoint) {
+    data.protocol_state = recovery.checkpoint->protocol_state;
+    data.service_snapshot = recovery.checkpoint->service_snapshot;
+    auto known = slot.checkpoint_positions.find(recovery.checkpoint->log_index);
+    if (known == slot.checkpoint_positions.end()) {
+      fail("durability: r" + std::to_string(r.value) + " recovered a checkpoint at log index " +
+           std::to_string(recovery.checkpoint->log_index) + " that it never wrote");
+      return;
+    }
+    position = known->second;
+  }
+  if (position > reference_.size()) {
+    fail("simulator: r" + std::to_string(r.value) + " recovered to execution #" +
+         std::to_string(position) + " but the agreed sequence has only " +
+         std::to_string(reference_.size()) + " (an execution it had synced was forgotten)");
+    return;
+  }
+  std::vector<OrderingCore::PersistRecord> records;
+  records.reserve(recovery.records.size());
+  for (storage::StoredRecord& record : recovery.records)
+    records.push_back(OrderingCore::PersistRecord{record.type, std::move(record.payload)});
+  try {
+    slot.replica->recover(data, records);
+  } catch (const std::exception& error) {
+    fail("durability: r" + std::to_string(r.value) +
+         " could not rebuild itself from its disk: " + error.what());
+    return;
+  }
+  // Agreement across the restart: the new process continues the agreed sequence from where its
+  // checkpoint was taken; it has executed (and may answer) exactly what comes before.
+  slot.executed_position = position;
+  slot.synced_position = position;
+  slot.checkpoint_position = position;
+  slot.checkpoint_log_index = recovery.checkpoint ? recovery.checkpoint->log_index : 0;
+  slot.executed_once.clear();
+  slot.executed_any.clear();
+  for (uint64_t i = 0; i < position && i < reference_.size(); ++i) {
+    const RequestKey key{reference_[i].client, reference_[i].sequence};
+    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
+    slot.executed_any.insert(key);
+  }
+  slot.crashed = false;
+  slot.halted_seen = false;
+  slot.resumed_ns = now_ns_;
+  last_restart_ns_ = now_ns_;
+  if (slot.restart_releases_unit && slot.budgeted) {
+    // Back within the failure timeout: the same member again, no longer failed.
+    slot.budgeted = false;
+    --budget_used_;
+  }
+  hash_.add(0xe0000000 + position);
+  trace(
+      "r" + std::to_string(r.value) + " recovers from its disk: " +
+      (recovery.checkpoint
+           ? "checkpoint at log index " + std::to_string(recovery.checkpoint->log_index) +
+                 " (execution #" + std::to_string(position) + ")"
+           : std::string("no checkpoint")) +
+      ", " + std::to_string(records.size()) + " log records" +
+      (recovery.log.torn_bytes_dropped > 0
+           ? ", torn tail of " + std::to_string(recovery.log.torn_bytes_dropped) + " bytes dropped"
+           : "") +
+      (recovery.skipped_checkpoints.empty()
+           ? ""
+           : ", skipped " + std::to_string(recovery.skipped_checkpoints.size()) +
+                 " damaged checkpoint(s)") +
+      (slot.replica->halted() ? "; its disk says it was removed: halted" : ""));
+  slot.replica->core().check_invariants();
+  schedule(now_ns_ + random_.between(0, profile_.tick_interval_ns),
+           ReplicaTick{r, slot.generation});
+  // Connections come up with every replica that is up: each side learns the other's process,
+  // and frames queued for this process by senders that never knew its old one go out now.
+  for (uint32_t other = 0; other < replicas_.size(); ++other) {
+    if (other == r.value || replicas_[other].crashed) continue;
+    channels_[r.value][other].receiver_generation_known = replicas_[other].generation;
+    Channel& inbound = channels_[other][r.value];
+    inbound.receiver_generation_known = slot.generation;
+    std::vector<ReplicaMessage> parked = std::move(inbound.parked);
+    inbound.parked.clear();
+    for (ReplicaMessage& message : parked)
+      send_peer(ReplicaId{other}, r, std::move(message));
+  }
+  if (slot.replica->halted()) {
+    slot.halted_seen = true;
+    if (!slot.budgeted) {
+      fail("failure detection: r" + std::to_string(r.value) +
+           " recovered as removed although it was never down for the failure timeout");
+    }
+  }
+  check_budget();
+}
+
+std::optional<std::string> Simulator::lost_acknowledged_write() const {
+  // Every write a client saw acknowledged must be in the state of every live replica (with
+  // durability, across crashes, restarts and whole-cluster crashes alike).
+  std::map<uint64_t, RequestKey> request_of;
+  for (const auto& [key, id] : history_ids_)
+    request_of.emplace(id, key);
+  const std::vector<check::Operation>& operations = history_.operations();
+  for (size_t id = 0; id < operations.size(); ++id) {
+    const check::Operation& op = operations[id];
+    if (op.outcome != check::Outcome::kOk || op.kind == check::OpKind::kGet) continue;
+    auto key = request_of.find(id);
+    if (key == request_of.end()) continue;
+    for (uint32_t i = 0; i < replicas_.size(); ++i) {
+      if (!serving(ReplicaId{i}) || replicas_[i].executed_any.contains(key->second)) continue;
+      return "acknowledged write lost: " + std::string(check::op_kind_name(op.kind)) + " " +
+             op.key + " " + key_text(key->second) + " completed at " +
+             time_text(op.return_ns.value_or(0)) + "s, but live r" + std::to_string(i) +
+             " (restarted " + std::to_string(replicas_[i].restarts) + " times) has not executed it";
+    }
+  }
+  return std::nullopt;
 }
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -1660,11 +2273,15 @@ void Simulator::send_byzantine_request(size_t index, ReplicaId to, const ClientR
 // ---- faults -----------------------------------------------------------------------------------
 
 void Simulator::inject_fault() {
-  const std::array<std::pair<FaultKind, uint32_t>, 4> weights = {{
+  // Durable kinds have weight 0 in other runs, which then draw exactly as before they existed.
+  const std::array<std::pair<FaultKind, uint32_t>, 7> weights = {{
       {FaultKind::kReplicaPause, profile_.weight_pause},
       {FaultKind::kClientPartition, profile_.weight_partition},
       {FaultKind::kClientCrash, profile_.weight_client_crash},
       {FaultKind::kClockJump, profile_.weight_clock_jump},
+      {FaultKind::kReplicaRestart, profile_.weight_restart},
+      {FaultKind::kClusterCrash, profile_.weight_cluster_crash},
+      {FaultKind::kDiskCorruption, profile_.weight_corruption},
   }};
   uint64_t total = 0;
   for (const auto& [kind, weight] : weights)
@@ -1689,6 +2306,23 @@ bool Simulator::try_fault(FaultKind kind) {
     const ReplicaSlot& slot = replicas_[i];
     if (slot.crashed || slot.replica->halted() || slot.budgeted) continue;
     candidates.push_back(ReplicaId{i});
+  }
+  // While a whole cluster is down and coming back, no replica fault of any other kind.
+  if (cluster_down_ > 0 && kind != FaultKind::kClientPartition && kind != FaultKind::kClientCrash &&
+      kind != FaultKind::kClockJump) {
+    return false;
+  }
+  if (durable()) {
+    // A replica recovered from its disk suspects no one until it has heard from every member of
+    // its recovered view (failstop/core.cc, tick; a member that never comes back needs an
+    // operator, DESIGN §10). So the protocol is live only if failures and restarts do not
+    // overlap: a restart starts once every failed replica has been removed, and nothing fails
+    // for good while a restarted replica may still be waiting for its peers.
+    const bool restart = kind == FaultKind::kReplicaRestart || kind == FaultKind::kDiskCorruption ||
+                         kind == FaultKind::kReplicaLongRestart;
+    const bool lasting = kind == FaultKind::kReplicaCrash || kind == FaultKind::kReplicaLongPause;
+    if ((restart || lasting) && restart_window_open()) return false;
+    if (restart && !membership_settled()) return false;
   }
   switch (kind) {
     case FaultKind::kReplicaCrash: {
@@ -1731,6 +2365,53 @@ bool Simulator::try_fault(FaultKind kind) {
       count_fault(kind, "r" + std::to_string(r.value) + " for " + time_text(duration) + "s");
       return true;
     }
+    case FaultKind::kReplicaRestart:
+    case FaultKind::kDiskCorruption: {
+      // A crash and a restart before the failure timeout: the replica carries on as the same
+      // member. It spends a unit of t while it is down (and for good if it refuses to recover
+      // from a damaged disk).
+      if (!durable() || budget_used_ >= run_profile_.t) return false;
+      std::erase_if(candidates, [&](ReplicaId r) {
+        const ReplicaSlot& slot = replicas_[r.value];
+        return slot.paused || now_ns_ < slot.resumed_ns + kPauseGapNs;
+      });
+      if (candidates.empty()) return false;
+      const ReplicaId r = candidates[random_.below(candidates.size())];
+      ReplicaSlot& slot = replicas_[r.value];
+      const uint64_t downtime = random_.between(1 * kMs, kShortPauseMaxNs);
+      ++budget_used_;
+      slot.budgeted = true;
+      if (kind == FaultKind::kReplicaRestart) {
+        count_fault(kind, "r" + std::to_string(r.value) + " down for " + time_text(downtime) + "s");
+      }
+      crash_for_restart(r, downtime, true);
+      if (kind == FaultKind::kDiskCorruption) {
+        slot.restart_after_corruption = corrupt_disk(r);
+        if (!slot.restart_after_corruption) {
+          count_fault(FaultKind::kReplicaRestart, "r" + std::to_string(r.value) + " down for " +
+                                                      time_text(downtime) +
+                                                      "s (nothing synced to damage)");
+        }
+      }
+      return true;
+    }
+    case FaultKind::kReplicaLongRestart: {
+      // Down past the failure timeout: the others remove it; restarted, it must halt when it
+      // hears so. A unit of t for the rest of the run.
+      if (!durable() || budget_used_ >= run_profile_.t || candidates.empty()) return false;
+      const ReplicaId r = candidates[random_.below(candidates.size())];
+      const uint64_t downtime =
+          random_.chance(400'000)
+              ? random_.between(kFailureTimeoutNs * 4 / 5, kFailureTimeoutNs * 6 / 5)
+              : random_.between(kLongPauseMinNs, kLongPauseMaxNs);
+      ++budget_used_;
+      replicas_[r.value].budgeted = true;
+      count_fault(kind, "r" + std::to_string(r.value) + " down for " + time_text(downtime) + "s");
+      crash_for_restart(r, downtime, false);
+      return true;
+    }
+    case FaultKind::kClusterCrash:
+      return durable() && cluster_crash();
     case FaultKind::kClientPartition: {
       std::vector<size_t> live;
       for (size_t c = 0; c < clients_.size(); ++c) {
@@ -1867,6 +2548,10 @@ void Simulator::settle_check() {
     return;
   }
   if (now_ns_ >= quiesce_ns_ + options_.liveness_bound_ns) {
+    if (auto lost = lost_acknowledged_write()) {
+      fail("durability: " + *lost);
+      return;
+    }
     std::string counts;
     for (uint32_t i = 0; i < replicas_.size(); ++i) {
       if (!serving(ReplicaId{i})) continue;
@@ -1927,6 +2612,10 @@ void Simulator::final_checks() {
     fail("no live honest replica at the end (the budget allows at most t to fail)");
     return;
   }
+  if (auto lost = lost_acknowledged_write()) {
+    fail("durability: " + *lost);
+    return;
+  }
   // Every result an honest client accepted must be one an honest replica gave.
   if (!unconfirmed_accepts_.empty()) {
     const auto& [key, accepted] = *unconfirmed_accepts_.begin();
@@ -1940,8 +2629,8 @@ void Simulator::final_checks() {
   for (const CrashedOperation& crashed : crashed_ops_) {
     const RequestKey& key = crashed.request;
     bool reached_live = false;
-    for (ReplicaId r : receivers_[key])
-      reached_live |= serving(r);
+    for (const auto& [r, generation] : receivers_[key])
+      reached_live |= serving(ReplicaId{r}) && replicas_[r].generation == generation;
     if (!reached_live) continue;
     for (uint32_t i = 0; i < replicas_.size(); ++i) {
       if (serving(ReplicaId{i}) && !replicas_[i].executed_any.contains(key)) {
@@ -2080,7 +2769,10 @@ std::string RunProfile::describe() const {
   return "t=" + std::to_string(t) + " replicas=" + std::to_string(replicas) +
          " clients=" + std::to_string(clients) + " keys=" + std::to_string(keys) +
          " fault_phase=" + time_text(fault_phase_ns) + "s" +
-         (clock_beyond_bounds ? " clocks=beyond-bounds" : " clocks=bounded");
+         (clock_beyond_bounds ? " clocks=beyond-bounds" : " clocks=bounded") +
+         (durable ? " durable (checkpoint every " + std::to_string(checkpoint_interval) +
+                        " executions, fsync " + std::to_string(sync_latency_ns / kUs) + "us)"
+                  : "");
 }
 
 std::string_view fault_kind_name(FaultKind kind) {
@@ -2115,6 +2807,18 @@ std::string_view fault_kind_name(FaultKind kind) {
       return "byzantine_lie";
     case FaultKind::kByzantineClient:
       return "byzantine_client";
+    case FaultKind::kReplicaRestart:
+      return "replica_restart";
+    case FaultKind::kReplicaLongRestart:
+      return "replica_long_restart";
+    case FaultKind::kClusterCrash:
+      return "cluster_crash";
+    case FaultKind::kDiskCorruption:
+      return "disk_corruption";
+    case FaultKind::kTornWrite:
+      return "torn_write";
+    case FaultKind::kRecoveryRefused:
+      return "recovery_refused";
   }
   return "unknown";
 }
@@ -2128,6 +2832,10 @@ bool is_episode(FaultKind kind) {
     case FaultKind::kClientCrash:
     case FaultKind::kClockJump:
     case FaultKind::kConnectionReset:
+    case FaultKind::kReplicaRestart:
+    case FaultKind::kReplicaLongRestart:
+    case FaultKind::kClusterCrash:
+    case FaultKind::kDiskCorruption:
       return true;
     case FaultKind::kClientLoss:
     case FaultKind::kClientDuplicate:
@@ -2137,6 +2845,8 @@ bool is_episode(FaultKind kind) {
     case FaultKind::kByzantineAlter:
     case FaultKind::kByzantineLie:
     case FaultKind::kByzantineClient:
+    case FaultKind::kTornWrite:
+    case FaultKind::kRecoveryRefused:
       return false;
   }
   return false;

@@ -61,8 +61,15 @@ enum class FaultKind : uint8_t {
   kByzantineAlter,   // a faulty replica rewrote a message (equivocation, forged chain, time lie)
   kByzantineLie,     // a faulty replica altered a reply's result
   kByzantineClient,  // a Byzantine client sent a bad request (equivocation, forgery, replay)
+  // Durable failstop runs (replicas keep a log and checkpoints on a simulated disk):
+  kReplicaRestart,      // crash, then restart from the disk before the failure timeout
+  kReplicaLongRestart,  // crash, restart after the others removed it: it halts (counts against t)
+  kClusterCrash,        // every live replica crashes at once and restarts from its disk
+  kDiskCorruption,      // crash, a bad byte in a synced log segment or checkpoint, restart
+  kTornWrite,           // a crash kept a prefix of the unsynced writes, the last one torn
+  kRecoveryRefused,     // recovery refused a damaged disk: the replica stays down (counts)
 };
-inline constexpr size_t kFaultKindCount = 15;
+inline constexpr size_t kFaultKindCount = 21;
 std::string_view fault_kind_name(FaultKind kind);
 
 // True for the faults counted as episodes by the schedule (the others are per message).
@@ -75,6 +82,9 @@ struct PlantedBugs {
   failstop::Options::PlantedBugs failstop;
   byzantine::Options::PlantedBugs byzantine;
   bool accept_short_quorum = false;  // ClientOptions::planted_accept_short_quorum
+  // Durable failstop runs: release a step's messages and replies before its log records are
+  // synced (the runtime's "persist, then send" rule broken), so a crash loses what was promised.
+  bool persist_after_send = false;
 };
 
 struct SimOptions {
@@ -96,6 +106,11 @@ struct SimOptions {
   // safety must not depend on clocks at all, so this is on for a share of the seeds. The
   // byzantine mode assumes synchronized clocks: there it must be absent or false.
   std::optional<bool> clock_beyond_bounds;
+  // Failstop: whether replicas keep their state on a simulated disk (a log synced before every
+  // release, and checkpoints), so that they can crash and restart, alone or all at once, and
+  // suffer torn writes and bad sectors. Drawn (on a share of the seeds) when absent. The
+  // byzantine mode has no durability: there it must be absent or false.
+  std::optional<bool> durable;
   uint64_t liveness_bound_ns = 20'000'000'000;  // after healing, per outstanding operation
   // When set, the client history is written there as JSON lines (history-format.md) at the end
   // of the run, as the clients saw it, and with crashed clients' operations resolved (see
@@ -121,6 +136,10 @@ struct RunProfile {
   uint32_t keys = 0;
   uint64_t fault_phase_ns = 0;
   bool clock_beyond_bounds = false;
+  // Durable failstop runs.
+  bool durable = false;
+  uint64_t checkpoint_interval = 0;  // executed entries between checkpoints
+  uint64_t sync_latency_ns = 0;      // how long an fsync takes
   // Byzantine mode.
   uint64_t delta_us = 0;
   uint64_t epsilon_us = 0;
@@ -142,6 +161,7 @@ struct RunResult {
   uint64_t ops_unknown = 0;    // crashed clients' operations (ok: null in the history)
   FaultCounts faults{};
   uint64_t fault_episodes = 0;
+  uint64_t final_view = 0;  // the highest view a live replica ended in (0: no membership change)
   uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
   std::vector<std::string> trace_tail;  // the last events before the end or the violation
 };

@@ -107,6 +107,22 @@ TEST(SimCliTest, ByzantineModeRefusesWhatIsOutsideItsModel) {
   // A planted bug belongs to one mode's code.
   EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant decide_early").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --plant skip_relay").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --durable yes").exit_code, 2);
+}
+
+TEST(SimCliTest, DurableRunsAreChosenAndReplayedByTheFlag) {
+  const Outcome durable = run_tool("sim --seed 2 --durable yes");
+  EXPECT_EQ(durable.exit_code, 0) << durable.output;
+  EXPECT_NE(durable.output.find("durable (checkpoint every"), std::string::npos) << durable.output;
+  const Outcome plain = run_tool("sim --seed 4 --durable no");
+  EXPECT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_EQ(plain.output.find("durable ("), std::string::npos) << plain.output;
+  const Outcome planted = run_tool("sim --seed 9 --durable yes --plant persist_after_send");
+  EXPECT_EQ(planted.exit_code, 1) << planted.output;
+  EXPECT_NE(planted.output.find("--durable yes --plant persist_after_send --trace"),
+            std::string::npos)
+      << planted.output;
+  EXPECT_EQ(run_tool("sim --seed 1 --durable maybe").exit_code, 2);
 }
 
 TEST(SimCliTest, BadArgumentsAreRefused) {

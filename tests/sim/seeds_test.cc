@@ -6,6 +6,7 @@
 // new ones behind a red build.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <set>
 #include <string>
 
@@ -20,12 +21,15 @@ constexpr uint64_t kFailstopSeeds = 1000;
 // A byzantine run costs about 0.15 s (2t+1 replicas, signatures, an adversary): 200 seeds keep
 // this test near 30 s in a release build.
 constexpr uint64_t kByzantineSeeds = 200;
+constexpr uint64_t kDurableSeeds = 400;
 constexpr uint32_t kOpsPerRun = 500;
 constexpr uint32_t kFaultEpisodesPerRun = 10;
 
-void expect_seed_range_passes(Mode mode, uint64_t seeds) {
+void expect_seed_range_passes(Mode mode, uint64_t seeds,
+                              std::optional<bool> durable = std::nullopt) {
   SimOptions options;
   options.mode = mode;
+  options.durable = durable;
   options.ops = kOpsPerRun;
   options.faults_min = kFaultEpisodesPerRun;
   const uint64_t count = scale_count(seeds, seeds_scale_from_environment());
@@ -45,7 +49,7 @@ void expect_seed_range_passes(Mode mode, uint64_t seeds) {
     SimOptions recorded = seed.options;
     if (seed.open && recorded.mode == mode && !recorded.t && !recorded.clients &&
         !recorded.clock_beyond_bounds && !recorded.byzantine_replicas &&
-        !recorded.byzantine_clients && recorded.ops == kOpsPerRun &&
+        !recorded.byzantine_clients && recorded.durable == durable && recorded.ops == kOpsPerRun &&
         recorded.faults_min == kFaultEpisodesPerRun) {
       open.insert(recorded.seed);
     }
@@ -65,6 +69,12 @@ void expect_seed_range_passes(Mode mode, uint64_t seeds) {
 
 TEST(SeedsTest, FailstopSeedRangePasses) {
   expect_seed_range_passes(Mode::kFailstop, kFailstopSeeds);
+}
+
+// Every replica durable (the range above draws durability on about a third of its seeds): crashes
+// with restarts, torn writes, bad sectors and whole-cluster crashes. About 20 s in release.
+TEST(SeedsTest, FailstopDurableSeedRangePasses) {
+  expect_seed_range_passes(Mode::kFailstop, kDurableSeeds, true);
 }
 
 TEST(SeedsTest, ByzantineSeedRangePasses) {

@@ -29,6 +29,7 @@ struct SimCommandOptions {
   std::optional<uint32_t> byzantine_clients;
   uint32_t faults_min = 10;
   std::string clocks = "drawn";
+  std::string durable = "drawn";
   std::vector<std::string> planted;
   bool trace = false;
   size_t trace_events = 200;
@@ -102,6 +103,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t runs_with_byzantine_clients = 0;
   std::map<std::string, uint64_t> behaviour_runs;
   std::map<uint32_t, uint64_t> runs_by_t;
+  uint64_t durable_runs = 0;
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -117,6 +119,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         for (size_t k = 0; k < faults.size(); ++k)
           faults[k] += result.faults[k];
         ++runs_by_t[result.profile.t];
+        if (result.profile.durable) ++durable_runs;
         if (result.profile.byzantine_replicas > 0) ++runs_with_faulty_replicas;
         if (result.profile.byzantine_clients > 0) ++runs_with_byzantine_clients;
         for (size_t b = 0; b < sim::kBehaviourCount; ++b) {
@@ -168,6 +171,10 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
                 static_cast<unsigned long long>(faults[k]));
   }
   std::printf("\n");
+  if (options.mode == sim::Mode::kFailstop) {
+    std::printf("durable runs: %llu of %llu\n", static_cast<unsigned long long>(durable_runs),
+                static_cast<unsigned long long>(done));
+  }
   if (options.mode == sim::Mode::kByzantine) {
     std::printf("mode byzantine: runs by t:");
     for (const auto& [t, runs] : runs_by_t)
@@ -251,6 +258,16 @@ int run(const SimCommandOptions& cli) {
     std::fprintf(stderr, "lockstep sim: --clocks is drawn, bounded or beyond\n");
     return 2;
   }
+  if (cli.durable == "yes" || cli.durable == "no") {
+    if (mode == sim::Mode::kByzantine && cli.durable == "yes") {
+      std::fprintf(stderr, "lockstep sim: the byzantine mode has no durability (--durable yes)\n");
+      return 2;
+    }
+    options.durable = cli.durable == "yes";
+  } else if (cli.durable != "drawn") {
+    std::fprintf(stderr, "lockstep sim: --durable is drawn, yes or no\n");
+    return 2;
+  }
   const std::vector<std::string> known = sim::planted_bug_names_for(mode);
   for (const std::string& name : cli.planted) {
     if (std::find(known.begin(), known.end(), name) == known.end() ||
@@ -297,10 +314,15 @@ LOCKSTEP_COMMAND(
       app.add_option("--clocks", cli->clocks,
                      "drawn | bounded | beyond: may replica clocks jump beyond the skew bound")
           ->capture_default_str();
+      app.add_option("--durable", cli->durable,
+                     "failstop: drawn | yes | no: replicas keep a log and checkpoints on a "
+                     "simulated disk, and crash, restart, tear writes and meet bad sectors")
+          ->capture_default_str();
       app.add_option("--plant", cli->planted,
                      "enable a planted protocol bug (tests the checkers); failstop: "
                      "execute_before_stable, skip_relay, reply_before_execute, "
-                     "drop_session_entry; byzantine: decide_early, ignore_equivocation, "
+                     "drop_session_entry, persist_after_send (durable runs); byzantine: "
+                     "decide_early, ignore_equivocation, "
                      "accept_short_quorum");
       app.add_flag("--trace", cli->trace, "print the trace of the last events of the run");
       app.add_option("--trace-events", cli->trace_events, "events kept in the trace")
