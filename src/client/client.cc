@@ -274,7 +274,8 @@ void Client::on_signed_replies(size_t replica, SignedReplies& batch) {
   // Checked once for the whole batch (one signature per batch is what makes signed replies
   // affordable); verify_replies also refuses replies that name another replica than the signer.
   const bool relabelled = batch.replica.value != replica;
-  if (relabelled || !crypto::verify_replies(*options_.verifier, batch)) {
+  ReplyProof proof;
+  if (relabelled || !crypto::verify_replies(*options_.verifier, batch, &proof.batch_digests)) {
     ++bad_reply_batches_;
     // A faulty replica can send these at line rate: warn at the 1st, 2nd, 4th, 8th... only.
     if (std::has_single_bit(bad_reply_batches_)) {
@@ -287,14 +288,10 @@ void Client::on_signed_replies(size_t replica, SignedReplies& batch) {
     }
     return;
   }
-  // One proof object for the batch; only its index changes per reply. A session copies it when
-  // it keeps the reply as a vote.
-  ReplyProof proof;
+  // One proof object for the batch (its digests came out of the check); only its index changes
+  // per reply. A session copies it when it keeps the reply as a vote.
   proof.replica = batch.replica;
   proof.signature = batch.signature;
-  proof.batch_digests.reserve(batch.replies.size());
-  for (const ClientReply& reply : batch.replies)
-    proof.batch_digests.push_back(crypto::reply_digest(reply));
   const uint64_t now = loop_.now_ns();
   for (size_t i = 0; i < batch.replies.size(); ++i) {
     const ClientReply& reply = batch.replies[i];

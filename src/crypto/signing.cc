@@ -117,15 +117,20 @@ SignedReplies sign_replies(const Signer& signer, ReplicaId replica,
   return batch;
 }
 
-bool verify_replies(const Verifier& verifier, const SignedReplies& batch) {
+bool verify_replies(const Verifier& verifier, const SignedReplies& batch,
+                    std::vector<Digest>* digests) {
   // A replica signs only its own replies: one that names another replica is a forgery attempt
   // (it would count twice towards a client's t+1).
   for (const ClientReply& reply : batch.replies) {
     if (reply.replica != batch.replica) return false;
   }
-  return verifier.verify_replica(
-      batch.replica, reply_batch_signing_bytes(batch.replica, reply_digests_of(batch.replies)),
-      batch.signature);
+  std::vector<Digest> computed = reply_digests_of(batch.replies);
+  if (!verifier.verify_replica(batch.replica, reply_batch_signing_bytes(batch.replica, computed),
+                               batch.signature)) {
+    return false;
+  }
+  if (digests != nullptr) *digests = std::move(computed);
+  return true;
 }
 
 void sign_request(const Signer& signer, ClientRequest& request) {

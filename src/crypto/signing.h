@@ -32,7 +32,10 @@ Bytes reply_batch_signing_bytes(ReplicaId replica, std::span<const Digest> reply
 // Convenience: sign / check a whole SignedReplies.
 SignedReplies sign_replies(const Signer& signer, ReplicaId replica,
                            std::vector<ClientReply> replies);
-bool verify_replies(const Verifier& verifier, const SignedReplies& batch);
+// When it returns true and `digests` is given, *digests holds the replies' digests (computed for
+// the check anyway; a client needs them again for its reply proofs).
+bool verify_replies(const Verifier& verifier, const SignedReplies& batch,
+                    std::vector<Digest>* digests = nullptr);
 
 // Sign / check a client request (fills / checks request.signature).
 void sign_request(const Signer& signer, ClientRequest& request);

@@ -29,6 +29,9 @@ struct AcceptorLimits {
   uint64_t reject_log_interval_ns = 1'000'000'000;
 };
 
+// How long an accepted connection may take to send its Hello before it is closed.
+inline constexpr uint64_t kHelloTimeoutNsDefault = 5'000'000'000;
+
 class Acceptor final : public ConnectionHandler {
  public:
   // Takes ownership of the connection. It has no handler yet: set one (the next frames already
@@ -37,7 +40,7 @@ class Acceptor final : public ConnectionHandler {
 
   // Throws std::runtime_error naming the address when it cannot listen.
   Acceptor(EventLoop& loop, const Address& address, OnHello on_hello, ConnectionLimits limits = {},
-           uint64_t hello_timeout_ns = 5'000'000'000, AcceptorLimits acceptor_limits = {});
+           uint64_t hello_timeout_ns = kHelloTimeoutNsDefault, AcceptorLimits acceptor_limits = {});
   ~Acceptor();
 
   uint16_t port() const { return listener_.port(); }

@@ -28,8 +28,8 @@ class OrderingCore {
 
   virtual ~OrderingCore() = default;
 
-  // A client request that reached this replica directly (the replica layer has already answered
-  // retries of requests that executed).
+  // A client request that reached this replica directly, for which admits() returned true (the
+  // replica layer has also already answered retries of requests that executed).
   virtual void on_client_request(Now now, const ClientRequest& request) = 0;
   virtual void on_message(Now now, ReplicaId from, const ReplicaMessage& message) = 0;
   virtual void tick(Now now) = 0;

@@ -25,15 +25,12 @@ Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machi
 void Replica::on_client_request(Now now, ClientRequest request) {
   last_now_ = now;
   if (core_->halted()) {
-    output_.to_clients.push_back(
-        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kNotServing, {}});
+    refuse(request, ReplyStatus::kNotServing);
     return;
   }
   if (limits_.client_requests_per_step_max != 0 &&
       client_requests_this_step_ >= limits_.client_requests_per_step_max) {
-    ++busy_replies_;
-    output_.to_clients.push_back(
-        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kBusy, {}});
+    refuse(request, ReplyStatus::kBusy);
     return;
   }
   ++client_requests_this_step_;
@@ -54,9 +51,7 @@ void Replica::on_client_request(Now now, ClientRequest request) {
   // than queued where a flood of clients could grow this replica's memory without bound. (A retry
   // of a request still pending is refused too; the core holds it and will execute it anyway.)
   if (core_->pending_entries() >= limits_.pending_requests_max) {
-    ++busy_replies_;
-    output_.to_clients.push_back(
-        ClientReply{request.client, request.sequence, core_->id(), ReplyStatus::kBusy, {}});
+    refuse(request, ReplyStatus::kBusy);
     return;
   }
   if (planted_.reply_before_execute && failstop_->owner_of(request.client) == core_->id()) {
@@ -67,6 +62,12 @@ void Replica::on_client_request(Now now, ClientRequest request) {
   }
   core_->on_client_request(now, request);
   execute_ready();
+}
+
+void Replica::refuse(const ClientRequest& request, ReplyStatus status) {
+  if (status == ReplyStatus::kBusy) ++busy_replies_;
+  output_.to_clients.push_back(
+      ClientReply{request.client, request.sequence, core_->id(), status, {}});
 }
 
 void Replica::on_peer_message(Now now, ReplicaId from, ReplicaMessage message) {

@@ -106,6 +106,8 @@ class Replica {
 
  private:
   void execute_ready();
+  // Answers without executing: kNotServing (halted) or kBusy (a limit; counted).
+  void refuse(const ClientRequest& request, ReplyStatus status);
 
   std::unique_ptr<OrderingCore> core_;
   const failstop::Core* failstop_ = nullptr;

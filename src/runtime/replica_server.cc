@@ -20,9 +20,6 @@ namespace {
 // against one connection cycling through client ids without end.
 constexpr size_t kReplyRoutesMax = 1 << 20;
 
-// A connection that has not said who it is by then is closed (net::Acceptor's own default).
-constexpr uint64_t kHelloTimeoutNs = 5'000'000'000;
-
 // What a replica that lies puts in place of the real result (Misbehaviour::kWrongOutput).
 constexpr std::string_view kLieSuffix = "!lie";
 
@@ -123,7 +120,7 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
       [this](std::unique_ptr<net::Connection> connection, const Hello& hello) {
         on_hello(std::move(connection), hello);
       },
-      net::ConnectionLimits{}, kHelloTimeoutNs, config_.acceptor_limits());
+      net::ConnectionLimits{}, net::kHelloTimeoutNsDefault, config_.acceptor_limits());
   spdlog::info("replica {} of {} ({} mode, t = {}) listening on {}, incarnation {:016x}",
                self_.value, config_.replica_count(), mode_name(config_.mode), config_.t,
                net::format_address(config_.replicas[self_.value].address), incarnation_);
@@ -405,10 +402,11 @@ void ReplicaServer::log_stats() {
     const byzantine::Rejections& r = byzantine->rejections();
     spdlog::info(
         "byzantine: reply batches signed {}, backups {}; rejected: bad client signature {}, "
-        "unknown client {}, bad chain {}, outside window {}, oversized {}, equivocations {}, "
-        "client equivocations {}",
+        "unknown client {}, bad chain {}, outside window {}, off slot {}, oversized {}, overloaded "
+        "{}, equivocations {}, client equivocations {}",
         reply_batches_signed_, byzantine->backup_count(), r.bad_client_signature, r.unknown_client,
-        r.bad_chain, r.outside_window, r.oversized, r.equivocations, r.client_equivocations);
+        r.bad_chain, r.outside_window, r.off_slot, r.oversized, r.overloaded, r.equivocations,
+        r.client_equivocations);
   }
 }
 

@@ -1520,17 +1520,15 @@ void Simulator::send_signed_replies(ReplicaId from, std::vector<ClientReply> rep
 void Simulator::deliver_signed_replies(size_t c, const SignedReplies& batch) {
   // What a real client does with a batch: check the signature, then hand each reply to the
   // session with the replica's signed statement of it (its share of a reply certificate).
-  if (!crypto::verify_replies(*verifier_, batch)) {
+  std::vector<Digest> digests;
+  if (!crypto::verify_replies(*verifier_, batch, &digests)) {
     trace("client" + std::to_string(c) + " drops r" + std::to_string(batch.replica.value) +
           "'s replies: the signature does not check");
     return;
   }
-  std::vector<Digest> digests;
-  digests.reserve(batch.replies.size());
-  for (const ClientReply& reply : batch.replies)
-    digests.push_back(crypto::reply_digest(reply));
+  ReplyProof proof{batch.replica, std::move(digests), 0, batch.signature};
   for (uint32_t i = 0; i < batch.replies.size(); ++i) {
-    const ReplyProof proof{batch.replica, digests, i, batch.signature};
+    proof.index = i;
     clients_[c].session->on_reply(now_ns_, batch.replies[i], &proof);
   }
 }

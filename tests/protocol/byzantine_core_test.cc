@@ -5,100 +5,19 @@
 #include <algorithm>
 #include <memory>
 
-#include "crypto/signing.h"
-#include "protocol/byzantine/core.h"
+#include "byzantine_fixture.h"
 
 namespace lockstep::byzantine {
 namespace {
 
-constexpr uint64_t kDeltaUs = 10'000;
-constexpr uint64_t kEpsilonUs = 2'000;
-constexpr uint64_t kSlotUs = 100;
-constexpr uint64_t kD = kDeltaUs + kEpsilonUs;
+using namespace testing;  // NOLINT: the fixture's constants and helpers
+
 // The last local time at which a chain of m signatures is accepted, for an instance stamped 0.
-constexpr uint64_t end_of_round(uint64_t m) {
+constexpr uint64_t round_end(uint64_t m) {
   return kSlotUs + m * kD;
 }
-constexpr uint32_t kPrincipal = 7;
 
-std::array<uint8_t, 32> seed_of(uint8_t n) {
-  std::array<uint8_t, 32> seed{};
-  seed.fill(n);
-  return seed;
-}
-
-Now at(uint64_t us) {
-  return Now{us * 1000, us};
-}
-
-// Three replicas (t = 1), their keys, and one client principal.
-class ByzantineCoreTest : public ::testing::Test {
- protected:
-  ByzantineCoreTest() {
-    crypto::KeyDirectory directory;
-    for (uint8_t r = 0; r < 3; ++r) {
-      keys_.push_back(crypto::derive_key_pair(crypto::Scheme::kEd25519, seed_of(r + 1)));
-      directory.replicas.push_back(keys_.back().public_key);
-      signers_.push_back(crypto::make_signer(crypto::Scheme::kEd25519, keys_.back()));
-    }
-    client_keys_ = crypto::derive_key_pair(crypto::Scheme::kEd25519, seed_of(99));
-    client_signer_ = crypto::make_signer(crypto::Scheme::kEd25519, client_keys_);
-    directory.clients.emplace(kPrincipal, client_keys_.public_key);
-    verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, directory);
-  }
-
-  Options options_for(uint32_t self) const {
-    Options o;
-    o.self = ReplicaId{self};
-    o.replica_count = 3;
-    o.t = 1;
-    o.delta_us = kDeltaUs;
-    o.epsilon_us = kEpsilonUs;
-    o.signer = signers_[self].get();
-    o.verifier = verifier_.get();
-    return o;
-  }
-
-  ClientRequest request(uint32_t session, uint64_t sequence, std::string_view command) const {
-    ClientRequest r{
-        client_id_of(kPrincipal, session), Sequence{sequence}, Sequence{1}, to_bytes(command), {}};
-    crypto::sign_request(*client_signer_, r);
-    return r;
-  }
-
-  // A session whose owner is `owner`.
-  uint32_t session_owned_by(const Core& core, uint32_t owner) const {
-    for (uint32_t s = 1;; ++s) {
-      if (core.owner_of(client_id_of(kPrincipal, s)).value == owner) return s;
-    }
-  }
-
-  SignedProposal signed_by_origin(uint32_t origin, uint64_t timestamp_us,
-                                  std::vector<ClientRequest> requests) const {
-    SignedProposal m{Proposal{ReplicaId{origin}, timestamp_us, std::move(requests)}, {}};
-    endorse(m, origin);
-    return m;
-  }
-
-  void endorse(SignedProposal& m, uint32_t signer) const {
-    const Digest d = crypto::proposal_digest(m.proposal);
-    m.chain.push_back(Endorsement{ReplicaId{signer},
-                                  signers_[signer]->sign(crypto::endorsement_signing_bytes(d))});
-  }
-
-  std::vector<crypto::KeyPair> keys_;
-  std::vector<std::unique_ptr<crypto::Signer>> signers_;
-  crypto::KeyPair client_keys_;
-  std::unique_ptr<crypto::Signer> client_signer_;
-  std::unique_ptr<crypto::Verifier> verifier_;
-};
-
-std::vector<std::string> commands_of(const std::vector<OrderedEntry>& entries) {
-  std::vector<std::string> out;
-  for (const OrderedEntry& e : entries)
-    out.push_back(to_string(e.request.command));
-  return out;
-}
+class ByzantineCoreTest : public ByzantineFixture {};
 
 // Delivers every message each core sends to its destination at `deliver_us`, until quiet.
 void exchange(std::vector<Core*> cores, uint64_t send_us, uint64_t deliver_us) {
@@ -130,12 +49,12 @@ TEST_F(ByzantineCoreTest, HonestReplicasExecuteTheSameOrderOnlyAfterTheDecisionT
   }
   exchange(all, start + 10, start + 500);
   for (Core* c : all) {
-    c->tick(at(start + end_of_round(2)));
+    c->tick(at(start + round_end(2)));
     EXPECT_TRUE(c->take_executable().empty()) << "nothing runs before τ + (t+1)·D";
   }
   std::vector<std::vector<std::string>> executed;
   for (Core* c : all) {
-    c->tick(at(start + 10 + end_of_round(2) + 1));
+    c->tick(at(start + 10 + round_end(2) + 1));
     executed.push_back(commands_of(c->take_executable()));
     c->check_invariants();
   }
@@ -151,8 +70,8 @@ TEST_F(ByzantineCoreTest, AnOriginThatEquivocatesGetsNothingDecidedAnywhere) {
   r1.on_message(at(tau + 100), ReplicaId{0}, signed_by_origin(0, tau, {request(1, 1, "x")}));
   r2.on_message(at(tau + 100), ReplicaId{0}, signed_by_origin(0, tau, {request(1, 1, "y")}));
   exchange({&r1, &r2}, tau + 200, tau + 300);
-  r1.tick(at(tau + end_of_round(2) + 1));
-  r2.tick(at(tau + end_of_round(2) + 1));
+  r1.tick(at(tau + round_end(2) + 1));
+  r2.tick(at(tau + round_end(2) + 1));
   EXPECT_TRUE(r1.take_executable().empty());
   EXPECT_TRUE(r2.take_executable().empty());
   EXPECT_EQ(r1.rejections().equivocations, 1u);
@@ -166,14 +85,14 @@ TEST_F(ByzantineCoreTest, AValueShownToOneHonestReplicaAtTheLastMomentReachesThe
   const uint64_t tau = 1'000'000;
   // Round 1 closes at τ + D on r1's clock; r1 accepts just then and relays. r2's clock runs ε
   // ahead and the relay takes Δ: r2 sees it at τ + 2D on its clock, the last moment of round 2.
-  r1.on_message(at(tau + end_of_round(1)), ReplicaId{0},
+  r1.on_message(at(tau + round_end(1)), ReplicaId{0},
                 signed_by_origin(0, tau, {request(1, 1, "late")}));
-  auto relayed = r1.take_messages(at(tau + end_of_round(1)));
+  auto relayed = r1.take_messages(at(tau + round_end(1)));
   ASSERT_EQ(relayed.size(), 1u) << "relayed to the one honest replica that has not signed";
   EXPECT_EQ(relayed[0].to, ReplicaId{2});
-  r2.on_message(at(tau + end_of_round(2)), ReplicaId{1}, relayed[0].message);
-  r1.tick(at(tau + end_of_round(2) + 1));
-  r2.tick(at(tau + end_of_round(2) + 1));
+  r2.on_message(at(tau + round_end(2)), ReplicaId{1}, relayed[0].message);
+  r1.tick(at(tau + round_end(2) + 1));
+  r2.tick(at(tau + round_end(2) + 1));
   EXPECT_EQ(commands_of(r1.take_executable()), std::vector<std::string>{"late"});
   EXPECT_EQ(commands_of(r2.take_executable()), std::vector<std::string>{"late"});
 }
@@ -181,7 +100,7 @@ TEST_F(ByzantineCoreTest, AValueShownToOneHonestReplicaAtTheLastMomentReachesThe
 TEST_F(ByzantineCoreTest, WindowsRejectLateAndEarlyValues) {
   Core r1(options_for(1));
   const uint64_t tau = 1'000'000;
-  r1.on_message(at(tau + end_of_round(1) + 1), ReplicaId{0},
+  r1.on_message(at(tau + round_end(1) + 1), ReplicaId{0},
                 signed_by_origin(0, tau, {request(1, 1, "old")}));
   r1.on_message(at(tau - kEpsilonUs - 1), ReplicaId{0},
                 signed_by_origin(0, tau, {request(1, 2, "future")}));
@@ -189,12 +108,12 @@ TEST_F(ByzantineCoreTest, WindowsRejectLateAndEarlyValues) {
   // With two signatures, the window is one round longer.
   SignedProposal two = signed_by_origin(0, tau, {request(1, 3, "relayed")});
   endorse(two, 2);
-  r1.on_message(at(tau + end_of_round(2)), ReplicaId{2}, two);
+  r1.on_message(at(tau + round_end(2)), ReplicaId{2}, two);
   EXPECT_EQ(r1.rejections().outside_window, 2u);
-  r1.tick(at(tau + end_of_round(2) + 1));
+  r1.tick(at(tau + round_end(2) + 1));
   EXPECT_EQ(commands_of(r1.take_executable()), std::vector<std::string>{"relayed"});
   // A replay of a decided instance is outside every window.
-  r1.on_message(at(tau + end_of_round(2) + 2), ReplicaId{2}, two);
+  r1.on_message(at(tau + round_end(2) + 2), ReplicaId{2}, two);
   EXPECT_EQ(r1.rejections().outside_window, 3u);
   r1.check_invariants();
 }
@@ -222,7 +141,7 @@ TEST_F(ByzantineCoreTest, ForgedChainsAndUnsignedRequestsAreRejected) {
   bad.command = to_bytes("changed");
   SignedProposal mixed = signed_by_origin(0, tau + 200, {request(1, 3, "fine"), bad});
   r1.on_message(at(tau + 10), ReplicaId{0}, mixed);
-  r1.tick(at(tau + 200 + end_of_round(2) + 1));
+  r1.tick(at(tau + 200 + round_end(2) + 1));
   EXPECT_EQ(commands_of(r1.take_executable()), std::vector<std::string>{"fine"});
   EXPECT_EQ(r1.rejections().bad_client_signature, 1u);
   r1.check_invariants();
@@ -236,12 +155,12 @@ TEST_F(ByzantineCoreTest, ABackupIsProposedWhenTheOwnerStaysSilent) {
   r2.on_client_request(at(start), owned_by_0);
   exchange({&r1, &r2}, start + 10, start + 20);
   EXPECT_EQ(r1.backup_count(), 1u);
-  const uint64_t timeout = 2 * end_of_round(2);
+  const uint64_t timeout = 2 * round_end(2);
   r1.tick(at(start + timeout + 1));
   r2.tick(at(start + timeout + 1));
   exchange({&r1, &r2}, start + timeout + 2, start + timeout + 100);
-  r1.tick(at(start + timeout + 2 + end_of_round(2) + 1));
-  r2.tick(at(start + timeout + 2 + end_of_round(2) + 1));
+  r1.tick(at(start + timeout + 2 + round_end(2) + 1));
+  r2.tick(at(start + timeout + 2 + round_end(2) + 1));
   // Both proposed it; it runs twice in the order and the session table keeps the second from
   // taking effect.
   const auto e1 = commands_of(r1.take_executable());
@@ -258,7 +177,7 @@ TEST_F(ByzantineCoreTest, AClientThatSignsTwoRequestsForOneSequenceIsCounted) {
   r1.on_message(at(tau + 10), ReplicaId{0}, signed_by_origin(0, tau, {request(1, 1, "first")}));
   r1.on_message(at(tau + 10), ReplicaId{2},
                 signed_by_origin(2, tau + 100, {request(1, 1, "second")}));
-  r1.tick(at(tau + 100 + end_of_round(2) + 1));
+  r1.tick(at(tau + 100 + round_end(2) + 1));
   // Both are in the order (every honest replica has both); the session table runs the first.
   EXPECT_EQ(commands_of(r1.take_executable()), (std::vector<std::string>{"first", "second"}));
   EXPECT_EQ(r1.rejections().client_equivocations, 1u);
@@ -272,14 +191,13 @@ std::pair<std::vector<std::string>, std::vector<std::string>> late_equivocation(
   for (auto& send : r1.take_messages(at(tau + 1))) {
     if (send.to == ReplicaId{2}) r2.on_message(at(tau + 100), ReplicaId{1}, send.message);
   }
-  r1.tick(at(tau + end_of_round(1) + 1));
-  r2.on_message(at(tau + end_of_round(1)), ReplicaId{0}, b);
-  for (auto& send : r2.take_messages(at(tau + end_of_round(1)))) {
-    if (send.to == ReplicaId{1})
-      r1.on_message(at(tau + end_of_round(2)), ReplicaId{2}, send.message);
+  r1.tick(at(tau + round_end(1) + 1));
+  r2.on_message(at(tau + round_end(1)), ReplicaId{0}, b);
+  for (auto& send : r2.take_messages(at(tau + round_end(1)))) {
+    if (send.to == ReplicaId{1}) r1.on_message(at(tau + round_end(2)), ReplicaId{2}, send.message);
   }
-  r1.tick(at(tau + end_of_round(2) + 1));
-  r2.tick(at(tau + end_of_round(2) + 1));
+  r1.tick(at(tau + round_end(2) + 1));
+  r2.tick(at(tau + round_end(2) + 1));
   return {commands_of(r1.take_executable()), commands_of(r2.take_executable())};
 }
 

@@ -102,7 +102,8 @@ void Core::on_client_request(Now now, const ClientRequest& request) {
     ++rejections_.oversized;
     return;
   }
-  if (!request_valid(request)) return;
+  // The replica layer has checked the client's signature (admits()); whatever reaches a decision
+  // is checked again there, so a caller that skipped it cannot get anything executed.
   const RequestKey key{request.client, request.sequence};
   // Only a decided request is done with. One inside an undecided value is still queued or backed
   // up: a faulty replica may hold it in an equivocating instance after instance, forever (found
@@ -338,18 +339,18 @@ void Core::execute_decided(const InstanceKey& key, Proposal& proposal) {
     ++index;
     // A faulty origin can put anything in its proposal; every honest replica checks the same
     // signatures with the same keys and so skips the same requests.
-    if (!request_valid(request)) continue;
+    const std::optional<Digest> digest = checked_digest(request);
+    if (!digest) continue;
     const RequestKey request_key{request.client, request.sequence};
     backups_.erase(request_key);
-    const Digest digest = crypto::request_digest(request);
-    auto [first, inserted] = decided_digests_.emplace(request_key, digest);
+    auto [first, inserted] = decided_digests_.emplace(request_key, *digest);
     if (inserted) {
       decided_order_.push_back(request_key);
       if (decided_order_.size() > kDecidedRequestsMax) {
         decided_digests_.erase(decided_order_.front());
         decided_order_.pop_front();
       }
-    } else if (first->second != digest) {
+    } else if (first->second != *digest) {
       ++rejections_.client_equivocations;  // the session table answers it as a duplicate
     }
     executable_.push_back(
@@ -357,19 +358,19 @@ void Core::execute_decided(const InstanceKey& key, Proposal& proposal) {
   }
 }
 
-bool Core::request_valid(const ClientRequest& request) {
+std::optional<Digest> Core::checked_digest(const ClientRequest& request) {
   const Digest digest = crypto::request_digest(request);
-  if (verified_requests_.contains(digest)) return true;
+  if (verified_requests_.contains(digest)) return digest;
   if (!options_.verifier->knows_client(principal_of(request.client))) {
     ++rejections_.unknown_client;
-    return false;
+    return std::nullopt;
   }
   if (!crypto::verify_request(*options_.verifier, request)) {
     ++rejections_.bad_client_signature;
-    return false;
+    return std::nullopt;
   }
   remember(verified_requests_, verified_order_, digest, kVerifiedRequestsMax);
-  return true;
+  return digest;
 }
 
 void Core::recover(std::span<const uint8_t> checkpoint_state,

@@ -80,7 +80,7 @@ class Core final : public OrderingCore {
   std::vector<Send> take_messages(Now now) override;
   std::vector<OrderedEntry> take_executable() override;
   bool replies_to(const OrderedEntry&) const override { return true; }
-  bool admits(const ClientRequest& request) override { return request_valid(request); }
+  bool admits(const ClientRequest& request) override { return checked_digest(request).has_value(); }
 
   // Durability is not implemented in this mode yet: a restarted replica counts as one of the t
   // faulty ones (docs/DESIGN.md §11.6).
@@ -118,7 +118,8 @@ class Core final : public OrderingCore {
   void on_signed_proposal(const SignedProposal& message);
   bool chain_valid(const SignedProposal& message, const Digest& digest);
   void accept(const InstanceKey& key, const Digest& digest, const SignedProposal& message);
-  bool request_valid(const ClientRequest& request);
+  // The request's digest when its client signature checks (memoised); nullopt, counted, if not.
+  std::optional<Digest> checked_digest(const ClientRequest& request);
   void propose();
   void propose_due_backups();
   void decide_due();

@@ -272,7 +272,7 @@ void Core::accept_entry(ReplicaId source, const OrderedEntry& entry) {
                   "timestamps increase along a stream");
   stream.received = entry.index;
   stream.unexecuted.push_back(entry);
-  if (!replaying_) unpersisted_entries_[source.value].push_back(entry);
+  if (options_.durable && !replaying_) unpersisted_entries_[source.value].push_back(entry);
   const bool inserted = pending_.emplace(entry.timestamp, source).second;
   LOCKSTEP_ASSERT(inserted, "timestamps are unique");
   const RequestKey key{entry.request.client, entry.request.sequence};
@@ -556,7 +556,7 @@ void Core::on_new_view(Now now, const NewView& decision) {
 }
 
 void Core::install(Now now, const NewView& decision) {
-  if (!replaying_) {
+  if (options_.durable && !replaying_) {
     // In log order: entries accepted before the decision, then the decision (which may drop some
     // of them beyond a cut), then whatever it relays.
     flush_entry_records();
