@@ -33,6 +33,9 @@ enum class ReplicaTag : uint8_t {
   kViewChange = 3,
   kNewView = 4,
   kSignedProposal = 5,
+  kJoinRequest = 6,
+  kStateRequest = 7,
+  kStateTransfer = 8,
 };
 
 // Minimum encoded bytes of one vector item, for Reader::count: every varint and every length
@@ -181,8 +184,27 @@ void put(Sink& s, const SignedProposal& m) {
     put(s, e);
 }
 
+template <typename Sink>
+void put(Sink& s, const JoinRequest& m) {
+  put(s, m.sender);
+  s.varint(m.incarnation);
+}
+template <typename Sink>
+void put(Sink& s, const StateRequest& m) {
+  put(s, m.sender);
+  s.varint(m.view.value);
+  put(s, m.donor);
+}
+template <typename Sink>
+void put(Sink& s, const StateTransfer& m) {
+  put(s, m.sender);
+  s.varint(m.view.value);
+  s.bytes(m.protocol_state);
+  s.bytes(m.service_snapshot);
+}
+
 ReplicaTag tag_of(const ReplicaMessage& m) {
-  static_assert(std::variant_size_v<ReplicaMessage> == 5, "give the new alternative a tag");
+  static_assert(std::variant_size_v<ReplicaMessage> == 8, "give the new alternative a tag");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -191,6 +213,9 @@ ReplicaTag tag_of(const ReplicaMessage& m) {
         if constexpr (std::is_same_v<T, ViewChange>) return ReplicaTag::kViewChange;
         if constexpr (std::is_same_v<T, NewView>) return ReplicaTag::kNewView;
         if constexpr (std::is_same_v<T, SignedProposal>) return ReplicaTag::kSignedProposal;
+        if constexpr (std::is_same_v<T, JoinRequest>) return ReplicaTag::kJoinRequest;
+        if constexpr (std::is_same_v<T, StateRequest>) return ReplicaTag::kStateRequest;
+        if constexpr (std::is_same_v<T, StateTransfer>) return ReplicaTag::kStateTransfer;
       },
       m);
 }
@@ -240,8 +265,23 @@ void put(Sink& s, const SignedReplies& m) {
   put_raw(s, m.signature);
 }
 
+template <typename Sink>
+void put(Sink& s, const AdminRequest& m) {
+  s.varint(m.nonce);
+  s.u8(static_cast<uint8_t>(m.change));
+  put(s, m.replica);
+}
+template <typename Sink>
+void put(Sink& s, const AdminReply& m) {
+  s.varint(m.nonce);
+  put(s, m.replica);
+  s.u8(m.accepted ? 1 : 0);
+  s.bytes(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(m.detail.data()), m.detail.size()));
+}
+
 FrameType frame_type_of(const WireMessage& m) {
-  static_assert(std::variant_size_v<WireMessage> == 8, "give the new alternative a FrameType");
+  static_assert(std::variant_size_v<WireMessage> == 10, "give the new alternative a FrameType");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -253,6 +293,8 @@ FrameType frame_type_of(const WireMessage& m) {
         if constexpr (std::is_same_v<T, StatusRequest>) return FrameType::kStatusRequest;
         if constexpr (std::is_same_v<T, StatusReply>) return FrameType::kStatusReply;
         if constexpr (std::is_same_v<T, SignedReplies>) return FrameType::kSignedReplies;
+        if constexpr (std::is_same_v<T, AdminRequest>) return FrameType::kAdminRequest;
+        if constexpr (std::is_same_v<T, AdminReply>) return FrameType::kAdminReply;
       },
       m);
 }
@@ -285,7 +327,7 @@ uint64_t frame_checksum(const uint8_t* frame, size_t frame_bytes) {
 
 bool known_frame_type(uint8_t t) {
   return t >= static_cast<uint8_t>(FrameType::kHello) &&
-         t <= static_cast<uint8_t>(FrameType::kSignedReplies);
+         t <= static_cast<uint8_t>(FrameType::kAdminReply);
 }
 
 std::string with_number(std::string_view text, uint64_t n) {
@@ -502,6 +544,22 @@ void get(Decoder& d, SignedProposal& m) {
     get(d, m.chain[i]);
 }
 
+void get(Decoder& d, JoinRequest& m) {
+  m.sender = d.replica_id("JoinRequest.sender");
+  m.incarnation = d.varint("JoinRequest.incarnation");
+}
+void get(Decoder& d, StateRequest& m) {
+  m.sender = d.replica_id("StateRequest.sender");
+  m.view = ViewNumber{d.varint("StateRequest.view")};
+  m.donor = d.replica_id("StateRequest.donor");
+}
+void get(Decoder& d, StateTransfer& m) {
+  m.sender = d.replica_id("StateTransfer.sender");
+  m.view = ViewNumber{d.varint("StateTransfer.view")};
+  m.protocol_state = d.bytes("StateTransfer.protocol_state");
+  m.service_snapshot = d.bytes("StateTransfer.service_snapshot");
+}
+
 template <typename T>
 ReplicaMessage get_alternative(Decoder& d) {
   T m;
@@ -523,6 +581,12 @@ ReplicaMessage get_replica_message(Decoder& d) {
       return get_alternative<NewView>(d);
     case ReplicaTag::kSignedProposal:
       return get_alternative<SignedProposal>(d);
+    case ReplicaTag::kJoinRequest:
+      return get_alternative<JoinRequest>(d);
+    case ReplicaTag::kStateRequest:
+      return get_alternative<StateRequest>(d);
+    case ReplicaTag::kStateTransfer:
+      return get_alternative<StateTransfer>(d);
   }
   d.fail(with_number("unknown replica message tag ", tag));
   return {};
@@ -546,6 +610,25 @@ void get(Decoder& d, PeerData& m) {
 }
 void get(Decoder& d, PeerAck& m) {
   m.acknowledged = d.varint("PeerAck.acknowledged");
+}
+void get(Decoder& d, AdminRequest& m) {
+  m.nonce = d.varint("AdminRequest.nonce");
+  const uint8_t change = d.u8("AdminRequest.change");
+  if (change != static_cast<uint8_t>(MembershipChange::kAdd) &&
+      change != static_cast<uint8_t>(MembershipChange::kRemove)) {
+    d.fail(with_number("AdminRequest.change: invalid membership change ", change));
+  }
+  m.change = static_cast<MembershipChange>(change);
+  m.replica = d.replica_id("AdminRequest.replica");
+}
+void get(Decoder& d, AdminReply& m) {
+  m.nonce = d.varint("AdminReply.nonce");
+  m.replica = d.replica_id("AdminReply.replica");
+  const uint8_t accepted = d.u8("AdminReply.accepted");
+  if (accepted > 1) d.fail(with_number("AdminReply.accepted: invalid boolean ", accepted));
+  m.accepted = accepted == 1;
+  const Bytes detail = d.bytes("AdminReply.detail");
+  m.detail.assign(detail.begin(), detail.end());
 }
 void get(Decoder& d, StatusRequest& m) {
   m.nonce = d.varint("StatusRequest.nonce");
@@ -662,6 +745,10 @@ std::variant<WireMessage, DecodeError> decode_frame(std::span<const uint8_t> fra
       return decode_payload<StatusReply>(payload);
     case FrameType::kSignedReplies:
       return decode_payload<SignedReplies>(payload);
+    case FrameType::kAdminRequest:
+      return decode_payload<AdminRequest>(payload);
+    case FrameType::kAdminReply:
+      return decode_payload<AdminReply>(payload);
   }
   return DecodeError{with_number("unknown frame type ", frame[kTypeOffset])};
 }

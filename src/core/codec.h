@@ -45,6 +45,8 @@ enum class FrameType : uint8_t {
   kStatusRequest = 6,
   kStatusReply = 7,
   kSignedReplies = 8,
+  kAdminRequest = 9,
+  kAdminReply = 10,
 };
 
 struct DecodeError {

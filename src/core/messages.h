@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -137,8 +138,38 @@ struct SignedProposal {
   bool operator==(const SignedProposal&) const = default;
 };
 
-using ReplicaMessage =
-    std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView, SignedProposal>;
+// ---- replica <-> replica (failstop reconfiguration, docs/DESIGN.md §12) ----------------------
+
+// A replica without state of its own (a spare, a wiped disk, one removed earlier) asks the members
+// to add it. Sent to every listed replica until a NewView that includes the sender arrives. From
+// a current member it means that member lost its state: the others remove it first.
+struct JoinRequest {
+  ReplicaId sender{};
+  uint64_t incarnation = 0;
+  bool operator==(const JoinRequest&) const = default;
+};
+
+// A member added by `view` that has no state yet asks for it: from every member, every heartbeat
+// interval (which also keeps it from being suspected while it loads); only `donor` answers.
+struct StateRequest {
+  ReplicaId sender{};
+  ViewNumber view{};
+  ReplicaId donor{};
+  bool operator==(const StateRequest&) const = default;
+};
+
+// A member's state of one moment (between steps): its core's checkpoint state and the service
+// snapshot. The core emits it with both blobs empty; the Replica fills them at the end of the step.
+struct StateTransfer {
+  ReplicaId sender{};
+  ViewNumber view{};
+  Bytes protocol_state;
+  Bytes service_snapshot;
+  bool operator==(const StateTransfer&) const = default;
+};
+
+using ReplicaMessage = std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView,
+                                    SignedProposal, JoinRequest, StateRequest, StateTransfer>;
 
 // ---- connection level ----------------------------------------------------------------------
 
@@ -189,6 +220,24 @@ struct StatusReply {
   bool operator==(const StatusReply&) const = default;
 };
 
+// An operator's membership change (`lockstep admin`), on a client connection to a member. The
+// member starts the view change that makes it; AdminReply says whether it was taken, and why not.
+enum class MembershipChange : uint8_t { kAdd = 1, kRemove = 2 };
+struct AdminRequest {
+  uint64_t nonce = 0;
+  MembershipChange change = MembershipChange::kAdd;
+  ReplicaId replica{};
+  bool operator==(const AdminRequest&) const = default;
+};
+
+struct AdminReply {
+  uint64_t nonce = 0;
+  ReplicaId replica{};  // the answering replica
+  bool accepted = false;
+  std::string detail;  // why not, or what happens next
+  bool operator==(const AdminReply&) const = default;
+};
+
 // Byzantine mode: a replica's replies to one client connection, under one signature over the
 // digest of all of them (crypto/signing.h, reply_batch_signing_bytes), so that signing and checking
 // cost one operation per batch, not per reply.
@@ -199,7 +248,8 @@ struct SignedReplies {
   bool operator==(const SignedReplies&) const = default;
 };
 
-using WireMessage = std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck,
-                                 StatusRequest, StatusReply, SignedReplies>;
+using WireMessage =
+    std::variant<Hello, ClientRequest, ClientReply, PeerData, PeerAck, StatusRequest, StatusReply,
+                 SignedReplies, AdminRequest, AdminReply>;
 
 }  // namespace lockstep

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/messages.h"
@@ -57,6 +58,22 @@ class OrderingCore {
   // decode (the log was verified by checksum, so that is a bug or a foreign directory).
   virtual void recover(std::span<const uint8_t> checkpoint_state,
                        const std::vector<PersistRecord>& records) = 0;
+
+  // ---- reconfiguration (failstop, docs/DESIGN.md §12) ----
+  // An operator's membership change, received by this member: "" when it is taken, otherwise why
+  // not (a human-readable reason for `lockstep admin`).
+  virtual std::string change_membership(Now /*now*/, MembershipChange /*change*/,
+                                        ReplicaId /*replica*/) {
+    return "this mode has a fixed membership";
+  }
+  // A member added by a view change that has no state yet: the Replica hands it the first
+  // StateTransfer that arrives (load_state), with the service snapshot restored from the same one.
+  virtual bool awaits_state() const { return false; }
+  // Takes a donor's protocol state (StateTransfer::protocol_state) in place of its own. Throws
+  // std::runtime_error when it cannot be decoded or does not make this replica a member.
+  virtual void load_state(Now /*now*/, std::span<const uint8_t> /*protocol_state*/) {}
+  // Whether it may answer clients: not halted, and a member with its state (not still joining).
+  virtual bool serving() const { return !halted(); }
 
   virtual ReplicaId id() const = 0;
   // Halted: removed from the membership or stopped on evidence of its own failure; must not serve.

@@ -1,5 +1,7 @@
 #include "replica/replica.h"
 
+#include <exception>
+#include <string>
 #include <utility>
 
 #include "core/hlc.h"
@@ -24,7 +26,7 @@ Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machi
 
 void Replica::on_client_request(Now now, ClientRequest request) {
   last_now_ = now;
-  if (core_->halted()) {
+  if (!core_->serving()) {
     refuse(request, ReplyStatus::kNotServing);
     return;
   }
@@ -77,8 +79,55 @@ void Replica::on_peer_message(Now now, ReplicaId from, ReplicaMessage message) {
       return;
     }
   }
+  if (const auto* transfer = std::get_if<StateTransfer>(&message)) {
+    if (core_->awaits_state()) load_transferred_state(now, *transfer);
+    return;
+  }
   core_->on_message(now, from, message);
   execute_ready();
+}
+
+void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
+  // The service first: if either throws, the core is still waiting and the next transfer
+  // replaces both (a joiner serves nothing until the core has loaded).
+  try {
+    service_.restore(transfer.service_snapshot);
+    core_->load_state(now, transfer.protocol_state);
+  } catch (const std::exception&) {
+    ++rejected_state_transfers_;
+    return;
+  }
+  output_.loaded_state = true;
+  execute_ready();
+}
+
+void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) const {
+  Bytes protocol_state;
+  Bytes service_snapshot;
+  for (PeerMessage& send : messages) {
+    auto* transfer = std::get_if<StateTransfer>(&send.message);
+    if (transfer == nullptr) continue;
+    if (protocol_state.empty()) {
+      protocol_state = core_->checkpoint_state();
+      service_snapshot = service_.snapshot();
+    }
+    transfer->protocol_state = protocol_state;
+    transfer->service_snapshot = service_snapshot;
+  }
+}
+
+AdminReply Replica::on_admin(Now now, const AdminRequest& request) {
+  last_now_ = now;
+  std::string refusal = core_->change_membership(now, request.change, request.replica);
+  execute_ready();
+  const bool accepted = refusal.empty();
+  if (accepted) {
+    refusal = request.change == MembershipChange::kAdd
+                  ? "replica " + std::to_string(request.replica.value) +
+                        " is added when it asks (run it with --join)"
+                  : "replica " + std::to_string(request.replica.value) + " is being removed";
+  }
+  return AdminReply{request.nonce, core_->id(), accepted, std::move(refusal)};
 }
 
 void Replica::tick(Now now) {
@@ -113,6 +162,7 @@ uint64_t Replica::order_time_us(const OrderedEntry& entry) const {
 Replica::Output Replica::take_output() {
   execute_ready();
   output_.to_peers = core_->take_messages(last_now_);
+  fill_state_transfers(output_.to_peers);
   output_.persist = core_->take_persist();  // after take_messages, which may add a clock lease
   client_requests_this_step_ = 0;
   return std::exchange(output_, {});

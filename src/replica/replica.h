@@ -62,6 +62,9 @@ class Replica {
     // Records for the write-ahead log (durable failstop replicas): the runtime must append and
     // commit them before it releases `to_peers` and `to_clients` (docs/DESIGN.md §10).
     std::vector<OrderingCore::PersistRecord> persist;
+    // This step loaded a donor's state (a joiner, docs/DESIGN.md §12): a durable runtime writes a
+    // checkpoint (checkpoint()) before the records and before sending anything.
+    bool loaded_state = false;
   };
   // A checkpoint's content: the core's state and the service snapshot, of the same moment.
   struct CheckpointData {
@@ -77,6 +80,8 @@ class Replica {
   void on_client_request(Now now, ClientRequest request);
   void on_peer_message(Now now, ReplicaId from, ReplicaMessage message);
   void tick(Now now);
+  // An operator's membership change (`lockstep admin`); answered at once.
+  AdminReply on_admin(Now now, const AdminRequest& request);
   Output take_output();
 
   // Rebuilds the replica from its disk, before any input: the newest checkpoint (both blobs empty
@@ -91,6 +96,10 @@ class Replica {
 
   // Halted: removed from the membership (declared failed by the others). It must not serve.
   bool halted() const { return core_->halted(); }
+  // Answers clients: not halted and not still joining.
+  bool serving() const { return core_->serving(); }
+  // StateTransfers that could not be loaded (malformed): the joiner keeps asking.
+  uint64_t rejected_state_transfers() const { return rejected_state_transfers_; }
   ReplicaId id() const { return core_->id(); }
   const OrderingCore& core() const { return *core_; }
   // The mode's own core, or null when the replica runs the other mode.
@@ -106,6 +115,8 @@ class Replica {
 
  private:
   void execute_ready();
+  void load_transferred_state(Now now, const StateTransfer& transfer);
+  void fill_state_transfers(std::vector<PeerMessage>& messages) const;
   // Answers without executing: kNotServing (halted) or kBusy (a limit; counted).
   void refuse(const ClientRequest& request, ReplyStatus status);
 
@@ -115,6 +126,7 @@ class Replica {
   ReplicaLimits limits_;
   Service service_;
   uint64_t busy_replies_ = 0;
+  uint64_t rejected_state_transfers_ = 0;
   size_t client_requests_this_step_ = 0;
   uint64_t executed_since_start_ = 0;
   failstop::Options::PlantedBugs planted_;

@@ -119,6 +119,19 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
             hash.add(member.value);
           for (const auto& tail : m.tails)
             hash_tail(hash, tail);
+        } else if constexpr (std::is_same_v<T, JoinRequest>) {
+          hash.add(m.incarnation);
+        } else if constexpr (std::is_same_v<T, StateRequest>) {
+          hash.add(m.view.value);
+          hash.add(m.donor.value);
+        } else if constexpr (std::is_same_v<T, StateTransfer>) {
+          hash.add(m.view.value);
+          hash.add(m.protocol_state.size());
+          for (uint8_t byte : m.protocol_state)
+            hash.add(byte);
+          hash.add(m.service_snapshot.size());
+          for (uint8_t byte : m.service_snapshot)
+            hash.add(byte);
         } else {
           static_assert(std::is_same_v<T, NewView>);
           hash.add(m.view.value);
@@ -201,6 +214,15 @@ std::string describe(const ReplicaMessage& message) {
           for (const auto& tail : m.tails)
             text += " " + tail_text(tail);
           return text + "}";
+        } else if constexpr (std::is_same_v<T, JoinRequest>) {
+          return "JoinRequest{inc " + std::to_string(m.incarnation) + "}";
+        } else if constexpr (std::is_same_v<T, StateRequest>) {
+          return "StateRequest{v" + std::to_string(m.view.value) + " donor r" +
+                 std::to_string(m.donor.value) + "}";
+        } else if constexpr (std::is_same_v<T, StateTransfer>) {
+          return "StateTransfer{v" + std::to_string(m.view.value) + " " +
+                 std::to_string(m.protocol_state.size()) + "+" +
+                 std::to_string(m.service_snapshot.size()) + " bytes}";
         } else {
           std::string text =
               "NewView{v" + std::to_string(m.view.value) + " " + members_text(m.members);

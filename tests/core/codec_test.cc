@@ -227,6 +227,13 @@ std::vector<WireMessage> sample_messages() {
       SignedReplies{},
       signed_replies(4),
       max_signed_replies(),
+      PeerData{7, 6, JoinRequest{ReplicaId{3}, kU64Max}},
+      PeerData{8, 7, StateRequest{ReplicaId{3}, ViewNumber{4}, ReplicaId{1}}},
+      PeerData{9, 8, StateTransfer{ReplicaId{1}, ViewNumber{4}, pattern(40, 2), pattern(90, 3)}},
+      AdminRequest{},
+      AdminRequest{kU64Max, MembershipChange::kRemove, ReplicaId{kU32Max}},
+      AdminReply{},
+      AdminReply{5, ReplicaId{2}, true, "replica 3 is being removed"},
   };
 }
 
@@ -308,6 +315,23 @@ TEST(CodecRoundTrip, ViewChange) {
 TEST(CodecRoundTrip, NewView) {
   expect_replica_round_trip(new_view());
   expect_replica_round_trip(NewView{});
+}
+
+TEST(CodecRoundTrip, Reconfiguration) {
+  expect_replica_round_trip(JoinRequest{});
+  expect_replica_round_trip(JoinRequest{ReplicaId{kU32Max}, kU64Max});
+  expect_replica_round_trip(StateRequest{});
+  expect_replica_round_trip(StateRequest{ReplicaId{2}, ViewNumber{kU64Max}, ReplicaId{0}});
+  expect_replica_round_trip(StateTransfer{});
+  expect_replica_round_trip(StateTransfer{ReplicaId{0}, ViewNumber{3}, pattern(300, 4), {}});
+  expect_round_trip(AdminRequest{1, MembershipChange::kAdd, ReplicaId{3}});
+  expect_round_trip(AdminReply{kU64Max, ReplicaId{0}, false, std::string(500, 'x')});
+}
+
+TEST(CodecMalformed, AdminRequestWithUnknownChange) {
+  // nonce 1, change 3 (neither add nor remove), replica 0
+  EXPECT_EQ(frame_error(frame_around(FrameType::kAdminRequest, Bytes{1, 3, 0})),
+            "AdminRequest.change: invalid membership change 3");
 }
 
 TEST(CodecRoundTrip, PeerDataWithMaxSequenceNumbers) {
@@ -413,9 +437,9 @@ TEST(CodecFrameSize, RejectsAnInvalidHeaderBeforeTheFrameIsComplete) {
   frame[4] = kWireVersion + 1;
   EXPECT_EQ(size_error(Bytes(frame.begin(), frame.begin() + 5)), "unsupported wire version 2");
   frame[4] = kWireVersion;
-  frame[5] = 9;
-  EXPECT_EQ(size_error(Bytes(frame.begin(), frame.begin() + 6)), "unknown frame type 9");
-  frame[5] = static_cast<uint8_t>(FrameType::kSignedReplies);
+  frame[5] = 11;
+  EXPECT_EQ(size_error(Bytes(frame.begin(), frame.begin() + 6)), "unknown frame type 11");
+  frame[5] = static_cast<uint8_t>(FrameType::kAdminReply);
   EXPECT_EQ(std::get<size_t>(frame_size(Bytes(frame.begin(), frame.begin() + 6))), 0u);
 }
 
@@ -495,7 +519,7 @@ TEST(CodecMalformed, WrongVersion) {
 }
 
 TEST(CodecMalformed, UnknownFrameType) {
-  for (uint8_t type : {uint8_t{0}, uint8_t{9}, uint8_t{10}, uint8_t{255}}) {
+  for (uint8_t type : {uint8_t{0}, uint8_t{11}, uint8_t{12}, uint8_t{255}}) {
     Bytes frame = frame_of(PeerAck{1});
     frame[5] = type;
     seal(frame);
@@ -650,7 +674,7 @@ TEST(CodecMalformed, ReplicaIdOutOfRange) {
 }
 
 TEST(CodecMalformed, UnknownReplicaMessageTag) {
-  for (uint8_t tag : {uint8_t{0}, uint8_t{6}, uint8_t{255}}) {
+  for (uint8_t tag : {uint8_t{0}, uint8_t{9}, uint8_t{255}}) {
     EXPECT_EQ(reason_of(decode_replica_message(Bytes{tag})),
               "unknown replica message tag " + std::to_string(tag));
     // Inside a frame too: channel_sequence 1, acknowledged 0, then the tag.

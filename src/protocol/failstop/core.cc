@@ -25,8 +25,19 @@ Core::Core(Options options) : options_(options) {
   LOCKSTEP_ASSERT(options_.self.value < options_.replica_count, "self must be a replica");
   LOCKSTEP_ASSERT(options_.failure_timeout_ns > 2 * options_.heartbeat_interval_ns,
                   "failure timeout must exceed two heartbeat intervals");
-  for (uint32_t r = 0; r < options_.replica_count; ++r)
-    members_.push_back(ReplicaId{r});
+  if (options_.initial_members.empty()) {
+    for (uint32_t r = 0; r < options_.replica_count; ++r)
+      members_.push_back(ReplicaId{r});
+  } else {
+    members_ = options_.initial_members;
+    LOCKSTEP_ASSERT(std::is_sorted(members_.begin(), members_.end()) &&
+                        std::adjacent_find(members_.begin(), members_.end()) == members_.end() &&
+                        members_.back().value < options_.replica_count,
+                    "initial members are distinct listed replicas, ascending");
+    for (uint32_t r = 0; r < options_.replica_count; ++r) {
+      if (!is_member(ReplicaId{r})) barred_.insert(ReplicaId{r});
+    }
+  }
   streams_.resize(options_.replica_count);
   peers_.resize(options_.replica_count);
   for (PeerState& peer : peers_)
@@ -35,6 +46,9 @@ Core::Core(Options options) : options_(options) {
   unpersisted_entries_.resize(options_.replica_count);
   resend_own_stream_.assign(options_.replica_count, false);
   connected_.assign(options_.replica_count, true);
+  joined_unheard_.assign(options_.replica_count, false);
+  state_served_ns_.assign(options_.replica_count, 0);
+  if (options_.join || !is_member(options_.self)) join_phase_ = JoinPhase::kAsking;
 }
 
 bool Core::is_member(ReplicaId r) const {
@@ -75,7 +89,7 @@ void Core::notice_own_pause(Now now) {
 }
 
 void Core::on_client_request(Now now, const ClientRequest& request) {
-  if (halted_) return;
+  if (halted_ || joining()) return;
   notice_own_pause(now);
   const RequestKey key{request.client, request.sequence};
   if (contains(ordered_, key)) return;  // already in some stream: it will execute
@@ -92,6 +106,15 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
   if (halted_) return;
   notice_own_pause(now);
   if (from.value >= options_.replica_count || from == options_.self) return;
+  if (joining()) {
+    joiner_on_message(now, message);
+    return;
+  }
+  if (const auto* join = std::get_if<JoinRequest>(&message)) {
+    // Not a sign of life for the failure detector: a member that lost its state asks this way.
+    if (join->sender == from) on_join_request(now, *join);
+    return;
+  }
   if (!is_member(from)) {
     // A replica removed from the membership is still talking: tell it, so it halts. Rate-limited
     // because a removed replica may send a burst before the news arrives.
@@ -127,8 +150,11 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
           if (m.sender == from) on_view_change(now, m);
         } else if constexpr (std::is_same_v<M, NewView>) {
           on_new_view(now, m);
+        } else if constexpr (std::is_same_v<M, StateRequest>) {
+          if (m.sender == from) on_state_request(now, m);
         }
-        // Other modes' messages (SignedProposal) mean a misconfigured peer: ignored.
+        // Other modes' messages (SignedProposal) mean a misconfigured peer, and a StateTransfer
+        // is for a joiner (the Replica hands it over): ignored.
       },
       message);
 }
@@ -140,6 +166,12 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   const bool first_from_peer = peer.incarnation == 0;
   if (first_from_peer) {
     peer.incarnation = update.incarnation;
+    if (joined_unheard_[from.value]) {
+      // The first update since one of the two loaded a state or was added: what this replica
+      // sent before the peer listened may be lost, so it resends its unexecuted entries (§12).
+      joined_unheard_[from.value] = false;
+      resend_own_stream_[from.value] = true;
+    }
   } else if (peer.incarnation != update.incarnation) {
     if (!options_.durable || !update.durable) {
       // The peer restarted and lost its state: it is a failed replica.
@@ -223,6 +255,10 @@ void Core::on_forward(Now now, const ForwardRequest& forward) {
 void Core::tick(Now now) {
   if (halted_) return;
   notice_own_pause(now);
+  if (joining()) {
+    joiner_tick(now);
+    return;
+  }
 
   std::set<ReplicaId> silent;
   for (ReplicaId r : members_) {
@@ -297,6 +333,10 @@ bool Core::stable_and_held_by_all(const OrderedEntry& entry) const {
 }
 
 void Core::collect_executable() {
+  // Between proposing to add a replica and installing the view that does, nothing executes: then
+  // every entry executed without the new member's acknowledgement was held by every member when
+  // the view was decided, so any member's state after installing it covers them all (§12).
+  if (target_view_ > view_ && !joining_.empty()) return;
   while (!pending_.empty()) {
     const auto [timestamp, source] = *pending_.begin();
     Stream& stream = streams_[source.value];
@@ -345,6 +385,7 @@ std::vector<Core::Send> Core::take_messages(Now now) {
     outbox_.clear();
     return {};
   }
+  if (joining()) return std::exchange(outbox_, {});
   const bool heartbeat_due =
       now.monotonic_ns >= last_broadcast_ns_ + options_.heartbeat_interval_ns;
   const bool resend_due = std::find(resend_own_stream_.begin(), resend_own_stream_.end(), true) !=
@@ -425,7 +466,19 @@ std::vector<ReplicaId> Core::proposed_members() const {
   for (ReplicaId r : members_) {
     if (!contains(suspected_, r)) proposed.push_back(r);
   }
+  proposed.insert(proposed.end(), joining_.begin(), joining_.end());
+  std::sort(proposed.begin(), proposed.end());
   return proposed;
+}
+
+// The members of a proposal that report and coordinate: those already members here. Replicas
+// being added have no state to report; they learn the decision and load a member's state.
+std::vector<ReplicaId> Core::reporters(const std::vector<ReplicaId>& proposed) const {
+  std::vector<ReplicaId> out;
+  for (ReplicaId r : proposed) {
+    if (is_member(r)) out.push_back(r);
+  }
+  return out;
 }
 
 void Core::suspect(Now now, const std::set<ReplicaId>& replicas) {
@@ -444,9 +497,13 @@ void Core::broadcast_view_change(Now now) {
   ViewChange change{options_.self, target_view_, proposed_members(), {}};
   // A tail for every replica outside the proposal, including ones removed in earlier views: a
   // reporter may have missed the NewView that removed them, and the coordinator may have too.
+  // Replicas being added get one as well: their old stream (if they were members once) is cut
+  // alike everywhere before they start a new stretch of it.
   for (uint32_t id = 0; id < options_.replica_count; ++id) {
     const ReplicaId r{id};
-    if (std::binary_search(change.members.begin(), change.members.end(), r)) continue;
+    if (std::binary_search(change.members.begin(), change.members.end(), r) && is_member(r)) {
+      continue;
+    }
     const Stream& stream = streams_[r.value];
     change.tails.push_back(
         StreamTail{r, stream.received,
@@ -484,6 +541,9 @@ void Core::on_view_change(Now now, const ViewChange& change) {
   bool grew = false;
   for (ReplicaId r : theirs)
     grew |= suspected_.insert(r).second;
+  for (ReplicaId r : change.members) {
+    if (!is_member(r)) grew |= joining_.insert(r).second;  // the sender proposes to add it
+  }
   const bool same_proposal = proposed_members() == change.members;
   if (change.view > target_view_) {
     target_view_ = change.view;
@@ -506,8 +566,9 @@ void Core::on_view_change(Now now, const ViewChange& change) {
 void Core::try_install_as_coordinator(Now now) {
   if (target_view_ <= view_) return;
   const std::vector<ReplicaId> proposed = proposed_members();
-  if (proposed.front() != options_.self) return;
-  for (ReplicaId r : proposed) {
+  const std::vector<ReplicaId> reporting = reporters(proposed);
+  if (reporting.empty() || reporting.front() != options_.self) return;
+  for (ReplicaId r : reporting) {
     auto report = reports_.find(r);
     if (report == reports_.end() || report->second.view != target_view_ ||
         report->second.members != proposed) {
@@ -516,20 +577,20 @@ void Core::try_install_as_coordinator(Now now) {
   }
   NewView decision{options_.self, target_view_, proposed, {}};
   for (uint32_t id = 0; id < options_.replica_count; ++id) {
-    const ReplicaId removed{id};
-    if (std::binary_search(proposed.begin(), proposed.end(), removed)) continue;
+    const ReplicaId removed{id};  // or being added: its stream so far is cut the same way
+    if (std::binary_search(reporting.begin(), reporting.end(), removed)) continue;
     // The cut is the furthest any surviving member got. Every entry anyone executed was held by
     // every member (uniform agreement), so it is at or below every report, hence below the cut.
     const StreamTail* furthest = nullptr;
     uint64_t least_received = UINT64_MAX;
-    for (ReplicaId r : proposed) {
+    for (ReplicaId r : reporting) {
       for (const StreamTail& tail : reports_.at(r).tails) {
         if (tail.source != removed) continue;
         least_received = std::min(least_received, tail.received);
         if (!furthest || tail.received > furthest->received) furthest = &tail;
       }
     }
-    LOCKSTEP_ASSERT(furthest != nullptr, "every report covers every removed replica");
+    LOCKSTEP_ASSERT(furthest != nullptr, "the coordinator's own report covers every non-member");
     StreamTail cut{removed, furthest->received, {}};
     for (const OrderedEntry& entry : furthest->entries) {
       if (entry.index > least_received) cut.entries.push_back(entry);
@@ -539,9 +600,13 @@ void Core::try_install_as_coordinator(Now now) {
   // Send before installing: installing may start the next view change, whose messages must not
   // overtake this decision on the FIFO channels.
   broadcast(decision);
-  // Replicas being removed may be alive but slow: tell them, so they halt.
+  // Replicas being removed may be alive but slow: tell them, so they halt. Replicas being added
+  // learn from it that they are members, and whom to ask for the state.
   for (ReplicaId r : members_) {
     if (contains(suspected_, r)) outbox_.push_back(Send{r, decision});
+  }
+  for (ReplicaId r : proposed) {
+    if (!is_member(r)) outbox_.push_back(Send{r, decision});
   }
   install(now, decision);
 }
@@ -567,6 +632,13 @@ void Core::install(Now now, const NewView& decision) {
   }
   for (const StreamTail& cut : decision.cuts) {
     Stream& stream = streams_[cut.source.value];
+    if (cut.source == options_.self && stream.received > cut.received) {
+      // A decision cutting this replica's own stream below what it holds, while keeping it a
+      // member: it was added again from a view that had not seen its latest entries. Rather than
+      // rewrite its own history, it stops (and may join again with a member's state).
+      halt();
+      return;
+    }
     if (!options_.planted.skip_relay) {
       for (const OrderedEntry& entry : cut.entries) {
         if (entry.index > stream.received && entry.index <= cut.received) {
@@ -588,8 +660,23 @@ void Core::install(Now now, const NewView& decision) {
       --stream.received;
     }
   }
+  for (ReplicaId r : decision.members) {
+    if (is_member(r) || r == options_.self) continue;
+    // Added by this view: it starts from a member's state, so forget what it said before; its
+    // first update makes this replica resend its own unexecuted entries (§12).
+    PeerState& peer = peers_[r.value];
+    peer = PeerState{};
+    peer.acked.assign(options_.replica_count, 0);
+    peer.last_heard_ns = now.monotonic_ns;
+    joined_unheard_[r.value] = true;
+    connected_[r.value] = false;
+    resend_own_stream_[r.value] = false;
+  }
   members_ = decision.members;
   view_ = decision.view;
+  for (auto it = joining_.begin(); it != joining_.end();) {
+    it = is_member(*it) ? joining_.erase(it) : std::next(it);
+  }
   target_view_ = std::max(target_view_, view_);
   for (auto it = suspected_.begin(); it != suspected_.end();) {
     it = is_member(*it) ? std::next(it) : suspected_.erase(it);
@@ -614,7 +701,7 @@ void Core::install(Now now, const NewView& decision) {
   for (const ClientRequest& request : now_owned) {
     if (!contains(ordered_, RequestKey{request.client, request.sequence})) order(now, request);
   }
-  if (!suspected_.empty()) {
+  if (!suspected_.empty() || !joining_.empty()) {
     // Never lower the target: this replica may already have proposed higher numbers, and one
     // number must not name two memberships from it.
     if (target_view_ <= view_) target_view_ = ViewNumber{view_.value + 1};
@@ -633,7 +720,11 @@ void Core::halt() {
 
 void Core::check_invariants() const {
   LOCKSTEP_ASSERT(std::is_sorted(members_.begin(), members_.end()), "members are sorted");
-  LOCKSTEP_ASSERT(halted_ || is_member(options_.self), "a serving replica is a member");
+  LOCKSTEP_ASSERT(halted_ || joining() || is_member(options_.self),
+                  "a serving replica is a member");
+  for (ReplicaId r : joining_) {
+    LOCKSTEP_ASSERT(!is_member(r) && r != options_.self, "replicas being added are not members");
+  }
   LOCKSTEP_ASSERT(target_view_ >= view_, "the target view is never behind the installed one");
   size_t unexecuted_total = 0;
   for (size_t s = 0; s < streams_.size(); ++s) {
@@ -753,6 +844,40 @@ Bytes Core::checkpoint_state() const {
   return out;
 }
 
+void Core::load_checkpoint(std::span<const uint8_t> state) {
+  Reader r(state);
+  if (r.u8() != kCheckpointVersion) recovery_error("checkpoint: unknown version");
+  view_ = ViewNumber{r.varint()};
+  target_view_ = view_;
+  members_.clear();
+  const uint64_t member_count = r.count();
+  for (uint64_t i = 0; i < member_count && r.ok(); ++i) {
+    const uint64_t id = r.varint();
+    if (id >= options_.replica_count) recovery_error("checkpoint: member id out of range");
+    members_.push_back(ReplicaId{static_cast<uint32_t>(id)});
+  }
+  clock_ceiling_ = r.varint();
+  const auto new_view = r.bytes_view();
+  if (!new_view.empty()) last_new_view_ = decode_message<NewView>(new_view, "checkpoint view");
+  if (r.count() != options_.replica_count) recovery_error("checkpoint: wrong stream count");
+  for (uint32_t source = 0; source < options_.replica_count && r.ok(); ++source) {
+    Stream& stream = streams_[source];
+    stream.executed = r.varint();
+    stream.received = stream.executed;
+    const auto encoded = r.bytes_view();
+    if (!r.ok()) break;
+    for (const OrderedEntry& entry :
+         decode_message<ReplicaUpdate>(encoded, "checkpoint stream").entries) {
+      if (entry.index != stream.received + 1) recovery_error("checkpoint: stream gap");
+      accept_entry(ReplicaId{source}, entry);
+    }
+  }
+  if (!r.ok() || !r.at_end()) recovery_error("checkpoint: malformed protocol state");
+  if (!std::is_sorted(members_.begin(), members_.end()) || members_.empty()) {
+    recovery_error("checkpoint: malformed membership");
+  }
+}
+
 void Core::recover(std::span<const uint8_t> checkpoint_state,
                    const std::vector<PersistRecord>& records) {
   LOCKSTEP_ASSERT(!started_ && executed_total_ == 0 && pending_.empty(),
@@ -761,39 +886,7 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
   // going backwards, see on_update). Nothing to rebuild and no membership to doubt.
   if (checkpoint_state.empty() && records.empty()) return;
   replaying_ = true;
-  if (!checkpoint_state.empty()) {
-    Reader r(checkpoint_state);
-    if (r.u8() != kCheckpointVersion) recovery_error("checkpoint: unknown version");
-    view_ = ViewNumber{r.varint()};
-    target_view_ = view_;
-    members_.clear();
-    const uint64_t member_count = r.count();
-    for (uint64_t i = 0; i < member_count && r.ok(); ++i) {
-      const uint64_t id = r.varint();
-      if (id >= options_.replica_count) recovery_error("checkpoint: member id out of range");
-      members_.push_back(ReplicaId{static_cast<uint32_t>(id)});
-    }
-    clock_ceiling_ = r.varint();
-    const auto new_view = r.bytes_view();
-    if (!new_view.empty()) last_new_view_ = decode_message<NewView>(new_view, "checkpoint view");
-    if (r.count() != options_.replica_count) recovery_error("checkpoint: wrong stream count");
-    for (uint32_t source = 0; source < options_.replica_count && r.ok(); ++source) {
-      Stream& stream = streams_[source];
-      stream.executed = r.varint();
-      stream.received = stream.executed;
-      const auto encoded = r.bytes_view();
-      if (!r.ok()) break;
-      for (const OrderedEntry& entry :
-           decode_message<ReplicaUpdate>(encoded, "checkpoint stream").entries) {
-        if (entry.index != stream.received + 1) recovery_error("checkpoint: stream gap");
-        accept_entry(ReplicaId{source}, entry);
-      }
-    }
-    if (!r.ok() || !r.at_end()) recovery_error("checkpoint: malformed protocol state");
-    if (!std::is_sorted(members_.begin(), members_.end()) || members_.empty()) {
-      recovery_error("checkpoint: malformed membership");
-    }
-  }
+  if (!checkpoint_state.empty()) load_checkpoint(checkpoint_state);
   for (const PersistRecord& record : records)
     apply_record(record);
   replaying_ = false;
@@ -801,7 +894,11 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
   clock_.observe(clock_ceiling_, 0);
   const Stream& own = streams_[options_.self.value];
   if (!own.unexecuted.empty()) clock_.observe(own.unexecuted.back().timestamp.clock, 0);
-  if (!is_member(options_.self)) halted_ = true;
+  // Removed while it was down (or by its own last records): it has no say in the current state,
+  // so it asks to be added again and takes a member's state (§12).
+  const bool removed = halted_ || !is_member(options_.self);
+  halted_ = false;
+  join_phase_ = removed ? JoinPhase::kAsking : JoinPhase::kNone;
   if (clock_ceiling_ != 0) {
     const uint64_t ceiling_us = HybridClock::wall_us_of(clock_ceiling_);
     recovered_from_us_ =

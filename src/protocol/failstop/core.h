@@ -41,6 +41,12 @@ struct Options {
   // How far ahead of the clock values it has sent the replica persists a ceiling, so that after a
   // restart its clock starts above everything it ever sent (one small record per lease span).
   uint64_t clock_lease_us = 100'000;
+  // Reconfiguration (docs/DESIGN.md §12). The members of view 0 (empty: every listed replica).
+  // A replica outside them, or started with `join`, has no state of its own: it asks the members
+  // to add it and loads a member's state. Replicas listed but not in view 0 are barred from
+  // joining until an operator adds them.
+  std::vector<ReplicaId> initial_members;
+  bool join = false;
 
   // Test-only switches that plant known bugs, so tests can prove the simulator's checkers catch
   // them. Never set outside tests.
@@ -72,6 +78,14 @@ class Core final : public OrderingCore {
   // is answered from the session table by whoever it reaches.
   bool replies_to(const OrderedEntry& entry) const override;
   bool admits(const ClientRequest&) override { return true; }
+
+  // Reconfiguration (docs/DESIGN.md §12).
+  std::string change_membership(Now now, MembershipChange change, ReplicaId replica) override;
+  bool awaits_state() const override { return join_phase_ == JoinPhase::kAwaitingState; }
+  void load_state(Now now, std::span<const uint8_t> protocol_state) override;
+  bool serving() const override { return !halted_ && join_phase_ == JoinPhase::kNone; }
+  // Asking to be added, or added and waiting for a donor's state.
+  bool joining() const { return join_phase_ != JoinPhase::kNone; }
 
   const Options& options() const { return options_; }
   bool halted() const override { return halted_; }
@@ -118,6 +132,16 @@ class Core final : public OrderingCore {
   void on_forward(Now now, const ForwardRequest& forward);
   void on_view_change(Now now, const ViewChange& change);
   void on_new_view(Now now, const NewView& view);
+  void on_join_request(Now now, const JoinRequest& request);
+  void on_state_request(Now now, const StateRequest& request);
+  bool contains_joining_or_barred(ReplicaId replica) const;
+
+  // A joiner's side: ask, learn the view that adds it, ask its donor for the state.
+  void joiner_on_message(Now now, const ReplicaMessage& message);
+  void joiner_tick(Now now);
+  void admit(Now now, ReplicaId joiner);
+  std::vector<ReplicaId> reporters(const std::vector<ReplicaId>& proposed) const;
+  void load_checkpoint(std::span<const uint8_t> state);
 
   void order(Now now, const ClientRequest& request);
   void accept_entry(ReplicaId source, const OrderedEntry& entry);
@@ -185,6 +209,23 @@ class Core final : public OrderingCore {
   // member: no suspicions. recovered_from_us_: wall time of the last persisted lease, if recovered.
   bool awaiting_peers_ = false;
   std::optional<uint64_t> recovered_from_us_;
+
+  // Reconfiguration. This replica's own joining: kAsking sends JoinRequests until a NewView adds
+  // it; kAwaitingState sends StateRequests to that view's donor until load_state.
+  enum class JoinPhase : uint8_t { kNone, kAsking, kAwaitingState };
+  JoinPhase join_phase_ = JoinPhase::kNone;
+  ViewNumber state_view_{0};  // the view that added it
+  ReplicaId state_donor_{};
+  uint64_t join_sent_ns_ = 0;
+  uint64_t state_request_sent_ns_ = 0;
+  // A member's side: non-members this replica proposes to add (the counterpart of suspected_),
+  // replicas it refuses to add until an operator does, and, per added replica, that its first
+  // update is still due (then it gets this replica's unexecuted entries, which it missed while
+  // loading). Execution pauses while an addition is proposed and not installed (§12).
+  std::set<ReplicaId> joining_;
+  std::set<ReplicaId> barred_;
+  std::vector<bool> joined_unheard_;
+  std::vector<uint64_t> state_served_ns_;  // per joiner: when this donor last sent it the state
 };
 
 }  // namespace lockstep::failstop
