@@ -36,6 +36,7 @@ enum class ReplicaTag : uint8_t {
   kJoinRequest = 6,
   kStateRequest = 7,
   kStateTransfer = 8,
+  kCheckpointVote = 9,
 };
 
 // Minimum encoded bytes of one vector item, for Reader::count: every varint and every length
@@ -203,8 +204,16 @@ void put(Sink& s, const StateTransfer& m) {
   s.bytes(m.service_snapshot);
 }
 
+template <typename Sink>
+void put(Sink& s, const CheckpointVote& m) {
+  put(s, m.replica);
+  s.varint(m.boundary_us);
+  put_raw(s, m.digest);
+  put_raw(s, m.signature);
+}
+
 ReplicaTag tag_of(const ReplicaMessage& m) {
-  static_assert(std::variant_size_v<ReplicaMessage> == 8, "give the new alternative a tag");
+  static_assert(std::variant_size_v<ReplicaMessage> == 9, "give the new alternative a tag");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -216,6 +225,7 @@ ReplicaTag tag_of(const ReplicaMessage& m) {
         if constexpr (std::is_same_v<T, JoinRequest>) return ReplicaTag::kJoinRequest;
         if constexpr (std::is_same_v<T, StateRequest>) return ReplicaTag::kStateRequest;
         if constexpr (std::is_same_v<T, StateTransfer>) return ReplicaTag::kStateTransfer;
+        if constexpr (std::is_same_v<T, CheckpointVote>) return ReplicaTag::kCheckpointVote;
       },
       m);
 }
@@ -560,6 +570,13 @@ void get(Decoder& d, StateTransfer& m) {
   m.service_snapshot = d.bytes("StateTransfer.service_snapshot");
 }
 
+void get(Decoder& d, CheckpointVote& m) {
+  m.replica = d.replica_id("CheckpointVote.replica");
+  m.boundary_us = d.varint("CheckpointVote.boundary_us");
+  m.digest = d.raw<sizeof(Digest)>("CheckpointVote.digest");
+  m.signature = d.raw<sizeof(Signature)>("CheckpointVote.signature");
+}
+
 template <typename T>
 ReplicaMessage get_alternative(Decoder& d) {
   T m;
@@ -587,6 +604,8 @@ ReplicaMessage get_replica_message(Decoder& d) {
       return get_alternative<StateRequest>(d);
     case ReplicaTag::kStateTransfer:
       return get_alternative<StateTransfer>(d);
+    case ReplicaTag::kCheckpointVote:
+      return get_alternative<CheckpointVote>(d);
   }
   d.fail(with_number("unknown replica message tag ", tag));
   return {};

@@ -168,8 +168,22 @@ struct StateTransfer {
   bool operator==(const StateTransfer&) const = default;
 };
 
-using ReplicaMessage = std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView,
-                                    SignedProposal, JoinRequest, StateRequest, StateTransfer>;
+// Byzantine mode: a replica's signed word that its state after executing every instance with a
+// timestamp below `boundary_us` (a multiple of the checkpoint interval) has this digest (BLAKE2b
+// of the service snapshot). A restarted replica loads a snapshot that t+1 replicas vouch for, so
+// at least one honest one did (docs/DESIGN.md §11.7). In that mode StateRequest.view and
+// StateTransfer.view carry the boundary.
+struct CheckpointVote {
+  ReplicaId replica{};
+  uint64_t boundary_us = 0;
+  Digest digest{};
+  Signature signature{};
+  bool operator==(const CheckpointVote&) const = default;
+};
+
+using ReplicaMessage =
+    std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView, SignedProposal, JoinRequest,
+                 StateRequest, StateTransfer, CheckpointVote>;
 
 // ---- connection level ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ constexpr std::string_view kProposalTag = "lockstep/proposal/v1";
 constexpr std::string_view kEndorseTag = "lockstep/endorse/v1";
 constexpr std::string_view kReplyTag = "lockstep/reply/v1";
 constexpr std::string_view kRepliesTag = "lockstep/replies/v1";
+constexpr std::string_view kCheckpointTag = "lockstep/checkpoint/v1";
 
 void put_request_fields(Writer& w, const ClientRequest& request) {
   w.string(kRequestTag);
@@ -67,6 +68,17 @@ Bytes endorsement_signing_bytes(const Digest& proposal_digest) {
   Writer w(out);
   w.string(kEndorseTag);
   put_raw(out, proposal_digest);
+  return out;
+}
+
+Bytes checkpoint_vote_signing_bytes(ReplicaId replica, uint64_t boundary_us,
+                                    const Digest& state_digest) {
+  Bytes out;
+  Writer w(out);
+  w.string(kCheckpointTag);
+  w.varint(replica.value);
+  w.varint(boundary_us);
+  put_raw(out, state_digest);
   return out;
 }
 

@@ -23,6 +23,11 @@ Digest proposal_digest(const Proposal& proposal);
 // in it: the chain says who signed, and the Verifier checks under that replica's key.)
 Bytes endorsement_signing_bytes(const Digest& proposal_digest);
 
+// What a checkpoint vote signs: "lockstep/checkpoint/v1" || replica || boundary || digest of the
+// service snapshot at that boundary.
+Bytes checkpoint_vote_signing_bytes(ReplicaId replica, uint64_t boundary_us,
+                                    const Digest& state_digest);
+
 // Digest of one reply: "lockstep/reply/v1" || client || sequence || replica || status || result.
 Digest reply_digest(const ClientReply& reply);
 // What a replica signs for a batch of replies: "lockstep/replies/v1" || replica || the replies'

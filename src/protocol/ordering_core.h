@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,9 +70,14 @@ class OrderingCore {
   // A member added by a view change that has no state yet: the Replica hands it the first
   // StateTransfer that arrives (load_state), with the service snapshot restored from the same one.
   virtual bool awaits_state() const { return false; }
-  // Takes a donor's protocol state (StateTransfer::protocol_state) in place of its own. Throws
-  // std::runtime_error when it cannot be decoded or does not make this replica a member.
-  virtual void load_state(Now /*now*/, std::span<const uint8_t> /*protocol_state*/) {}
+  // Takes a donor's state in place of its own (the Replica restores transfer.service_snapshot).
+  // Throws std::runtime_error when it cannot be decoded, does not make this replica a member
+  // (failstop), or is not the state t+1 replicas vouched for (byzantine).
+  virtual void load_state(Now /*now*/, const StateTransfer& /*transfer*/) {}
+  // Byzantine checkpoints (docs/DESIGN.md §11.7): at a boundary of the agreed order the core stops
+  // handing out entries until the Replica gives it the service snapshot of that moment.
+  virtual std::optional<uint64_t> take_checkpoint_boundary() { return std::nullopt; }
+  virtual void checkpoint_taken(uint64_t /*boundary*/, std::span<const uint8_t> /*snapshot*/) {}
   // Whether it may answer clients: not halted, and a member with its state (not still joining).
   virtual bool serving() const { return !halted(); }
 

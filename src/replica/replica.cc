@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "core/assert.h"
 #include "core/hlc.h"
 
 namespace lockstep {
@@ -92,16 +93,31 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
   // replaces both (a joiner serves nothing until the core has loaded).
   try {
     service_.restore(transfer.service_snapshot);
-    core_->load_state(now, transfer.protocol_state);
+    core_->load_state(now, transfer);
   } catch (const std::exception&) {
     ++rejected_state_transfers_;
     return;
   }
   output_.loaded_state = true;
+  if (byzantine_ != nullptr) {
+    checkpoint_snapshot_ = transfer.service_snapshot;  // it can serve this boundary in turn
+    checkpoint_boundary_us_ = transfer.view.value;
+  }
   execute_ready();
 }
 
 void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) const {
+  if (byzantine_ != nullptr) {
+    // The snapshot of the boundary the core serves (it asks only for the latest one taken).
+    for (PeerMessage& send : messages) {
+      auto* transfer = std::get_if<StateTransfer>(&send.message);
+      if (transfer == nullptr) continue;
+      LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
+                      "the core serves the boundary the replica kept");
+      transfer->service_snapshot = checkpoint_snapshot_;
+    }
+    return;
+  }
   Bytes protocol_state;
   Bytes service_snapshot;
   for (PeerMessage& send : messages) {
@@ -137,6 +153,17 @@ void Replica::tick(Now now) {
 }
 
 void Replica::execute_ready() {
+  execute_entries();
+  // Byzantine checkpoints: the core stops at each boundary until it has the snapshot of it.
+  while (std::optional<uint64_t> boundary = core_->take_checkpoint_boundary()) {
+    checkpoint_snapshot_ = service_.snapshot();
+    checkpoint_boundary_us_ = *boundary;
+    core_->checkpoint_taken(*boundary, checkpoint_snapshot_);
+    execute_entries();
+  }
+}
+
+void Replica::execute_entries() {
   for (OrderedEntry& entry : core_->take_executable()) {
     Service::Result result = service_.execute(entry.request, order_time_us(entry));
     ++executed_since_start_;

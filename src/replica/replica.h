@@ -115,6 +115,7 @@ class Replica {
 
  private:
   void execute_ready();
+  void execute_entries();
   void load_transferred_state(Now now, const StateTransfer& transfer);
   void fill_state_transfers(std::vector<PeerMessage>& messages) const;
   // Answers without executing: kNotServing (halted) or kBusy (a limit; counted).
@@ -127,6 +128,10 @@ class Replica {
   Service service_;
   uint64_t busy_replies_ = 0;
   uint64_t rejected_state_transfers_ = 0;
+  // Byzantine mode: the service snapshot at the latest checkpoint boundary, served to replicas
+  // that catch up (docs/DESIGN.md §11.7).
+  Bytes checkpoint_snapshot_;
+  uint64_t checkpoint_boundary_us_ = 0;
   size_t client_requests_this_step_ = 0;
   uint64_t executed_since_start_ = 0;
   failstop::Options::PlantedBugs planted_;

@@ -230,6 +230,7 @@ std::vector<WireMessage> sample_messages() {
       PeerData{7, 6, JoinRequest{ReplicaId{3}, kU64Max}},
       PeerData{8, 7, StateRequest{ReplicaId{3}, ViewNumber{4}, ReplicaId{1}}},
       PeerData{9, 8, StateTransfer{ReplicaId{1}, ViewNumber{4}, pattern(40, 2), pattern(90, 3)}},
+      PeerData{10, 9, CheckpointVote{ReplicaId{2}, 3'000'000, Digest{7, 8}, Signature{9}}},
       AdminRequest{},
       AdminRequest{kU64Max, MembershipChange::kRemove, ReplicaId{kU32Max}},
       AdminReply{},
@@ -324,6 +325,8 @@ TEST(CodecRoundTrip, Reconfiguration) {
   expect_replica_round_trip(StateRequest{ReplicaId{2}, ViewNumber{kU64Max}, ReplicaId{0}});
   expect_replica_round_trip(StateTransfer{});
   expect_replica_round_trip(StateTransfer{ReplicaId{0}, ViewNumber{3}, pattern(300, 4), {}});
+  expect_replica_round_trip(CheckpointVote{});
+  expect_replica_round_trip(CheckpointVote{ReplicaId{1}, kU64Max, Digest{1, 2, 3}, Signature{4}});
   expect_round_trip(AdminRequest{1, MembershipChange::kAdd, ReplicaId{3}});
   expect_round_trip(AdminReply{kU64Max, ReplicaId{0}, false, std::string(500, 'x')});
 }
@@ -674,7 +677,7 @@ TEST(CodecMalformed, ReplicaIdOutOfRange) {
 }
 
 TEST(CodecMalformed, UnknownReplicaMessageTag) {
-  for (uint8_t tag : {uint8_t{0}, uint8_t{9}, uint8_t{255}}) {
+  for (uint8_t tag : {uint8_t{0}, uint8_t{10}, uint8_t{255}}) {
     EXPECT_EQ(reason_of(decode_replica_message(Bytes{tag})),
               "unknown replica message tag " + std::to_string(tag));
     // Inside a frame too: channel_sequence 1, acknowledged 0, then the tag.

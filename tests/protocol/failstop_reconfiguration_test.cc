@@ -70,7 +70,7 @@ class ReconfigurationHarness {
     if (core == nullptr) return;
     if (auto* transfer = std::get_if<StateTransfer>(&message)) {
       if (!core->awaits_state()) return;
-      core->load_state(now(), transfer->protocol_state);
+      core->load_state(now(), *transfer);
       const std::string executed(transfer->service_snapshot.begin(),
                                  transfer->service_snapshot.end());
       loaded_at_[to] = std::stoull(executed);

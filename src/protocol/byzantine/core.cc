@@ -69,6 +69,8 @@ Core::Core(Options options) : options_(options) {
   }
   for (uint32_t r = 0; r < options_.replica_count; ++r)
     members_.push_back(ReplicaId{r});
+  state_served_us_.assign(options_.replica_count, 0);
+  recovering_ = options_.join;
 }
 
 ReplicaId Core::owner_of(ClientId client) const {
@@ -82,7 +84,7 @@ uint64_t Core::decision_time_us(uint64_t timestamp_us) const {
 }
 
 size_t Core::pending_entries() const {
-  return in_instances_.size() + unproposed_.size() + backups_.size();
+  return in_instances_.size() + unproposed_.size() + backups_.size() + decided_.size();
 }
 
 // ---- inputs ---------------------------------------------------------------------------------
@@ -91,6 +93,17 @@ void Core::advance_clock(Now now) {
   // A wall clock stepped back must not reopen windows that already closed: decisions taken stay
   // taken (and the check against last_decided_ backs this up).
   local_us_ = std::max(local_us_, now.wall_us);
+  if (next_boundary_us_ == 0 && options_.checkpoint_interval_us != 0) {
+    // The first boundary after start: every instance below it was open while this replica ran.
+    next_boundary_us_ =
+        (local_us_ / options_.checkpoint_interval_us + 1) * options_.checkpoint_interval_us;
+  }
+  if (recovering_ && participation_start_us_ == 0) {
+    // An instance stamped this late had its origin's first message sent after this replica was
+    // up (clocks differ by at most ε), and every relay of it after that: it sees each one whole.
+    participation_start_us_ =
+        local_us_ + options_.slot_us + 2 * (options_.delta_us + options_.epsilon_us);
+  }
 }
 
 void Core::on_client_request(Now now, const ClientRequest& request) {
@@ -134,19 +147,26 @@ void Core::on_client_request(Now now, const ClientRequest& request) {
 
 void Core::on_message(Now now, ReplicaId /*from*/, const ReplicaMessage& message) {
   // The transport's `from` is not trusted here: the chain of signatures says who vouched for a
-  // value, whichever connection it came in on.
+  // value, whichever connection it came in on, and a vote carries its signer's signature. (A
+  // StateRequest is answered to its named sender; a forged one costs the donor one snapshot per
+  // retry interval, and the snapshot is checked by digest at the other end.)
   advance_clock(now);
   decide_due();
   if (const auto* proposal = std::get_if<SignedProposal>(&message)) {
     on_signed_proposal(*proposal);
+  } else if (const auto* vote = std::get_if<CheckpointVote>(&message)) {
+    on_checkpoint_vote(*vote);
+  } else if (const auto* request = std::get_if<StateRequest>(&message)) {
+    if (request->sender.value < options_.replica_count) on_state_request(*request);
   }
-  // Other modes' messages mean a misconfigured peer: ignored.
+  // Other messages (another mode's) mean a misconfigured peer: ignored.
 }
 
 void Core::tick(Now now) {
   advance_clock(now);
   decide_due();
   propose_due_backups();
+  request_state_if_due();
 }
 
 std::vector<OrderingCore::Send> Core::take_messages(Now now) {
@@ -308,7 +328,16 @@ void Core::propose_due_backups() {
 }
 
 void Core::decide_due() {
-  while (!instances_.empty()) {
+  for (;;) {
+    // A boundary once every instance below it is decided (none can be accepted any more).
+    if (options_.checkpoint_interval_us != 0 && next_boundary_us_ != 0 &&
+        decision_time_us(next_boundary_us_ - 1) < local_us_ &&
+        (instances_.empty() || instances_.begin()->first.first >= next_boundary_us_)) {
+      decided_.push_back(Boundary{next_boundary_us_});
+      next_boundary_us_ += options_.checkpoint_interval_us;
+      continue;
+    }
+    if (instances_.empty()) break;
     auto it = instances_.begin();
     const InstanceKey key = it->first;
     if (decision_time_us(key.first) >= local_us_) break;
@@ -326,11 +355,12 @@ void Core::decide_due() {
     if (!decided) {
       ++rejections_.equivocations;
     } else {
-      execute_decided(key, instance.values.front().message.proposal);
+      decided_.push_back(DecidedBatch{key, std::move(instance.values.front().message.proposal)});
     }
     instances_.erase(it);
     last_decided_ = key;
   }
+  drain_decided();
 }
 
 void Core::execute_decided(const InstanceKey& key, Proposal& proposal) {
@@ -371,6 +401,29 @@ std::optional<Digest> Core::checked_digest(const ClientRequest& request) {
   }
   remember(verified_requests_, verified_order_, digest, kVerifiedRequestsMax);
   return digest;
+}
+
+void Core::drain_decided() {
+  while (!decided_.empty() && !boundary_due_) {
+    auto& front = decided_.front();
+    if (recovering_) {
+      // Keep all it saw whole: the state it will load is of a boundary at or after its start.
+      const uint64_t at = std::holds_alternative<Boundary>(front)
+                              ? std::get<Boundary>(front).boundary_us
+                              : std::get<DecidedBatch>(front).key.first;
+      if (at >= participation_start_us_) return;
+      decided_.pop_front();
+      continue;
+    }
+    if (auto* boundary = std::get_if<Boundary>(&front)) {
+      boundary_due_ = boundary->boundary_us;
+      boundary_handed_out_ = false;
+    } else {
+      auto& batch = std::get<DecidedBatch>(front);
+      execute_decided(batch.key, batch.proposal);
+    }
+    decided_.pop_front();
+  }
 }
 
 void Core::recover(std::span<const uint8_t> checkpoint_state,

@@ -23,6 +23,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <variant>
 #include <vector>
 
 #include "crypto/crypto.h"
@@ -46,6 +47,14 @@ struct Options {
   size_t requests_per_proposal_max = 4096;
   size_t proposal_bytes_max = 1 << 20;  // command bytes per proposal
   size_t backups_max = 1 << 20;
+  // Checkpoints (docs/DESIGN.md §11.7): at every multiple of this in the order's timestamps the
+  // core hands the Replica a boundary, and signs and sends everyone the digest of the service
+  // snapshot there. 0: none (a core driven alone, as in unit tests).
+  uint64_t checkpoint_interval_us = 0;
+  // Started without the state (a restart, a wiped machine): take part in every instance from
+  // shortly after start, execute nothing, and load the snapshot of the first boundary after that
+  // for which t+1 replicas signed the same digest.
+  bool join = false;
   const crypto::Signer* signer = nullptr;      // this replica's key; not owned
   const crypto::Verifier* verifier = nullptr;  // every replica's and client's key; not owned
 
@@ -89,6 +98,16 @@ class Core final : public OrderingCore {
   void recover(std::span<const uint8_t> checkpoint_state,
                const std::vector<PersistRecord>& records) override;
 
+  // Checkpoints and catching up (docs/DESIGN.md §11.7).
+  std::optional<uint64_t> take_checkpoint_boundary() override;
+  void checkpoint_taken(uint64_t boundary_us, std::span<const uint8_t> snapshot) override;
+  bool awaits_state() const override { return target_.has_value(); }
+  void load_state(Now now, const StateTransfer& transfer) override;
+  bool serving() const override { return !recovering_; }
+  bool recovering() const { return recovering_; }
+  // The latest boundary whose snapshot this replica took (and can serve), 0 if none.
+  uint64_t checkpoint_us() const { return checkpoint_us_; }
+
   ReplicaId id() const override { return options_.self; }
   bool halted() const override { return false; }
   ViewNumber view() const override { return ViewNumber{0}; }
@@ -124,6 +143,10 @@ class Core final : public OrderingCore {
   void propose_due_backups();
   void decide_due();
   void execute_decided(const InstanceKey& key, Proposal& proposal);
+  void drain_decided();
+  void on_checkpoint_vote(const CheckpointVote& vote);
+  void on_state_request(const StateRequest& request);
+  void request_state_if_due();
 
   Options options_;
   std::vector<ReplicaId> members_;
@@ -151,6 +174,34 @@ class Core final : public OrderingCore {
   std::vector<OrderedEntry> executable_;
   std::vector<Send> outbox_;
   Rejections rejections_;
+
+  // Decided batches and checkpoint boundaries, in the order, not yet executed: a boundary waits
+  // for the Replica's snapshot; while recovering, everything from participation_start_us_ on
+  // waits for the loaded state.
+  struct DecidedBatch {
+    InstanceKey key;
+    Proposal proposal;
+  };
+  struct Boundary {
+    uint64_t boundary_us;
+  };
+  std::deque<std::variant<DecidedBatch, Boundary>> decided_;
+  uint64_t next_boundary_us_ = 0;  // 0 until the first input
+  std::optional<uint64_t> boundary_due_;
+  bool boundary_handed_out_ = false;
+  uint64_t checkpoint_us_ = 0;
+  std::vector<uint64_t> state_served_us_;  // per replica: when this one last sent it a snapshot
+  // Recovering: instances from participation_start_us_ on are ones it saw whole.
+  bool recovering_ = false;
+  uint64_t participation_start_us_ = 0;
+  std::map<uint64_t, std::map<Digest, std::set<ReplicaId>>> votes_;  // boundary -> digest -> who
+  struct Target {
+    uint64_t boundary_us;
+    Digest digest;
+    std::vector<ReplicaId> signers;
+  };
+  std::optional<Target> target_;  // a vouched-for boundary whose snapshot it is asking for
+  uint64_t state_requested_us_ = 0;
 };
 
 }  // namespace lockstep::byzantine

@@ -82,7 +82,7 @@ class Core final : public OrderingCore {
   // Reconfiguration (docs/DESIGN.md §12).
   std::string change_membership(Now now, MembershipChange change, ReplicaId replica) override;
   bool awaits_state() const override { return join_phase_ == JoinPhase::kAwaitingState; }
-  void load_state(Now now, std::span<const uint8_t> protocol_state) override;
+  void load_state(Now now, const StateTransfer& transfer) override;
   bool serving() const override { return !halted_ && join_phase_ == JoinPhase::kNone; }
   // Asking to be added, or added and waiting for a donor's state.
   bool joining() const { return join_phase_ != JoinPhase::kNone; }

@@ -126,7 +126,7 @@ void Core::joiner_tick(Now now) {
   }
 }
 
-void Core::load_state(Now now, std::span<const uint8_t> protocol_state) {
+void Core::load_state(Now now, const StateTransfer& transfer) {
   LOCKSTEP_ASSERT(awaits_state(), "load_state only while waiting for a state");
   // Decoded into a fresh core first, so a malformed state leaves this one as it was.
   Options options = options_;
@@ -134,7 +134,7 @@ void Core::load_state(Now now, std::span<const uint8_t> protocol_state) {
   options.join = false;
   Core loaded(options);
   loaded.replaying_ = true;
-  loaded.load_checkpoint(protocol_state);
+  loaded.load_checkpoint(transfer.protocol_state);
   loaded.replaying_ = false;
   if (!loaded.is_member(options_.self) || loaded.view_ < state_view_) {
     throw std::runtime_error("state transfer: the donor's state does not make this a member");
