@@ -94,10 +94,15 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
             }
           }
           return;
+        } else if constexpr (std::is_same_v<T, CheckpointVote>) {
+          hash.add(m.replica.value);
+          hash.add(m.boundary_us);
+          hash.add_bytes(Bytes(m.digest.begin(), m.digest.end()));
+          return;
         } else {
           hash.add(m.sender.value);
         }
-        if constexpr (std::is_same_v<T, SignedProposal>) {
+        if constexpr (std::is_same_v<T, SignedProposal> || std::is_same_v<T, CheckpointVote>) {
           // hashed above
         } else if constexpr (std::is_same_v<T, ReplicaUpdate>) {
           hash.add(m.incarnation);
@@ -126,12 +131,8 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
           hash.add(m.donor.value);
         } else if constexpr (std::is_same_v<T, StateTransfer>) {
           hash.add(m.view.value);
-          hash.add(m.protocol_state.size());
-          for (uint8_t byte : m.protocol_state)
-            hash.add(byte);
-          hash.add(m.service_snapshot.size());
-          for (uint8_t byte : m.service_snapshot)
-            hash.add(byte);
+          hash.add_bytes(m.protocol_state);
+          hash.add_bytes(m.service_snapshot);
         } else {
           static_assert(std::is_same_v<T, NewView>);
           hash.add(m.view.value);
@@ -219,6 +220,9 @@ std::string describe(const ReplicaMessage& message) {
         } else if constexpr (std::is_same_v<T, StateRequest>) {
           return "StateRequest{v" + std::to_string(m.view.value) + " donor r" +
                  std::to_string(m.donor.value) + "}";
+        } else if constexpr (std::is_same_v<T, CheckpointVote>) {
+          return "CheckpointVote{r" + std::to_string(m.replica.value) + " at " +
+                 std::to_string(m.boundary_us) + "us}";
         } else if constexpr (std::is_same_v<T, StateTransfer>) {
           return "StateTransfer{v" + std::to_string(m.view.value) + " " +
                  std::to_string(m.protocol_state.size()) + "+" +
