@@ -93,6 +93,9 @@ void Core::joiner_on_message(Now now, const ReplicaMessage& message) {
     join_phase_ = JoinPhase::kAwaitingState;
     state_donor_ = decision->sender;
     members_ = decision->members;
+    suspected_.clear();  // whatever it recovered from its disk is replaced by the state it loads
+    joining_.clear();
+    reports_.clear();
     state_request_sent_ns_ = 0;
     joiner_tick(now);
   } else if (join_phase_ == JoinPhase::kAwaitingState) {
