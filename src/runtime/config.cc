@@ -149,7 +149,16 @@ failstop::Options ClusterConfig::failstop_options(ReplicaId self, uint64_t incar
   // A view change that stalls is retried well within the failure timeout's order of magnitude.
   options.view_change_retry_ns = std::max<uint64_t>(options.failure_timeout_ns / 2, 1'000'000);
   options.durable = storage.durable();
+  if (has_spares()) options.initial_members = initial_members();
   return options;
+}
+
+std::vector<ReplicaId> ClusterConfig::initial_members() const {
+  std::vector<ReplicaId> members;
+  for (const ReplicaConfig& replica : replicas) {
+    if (replica.member) members.push_back(replica.id);
+  }
+  return members;
 }
 
 std::filesystem::path StorageConfig::replica_dir(ReplicaId id) const {
@@ -241,17 +250,40 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
   // With t = 0 there is nobody to outvote and no round of Dolev–Strong to run.
   if (byzantine && config.t == 0) errors.fail("t", "byzantine mode needs t >= 1, got 0");
   const uint32_t needed = ClusterConfig::replicas_needed(config.mode, config.t);
-  if (config.replicas.size() != needed) {
+  // Spares (member = false) are a failstop feature: the byzantine mode's membership is fixed.
+  for (size_t i = 0; i < config.replicas.size(); ++i) {
+    if (byzantine && !config.replicas[i].member) {
+      errors.fail("replicas[" + std::to_string(i) + "].member",
+                  "reconfiguration is not supported in byzantine mode: every replica is a member "
+                  "(remove `member = false`)");
+    }
+  }
+  const size_t members = config.initial_members().size();
+  if (!config.replicas.empty() && members == 0) {
+    errors.fail("replicas",
+                "no member: every replica says member = false, but view 0 needs at least one");
+  }
+  if (byzantine && config.replicas.size() != needed) {
     errors.fail("replicas", std::string(mode_name(config.mode)) + " mode with t = " +
                                 std::to_string(config.t) + " needs " + std::to_string(needed) +
                                 " replicas, got " + std::to_string(config.replicas.size()));
   }
+  if (!byzantine && members != needed) {
+    const size_t spares = config.replicas.size() - members;
+    errors.fail("replicas",
+                "failstop mode with t = " + std::to_string(config.t) + " needs " +
+                    std::to_string(needed) + " replicas" +
+                    (spares == 0 ? std::string()
+                                 : " that are members (spares, member = false, not counted)") +
+                    ", got " + std::to_string(members) +
+                    (spares == 0 ? std::string() : " (and " + std::to_string(spares) + " spares)"));
+  }
   for (size_t i = 0; i < config.replicas.size(); ++i) {
     const std::string field = "replicas[" + std::to_string(i) + "]";
     if (config.replicas[i].id.value != i) {
-      errors.fail(field + ".id", "replica ids must be 0.." + std::to_string(needed - 1) +
-                                     " in order, got " +
-                                     std::to_string(config.replicas[i].id.value));
+      errors.fail(field + ".id",
+                  "replica ids must be 0.." + std::to_string(config.replicas.size() - 1) +
+                      " in order, got " + std::to_string(config.replicas[i].id.value));
     }
     for (size_t j = 0; j < i; ++j) {
       if (config.replicas[j].address == config.replicas[i].address) {
@@ -402,7 +434,7 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     if (table == nullptr) {
       errors.fail(field, std::string("expected a table, got ") + type_name(array->get(i)->type()));
     }
-    errors.reject_unknown_keys(*table, field + ".", {"id", "address", "public_key"});
+    errors.reject_unknown_keys(*table, field + ".", {"id", "address", "public_key", "member"});
     if (table->get("id") == nullptr) errors.fail(field + ".id", "missing");
     const uint64_t id = errors.integer(*table, "id", field + ".id", 0, 0, array->size() - 1);
     auto [previous, inserted] = index_of_id.emplace(static_cast<uint32_t>(id), i);
@@ -427,7 +459,21 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
         errors.fail(field + ".public_key", "only in byzantine mode");
       key = errors.public_key(*table, field + ".public_key");
     }
-    config.replicas.push_back(ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed, key});
+    bool member = true;
+    if (const toml::node* flag = table->get("member")) {
+      if (!flag->is_boolean()) {
+        errors.fail(field + ".member",
+                    std::string("expected true or false, got ") + type_name(flag->type()));
+      }
+      member = flag->value_or(true);
+      if (!member && config.mode == Mode::kByzantine) {
+        errors.fail(field + ".member",
+                    "reconfiguration is not supported in byzantine mode: every replica is a "
+                    "member (remove `member = false`)");
+      }
+    }
+    config.replicas.push_back(
+        ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed, key, member});
   }
   // Ids are unique and below the count, so sorting yields replicas[i].id == i.
   std::sort(config.replicas.begin(), config.replicas.end(),
@@ -587,6 +633,7 @@ std::string format_config(const ClusterConfig& config) {
     out << "address = \"" << net::format_address(replica.address) << "\"\n";
     if (replica.public_key)
       out << "public_key = \"" << crypto::to_hex(*replica.public_key) << "\"\n";
+    if (!replica.member) out << "member = false\n";
   }
   if (config.byzantine) {
     out << "\n[byzantine]\n";

@@ -7,6 +7,11 @@
 //   id = 0
 //   address = "127.0.0.1:7000"   # where it listens, "host:port" ("[::1]:7000" for IPv6)
 //   public_key = "<64 hex>"      # byzantine mode only, and required there: its Ed25519 key
+//   member = false               # failstop only; optional, default true. A spare: listed (its
+//                                # address is known to clients and peers) but not a member of
+//                                # view 0; it becomes one by `lockstep admin add-replica N` and
+//                                # then `lockstep replica --join` (docs/DESIGN.md §12). In
+//                                # failstop mode t+1 replicas must be members; spares are extra.
 //
 //   [byzantine]                  # required in byzantine mode, rejected in failstop
 //   delta_ms = 10                # Δ: delivery bound between honest replicas, processing included
@@ -104,6 +109,8 @@ struct ReplicaConfig {
   net::Address address;
   // Byzantine mode: the key its signatures are checked with (present exactly in that mode).
   std::optional<crypto::PublicKey> public_key{};
+  // False for a spare (failstop): listed, but not a member of view 0.
+  bool member = true;
   bool operator==(const ReplicaConfig&) const = default;
 };
 
@@ -198,12 +205,17 @@ struct ClusterConfig {
   LimitsConfig limits;
   StorageConfig storage;
 
-  // How many replicas `mode` needs to tolerate `t` faults (t+1 or 2t+1).
+  // How many replicas `mode` needs to tolerate `t` faults (t+1 or 2t+1): in failstop mode the
+  // members of view 0, spares not counted.
   static uint32_t replicas_needed(Mode mode, uint32_t t);
+  // Every listed replica, spares included (the ids are 0..replica_count()-1).
   uint32_t replica_count() const { return static_cast<uint32_t>(replicas.size()); }
+  // The members of view 0, ascending: the listed replicas without `member = false`.
+  std::vector<ReplicaId> initial_members() const;
+  bool has_spares() const { return initial_members().size() != replicas.size(); }
 
   // The protocol core's options for replica `self` of this cluster (durable when
-  // storage.durable()).
+  // storage.durable(); initial_members set when there are spares, empty otherwise).
   failstop::Options failstop_options(ReplicaId self, uint64_t incarnation) const;
   // The byzantine core's options for replica `self` (byzantine mode only). The signer and
   // verifier are not owned and must outlive the core.

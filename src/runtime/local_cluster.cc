@@ -154,24 +154,31 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
         std::to_string(ClusterConfig::replicas_needed(options_.mode, kFaultsTolerableMax)) +
         " replicas in " + std::string(mode_name(options_.mode)) + " mode");
   }
+  if (byzantine && options_.spares != 0) {
+    throw std::runtime_error(
+        "spares: reconfiguration is not supported in byzantine mode (the membership is fixed)");
+  }
+  const uint32_t listed = options_.replicas + options_.spares;
   if (options_.binary.empty()) options_.binary = self_executable();
   std::filesystem::create_directories(options_.dir);
   std::vector<uint16_t> ports;
   if (options_.base_port == 0) {
-    ports = pick_free_ports(options_.replicas);
+    ports = pick_free_ports(listed);
   } else {
-    if (uint32_t{options_.base_port} + options_.replicas - 1 > 65535) {
+    if (uint32_t{options_.base_port} + listed - 1 > 65535) {
       throw std::runtime_error("base port " + std::to_string(options_.base_port) + " + " +
-                               std::to_string(options_.replicas) + " replicas exceeds 65535");
+                               std::to_string(listed) + " replicas exceeds 65535");
     }
-    for (uint32_t i = 0; i < options_.replicas; ++i) {
+    for (uint32_t i = 0; i < listed; ++i) {
       ports.push_back(static_cast<uint16_t>(options_.base_port + i));
     }
   }
   config_.mode = options_.mode;
   config_.t = t;
-  for (uint32_t i = 0; i < options_.replicas; ++i) {
-    config_.replicas.push_back(ReplicaConfig{ReplicaId{i}, net::Address{"127.0.0.1", ports[i]}});
+  for (uint32_t i = 0; i < listed; ++i) {
+    const bool member = i < options_.replicas;
+    config_.replicas.push_back(
+        ReplicaConfig{ReplicaId{i}, net::Address{"127.0.0.1", ports[i]}, std::nullopt, member});
   }
   config_.timeouts = options_.timeouts;
   config_.client = options_.client;
@@ -203,7 +210,7 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     credentials_ = client_credentials(config_, *client_keys, kLocalClusterPrincipal,
                                       client_key_path().string());
   }
-  replicas_.resize(options_.replicas);
+  replicas_.resize(listed);
 }
 
 std::filesystem::path LocalCluster::key_path(ReplicaId id) const {
@@ -229,12 +236,37 @@ void LocalCluster::start_all() {
   }
 }
 
+void LocalCluster::start_members() {
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (!is_spare(ReplicaId{i}) && !running(ReplicaId{i})) start(ReplicaId{i});
+  }
+}
+
+void LocalCluster::start_joining(ReplicaId id) {
+  start(id, Misbehaviour::kNone, /*join=*/true);
+}
+
+void LocalCluster::wipe(ReplicaId id) {
+  if (running(id)) {
+    throw std::runtime_error("cannot wipe replica " + std::to_string(id.value) +
+                             "'s data directory while it runs");
+  }
+  const std::filesystem::path data = data_path(id);
+  if (!data.empty()) std::filesystem::remove_all(data);
+}
+
 void LocalCluster::start(ReplicaId id) {
   auto misbehave = options_.misbehave.find(id.value);
-  start(id, misbehave == options_.misbehave.end() ? Misbehaviour::kNone : misbehave->second);
+  // A spare asks to be added from the start (it would anyway: it is not in view 0).
+  start(id, misbehave == options_.misbehave.end() ? Misbehaviour::kNone : misbehave->second,
+        is_spare(id));
 }
 
 void LocalCluster::start(ReplicaId id, Misbehaviour misbehave) {
+  start(id, misbehave, is_spare(id));
+}
+
+void LocalCluster::start(ReplicaId id, Misbehaviour misbehave, bool join) {
   Child& child = replicas_.at(id.value);
   if (running(id)) throw std::runtime_error("replica " + std::to_string(id.value) + " is running");
   std::vector<std::string> argv = {
@@ -246,6 +278,7 @@ void LocalCluster::start(ReplicaId id, Misbehaviour misbehave) {
   if (misbehave != Misbehaviour::kNone) {
     argv.insert(argv.end(), {"--misbehave", std::string(misbehaviour_name(misbehave))});
   }
+  if (join) argv.push_back("--join");
   child.pid = spawn_process(argv, log_path(id));
   child.last_status.reset();
 }

@@ -11,6 +11,13 @@
 // and each replica keeps its log and checkpoints in <data_dir>/replica-<id>; restart(id) then
 // brings a killed replica back from its disk as the same member (within failure_timeout_ms).
 //
+// Reconfiguration (failstop): options.spares adds replicas listed with `member = false` after the
+// members (ids replicas..replicas+spares-1). start_all() starts them too, with --join: they ask
+// to be added and wait, serving nothing, until `lockstep admin add-replica N` (runtime/admin.h)
+// lets them in. start_joining(id) starts any replica with --join, and wipe(id) deletes a stopped
+// replica's data directory (a lost disk), so that kill, wipe, start_joining is a rejoin by state
+// transfer.
+//
 // Byzantine mode: the constructor also generates an Ed25519 key pair per replica
 // (dir/replica-N.key, passed to each replica with --key) and one for client principal 1
 // (dir/client-1.key), lists the public keys in cluster.toml, and client_options() signs with the
@@ -58,6 +65,8 @@ struct LocalClusterOptions {
   Mode mode = Mode::kFailstop;
   // failstop: t = replicas - 1; byzantine: replicas must be odd, t = (replicas - 1) / 2.
   uint32_t replicas = 3;
+  // Failstop: spare replicas listed after the members with `member = false` (not in view 0).
+  uint32_t spares = 0;
   std::filesystem::path dir;       // created if missing; holds cluster.toml and the logs
   uint16_t base_port = 0;          // replicas listen on base_port + id; 0 picks free ports
   std::filesystem::path binary;    // the lockstep executable; empty means self_executable()
@@ -84,13 +93,27 @@ class LocalCluster {
   LocalCluster(const LocalCluster&) = delete;
   LocalCluster& operator=(const LocalCluster&) = delete;
 
-  // Starts every replica that is not running.
+  // Starts every replica that is not running; spares with --join.
   void start_all();
+  // Starts every member of view 0 that is not running (not the spares).
+  void start_members();
+  // Starts one replica with --join (failstop): without a state on disk it asks the running
+  // cluster to add it and loads a member's state.
+  void start_joining(ReplicaId id);
+  // Deletes replica `id`'s data directory (no-op without a data_dir). The replica must not be
+  // running (throws std::runtime_error otherwise).
+  void wipe(ReplicaId id);
+  // Whether `id` is a spare (listed with member = false).
+  bool is_spare(ReplicaId id) const { return !config_.replicas.at(id.value).member; }
+  // Every listed replica, members and spares.
+  uint32_t replica_count() const { return config_.replica_count(); }
   // Starts (or restarts, after it exited) one replica process, misbehaving as
   // options.misbehave says.
   void start(ReplicaId id);
   // The same with an explicit misbehaviour (byzantine tests and the demo).
   void start(ReplicaId id, Misbehaviour misbehave);
+  // The same with --join or not.
+  void start(ReplicaId id, Misbehaviour misbehave, bool join);
   // Sends `signal_number` to a running replica (no-op when it is not running).
   void signal(ReplicaId id, int signal_number);
   // SIGKILL and reap: the replica is gone when this returns.

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "apps/kv/kv_machine.h"
+#include "core/codec.h"
 #include "crypto/signing.h"
 #include "storage/posix_storage.h"
 
@@ -20,6 +21,10 @@ namespace {
 // against one connection cycling through client ids without end.
 constexpr size_t kReplyRoutesMax = 1 << 20;
 
+// A StateTransfer's frame beyond its two blobs: the frame header, PeerData's sequence numbers,
+// the message tag, sender, view and the blobs' lengths (varints), with room to spare.
+constexpr size_t kStateTransferOverhead = 128;
+
 // What a replica that lies puts in place of the real result (Misbehaviour::kWrongOutput).
 constexpr std::string_view kLieSuffix = "!lie";
 
@@ -28,6 +33,10 @@ ClusterConfig checked(ClusterConfig config, ReplicaId self, const ReplicaServerO
     throw std::runtime_error("replica id " + std::to_string(self.value) +
                              " is not in the configuration (ids 0.." +
                              std::to_string(config.replica_count() - 1) + ")");
+  }
+  if (config.mode == Mode::kByzantine && options.join) {
+    throw std::runtime_error(
+        "--join: reconfiguration is not supported in byzantine mode (the membership is fixed)");
   }
   if (config.mode == Mode::kFailstop && options.misbehave != Misbehaviour::kNone) {
     // The failstop model has no room for a replica that lies: its clients take the first reply.
@@ -85,6 +94,10 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
       self_(self),
       options_(options),
       incarnation_(options.incarnation != 0 ? options.incarnation : random_incarnation()) {
+  // The disk first: whether --join applies depends on whether it holds a state. Before
+  // listening: a replica whose disk cannot be recovered must not take any input.
+  std::optional<storage::StoreRecovery> recovery;
+  if (config_.storage.enabled()) recovery = open_store();
   if (config_.mode == Mode::kByzantine) {
     signer_ = crypto::make_signer(crypto::Scheme::kEd25519, *options_.keys);
     verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
@@ -92,14 +105,21 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
         std::make_unique<Replica>(config_.byzantine_options(self_, signer_.get(), verifier_.get()),
                                   std::make_unique<kv::KvMachine>(), config_.replica_limits());
   } else {
-    replica_ =
-        std::make_unique<Replica>(config_.failstop_options(self_, incarnation_),
-                                  std::make_unique<kv::KvMachine>(), config_.replica_limits());
+    failstop::Options core = config_.failstop_options(self_, incarnation_);
+    // --join counts only for a replica without a state of its own: one with a state on its disk
+    // recovers it (and asks to join by itself if that state says it was removed).
+    const bool has_state = recovery && config_.storage.durable() && !recovery->fresh;
+    core.join = options_.join && !has_state;
+    if (options_.join && has_state) {
+      spdlog::warn("--join ignored: {} holds this replica's state, which it recovers",
+                   config_.storage.replica_dir(self_).string());
+    }
+    replica_ = std::make_unique<Replica>(core, std::make_unique<kv::KvMachine>(),
+                                         config_.replica_limits());
   }
   // The secret key now lives in the signer only.
   options_.keys.reset();
-  // Before listening: a replica whose disk cannot be recovered must not take any input.
-  if (config_.storage.enabled()) open_store();
+  if (recovery) rebuild_from_disk(*recovery);
   channels_.resize(config_.replica_count());
   for (const ReplicaConfig& peer : config_.replicas) {
     if (peer.id == self_) continue;
@@ -112,6 +132,11 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     if (self_ < peer.id) channel.dial_address = peer.address;
     channels_[peer.id.value] = std::make_unique<net::PeerChannel>(
         loop_, std::move(channel), [this](ReplicaId from, ReplicaMessage&& message) {
+          if (const auto* transfer = std::get_if<StateTransfer>(&message)) {
+            // For the log line once it is loaded (the Replica consumes the message).
+            last_transfer_ = TransferSizes{transfer->sender, transfer->protocol_state.size(),
+                                           transfer->service_snapshot.size()};
+          }
           replica_->on_peer_message(now(), from, std::move(message));
         });
   }
@@ -140,7 +165,7 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
   }
 }
 
-void ReplicaServer::open_store() {
+storage::StoreRecovery ReplicaServer::open_store() {
   const StorageConfig& settings = config_.storage;
   const std::filesystem::path directory = settings.replica_dir(self_);
   const uint64_t started_ns = net::monotonic_now_ns();
@@ -185,9 +210,13 @@ void ReplicaServer::open_store() {
         "storage: sync = \"{}\" does not make this replica durable; restarted, it is treated as "
         "failed (only sync = \"always\" rejoins as the same member)",
         storage::to_string(settings.sync));
-    return;
   }
-  if (recovery.fresh) return;
+  return recovery;
+}
+
+void ReplicaServer::rebuild_from_disk(storage::StoreRecovery& recovery) {
+  const std::filesystem::path directory = config_.storage.replica_dir(self_);
+  if (!config_.storage.durable() || recovery.fresh) return;
   Replica::CheckpointData checkpoint;
   if (recovery.checkpoint) {
     checkpoint.protocol_state = std::move(recovery.checkpoint->protocol_state);
@@ -238,9 +267,13 @@ void ReplicaServer::checkpoint_if_due() {
   // A checkpoint at the previous one's index would have to replace it in place, which the store
   // cannot do crash-safely; nothing was logged since, so wait for the next record.
   if (store_->next_index() <= last_checkpoint_index_) return;
-  const uint64_t started_ns = net::monotonic_now_ns();
   // Taken right after take_output and the append of its records: the replica's state is exactly
   // what the log below next_index() describes.
+  write_checkpoint("scheduled");
+}
+
+bool ReplicaServer::write_checkpoint(std::string_view why) {
+  const uint64_t started_ns = net::monotonic_now_ns();
   Replica::CheckpointData data = replica_->checkpoint();
   const uint64_t log_index = store_->next_index();
   const size_t bytes = data.protocol_state.size() + data.service_snapshot.size();
@@ -248,15 +281,38 @@ void ReplicaServer::checkpoint_if_due() {
     store_->write_checkpoint(storage::Checkpoint{log_index, std::move(data.protocol_state),
                                                  std::move(data.service_snapshot)});
   } catch (const std::exception& error) {
-    fail_storage(std::string("checkpoint failed: ") + error.what());
-    return;
+    fail_storage(std::string(why) + " checkpoint failed: " + error.what());
+    return false;
   }
   last_checkpoint_index_ = log_index;
-  executed_at_checkpoint_ = executed;
+  executed_at_checkpoint_ = replica_->executed_since_start();
   ++checkpoints_written_;
-  spdlog::info("storage: checkpoint at log index {} ({} bytes) in {} us; {} bytes on disk",
+  spdlog::info("storage: {} checkpoint at log index {} ({} bytes) in {} us; {} bytes on disk", why,
                log_index, bytes, (net::monotonic_now_ns() - started_ns) / 1000,
                store_->disk_bytes());
+  return true;
+}
+
+bool ReplicaServer::persist_loaded_state(std::vector<OrderingCore::PersistRecord>& records) {
+  // The log describes the replica's own past, which the donor's state replaces: recovery must
+  // start from a checkpoint of the loaded state. Written before this step's records, which only
+  // repeat what the state already holds (replaying them on it changes nothing: entries and views
+  // at or below the state's are skipped), and before anything is sent that depends on it.
+  if (store_->next_index() > last_checkpoint_index_) {
+    return write_checkpoint("loaded-state") && persist(records);
+  }
+  // The newest checkpoint sits at the log's end (a replica that recovered as removed and logged
+  // nothing since): a second one at the same index cannot replace it, so the records go first
+  // and the checkpoint follows them (write_checkpoint syncs the log before it).
+  if (!persist(records)) return false;
+  if (store_->next_index() <= last_checkpoint_index_) {
+    fail_storage(
+        "cannot checkpoint the loaded state: the previous checkpoint is at the log's end and "
+        "this step logged nothing; wipe " +
+        config_.storage.replica_dir(self_).string() + " and start with --join");
+    return false;
+  }
+  return write_checkpoint("loaded-state");
 }
 
 ReplicaServer::~ReplicaServer() {
@@ -305,7 +361,17 @@ void ReplicaServer::after_iteration() {
   // only once the records are as durable as the sync policy makes them. Nothing else sends
   // protocol state: peer channels send only what this hook gives them (or resend it), status
   // replies read state that this commit already covers, and every client reply comes from here.
-  if (store_ && !persist(output.persist)) return;
+  if (output.loaded_state) {
+    spdlog::info(
+        "loaded the state of replica {} ({} bytes of protocol state, {} bytes of service "
+        "snapshot): member of view {}, {} entries executed",
+        last_transfer_.sender.value, last_transfer_.protocol_bytes, last_transfer_.service_bytes,
+        replica_->core().view().value, replica_->service().executed_count());
+  }
+  if (store_) {
+    const bool loaded_durably = output.loaded_state && config_.storage.durable();
+    if (!(loaded_durably ? persist_loaded_state(output.persist) : persist(output.persist))) return;
+  }
   if (options_.misbehave == Misbehaviour::kSilent) {
     // Mute towards everyone: peers must decide without us, clients get t+1 replies elsewhere.
     output.to_peers.clear();
@@ -316,6 +382,9 @@ void ReplicaServer::after_iteration() {
       spdlog::error("protocol core addressed a message to replica {}, which is not a peer",
                     message.to.value);
       continue;
+    }
+    if (const auto* transfer = std::get_if<StateTransfer>(&message.message)) {
+      if (!fits_in_a_frame(*transfer, message.to)) continue;
     }
     channels_[message.to.value]->send(std::move(message.message));
   }
@@ -330,6 +399,12 @@ void ReplicaServer::after_iteration() {
     }
     spdlog::warn("installed view {}: members [{}]", logged_view_.value, members);
   }
+  if (replica_->rejected_state_transfers() != rejected_transfers_logged_) {
+    rejected_transfers_logged_ = replica_->rejected_state_transfers();
+    spdlog::warn("could not load a state transfer ({} rejected so far); asking again",
+                 rejected_transfers_logged_);
+  }
+  log_joining_changes();
   // A replica that is not durable never recovers from its disk, so checkpoints would be waste.
   if (store_ && config_.storage.durable() && !replica_->halted()) checkpoint_if_due();
   if (replica_->halted() && !halted_reported_) {
@@ -338,6 +413,47 @@ void ReplicaServer::after_iteration() {
     exit_code_ = kExitHalted;
     loop_.stop();
   }
+}
+
+bool ReplicaServer::fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const {
+  const size_t bytes =
+      transfer.protocol_state.size() + transfer.service_snapshot.size() + kStateTransferOverhead;
+  if (bytes <= kFrameBytesMax) {
+    spdlog::info(
+        "sending replica {} this replica's state ({} bytes of protocol state, {} bytes "
+        "of service snapshot) for view {}",
+        to.value, transfer.protocol_state.size(), transfer.service_snapshot.size(),
+        transfer.view.value);
+    return true;
+  }
+  spdlog::error(
+      "cannot send replica {} this replica's state: {} bytes of protocol state and {} bytes of "
+      "service snapshot exceed the frame limit of {} bytes; the state transfer is NOT sent "
+      "(replica {} stays unable to join while the state is this large)",
+      to.value, transfer.protocol_state.size(), transfer.service_snapshot.size(), kFrameBytesMax,
+      to.value);
+  return false;
+}
+
+void ReplicaServer::log_joining_changes() {
+  const failstop::Core* core = replica_->failstop_core();
+  const bool joining = core != nullptr && core->joining();
+  const bool awaiting = joining && core->awaits_state();
+  if (joining == logged_joining_ && awaiting == logged_awaiting_state_) return;
+  if (awaiting && !logged_awaiting_state_) {
+    std::string members;
+    for (ReplicaId member : core->members())
+      members += (members.empty() ? "" : ", ") + std::to_string(member.value);
+    spdlog::info("added to the membership (members [{}]); asking for the state", members);
+  } else if (joining && !awaiting) {
+    spdlog::info(
+        "asking the members to add this replica (JoinRequest to every listed replica); it "
+        "serves no client until an operator's add-replica {} lets it in and it has loaded a "
+        "member's state",
+        self_.value);
+  }
+  logged_joining_ = joining;
+  logged_awaiting_state_ = awaiting;
 }
 
 void ReplicaServer::send_replies(std::vector<ClientReply>& replies) {
@@ -447,11 +563,20 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
     connection.send(status_reply(status->nonce));
     return;
   }
+  if (auto* admin = std::get_if<AdminRequest>(&message)) {
+    // Answered at once; what the change makes the core send leaves with this iteration's output.
+    AdminReply reply = replica_->on_admin(now(), *admin);
+    spdlog::info("admin: {} replica {} from {}: {}: {}",
+                 admin->change == MembershipChange::kAdd ? "add" : "remove", admin->replica.value,
+                 connection.peer_name(), reply.accepted ? "accepted" : "refused", reply.detail);
+    connection.send(std::move(reply));
+    return;
+  }
   auto* request = std::get_if<ClientRequest>(&message);
   if (request == nullptr) {
     spdlog::warn(
-        "closing connection from {}: a client may only send ClientRequest and "
-        "StatusRequest frames",
+        "closing connection from {}: a client may only send ClientRequest, StatusRequest and "
+        "AdminRequest frames",
         connection.peer_name());
     connection.close("unexpected frame from a client");
     return;
@@ -470,13 +595,18 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
 
 StatusReply ReplicaServer::status_reply(uint64_t nonce) const {
   const OrderingCore& core = replica_->core();
+  // A replica still joining is not a member yet, whatever its core holds meanwhile: it reports
+  // the membership without itself, so that operators and `lockstep admin` see it join only once
+  // it serves.
+  std::vector<ReplicaId> members = core.members();
+  if (!replica_->halted() && !replica_->serving()) std::erase(members, self_);
   // The digest serialises the whole state: fine for an operator's or a test's occasional
   // question, which is all StatusRequest is for.
   return StatusReply{nonce,
                      self_,
                      replica_->halted(),
                      core.view(),
-                     core.members(),
+                     std::move(members),
                      replica_->service().executed_count(),
                      replica_->service().digest()};
 }

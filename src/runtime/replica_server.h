@@ -13,7 +13,8 @@
 //
 // Connections: the listener accepts replicas and clients alike; the first frame (Hello) says
 // which. On a client connection a StatusRequest is answered at once with this replica's view,
-// executed count and state digest (for operators and tests comparing replicas). A client connection
+// executed count and state digest (for operators and tests comparing replicas), and so is an
+// AdminRequest (`lockstep admin`, failstop reconfiguration: Replica::on_admin). A client connection
 // may carry many client sessions (client/client.h multiplexes them), so replies are routed by the
 // client id of the requests each connection carried.
 //
@@ -27,6 +28,12 @@
 // Damage recovery cannot repair (storage::WalCorruption, StoreCorruption, an undecodable record)
 // stops the constructor with ReplicaStorageError (exit kExitStorageFailed), as does an I/O error
 // while running: a replica that cannot persist must not pretend it did.
+//
+// Joining (failstop reconfiguration, docs/DESIGN.md §12): a replica started with
+// ReplicaServerOptions::join and no state on disk, or a spare (`member = false`), asks the members
+// to add it and serves nothing until it has loaded a member's state. In the iteration that loads
+// it, a durable replica writes a checkpoint of the loaded state before that iteration's records
+// and before anything leaves, so that a restart recovers the loaded state, not its empty past.
 //
 // Byzantine mode: the replica signs with its own key (ReplicaServerOptions::keys, whose public
 // half must be the configuration's key for this id) and checks everyone else's. Each loop
@@ -74,6 +81,11 @@ struct ReplicaServerOptions {
   // Byzantine mode: this replica's key pair (crypto::read_key_file); required there.
   std::optional<crypto::KeyPair> keys;
   Misbehaviour misbehave = Misbehaviour::kNone;
+  // `lockstep replica --join` (failstop, failstop::Options::join): a replica without a state of
+  // its own (no data_dir, or an empty one) asks the running cluster to add it and loads a
+  // member's state, instead of starting as a founding member of view 0. Ignored when its disk
+  // holds a state (it recovers that); refused in byzantine mode.
+  bool join = false;
 };
 
 // Exit codes of a replica process (`lockstep replica`).
@@ -136,10 +148,20 @@ class ReplicaServer final : public net::ConnectionHandler {
   void send_replies(std::vector<ClientReply>& replies);
   void log_stats();
   Now now() const;
-  void open_store();
+  storage::StoreRecovery open_store();
+  void rebuild_from_disk(storage::StoreRecovery& recovery);
   // Appends and commits the iteration's records; false (after stopping the loop) on an I/O error.
   bool persist(std::vector<OrderingCore::PersistRecord>& records);
   void checkpoint_if_due();
+  // Writes a checkpoint of the replica as it is now at the log's next index; false (after
+  // stopping the loop) when it fails. `why` goes to the log ("scheduled", "loaded-state").
+  bool write_checkpoint(std::string_view why);
+  // The step that loaded a donor's state (Replica::Output::loaded_state): a checkpoint of it and
+  // the step's records, durably, before anything leaves.
+  bool persist_loaded_state(std::vector<OrderingCore::PersistRecord>& records);
+  // A StateTransfer larger than a frame cannot be sent: logs an error and says false.
+  bool fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const;
+  void log_joining_changes();
   void fail_storage(const std::string& what);
 
   net::EventLoop& loop_;
@@ -174,6 +196,17 @@ class ReplicaServer final : public net::ConnectionHandler {
   bool started_ = false;
   int exit_code_ = kExitStopped;
   bool halted_reported_ = false;
+  // Reconfiguration, for the log: the sizes of the last StateTransfer received, and what was last
+  // said about this replica's joining.
+  struct TransferSizes {
+    ReplicaId sender{};
+    size_t protocol_bytes = 0;
+    size_t service_bytes = 0;
+  };
+  TransferSizes last_transfer_;
+  uint64_t rejected_transfers_logged_ = 0;
+  bool logged_joining_ = false;
+  bool logged_awaiting_state_ = false;
   ViewNumber logged_view_{0};
 
   uint64_t executed_ = 0;

@@ -633,5 +633,119 @@ TEST(ConfigTest, ValidateChecksStorageOfConfigsBuiltInCode) {
   EXPECT_THROW(validate_config(config, "built"), ConfigError);
 }
 
+// ---- spares (member = false; failstop reconfiguration) ----------------------------------------
+
+// kValid with a spare: replica 3, listed but not a member of view 0.
+std::string with_spare(const std::string& member_line = "member = false") {
+  return with("[timeouts]", "[[replicas]]\nid = 3\naddress = \"127.0.0.1:7003\"\n" + member_line +
+                                "\n\n[timeouts]");
+}
+
+TEST(ConfigTest, EveryReplicaIsAMemberByDefault) {
+  const ClusterConfig config = parse_config(kValid, "cluster.toml");
+  for (const ReplicaConfig& replica : config.replicas)
+    EXPECT_TRUE(replica.member);
+  EXPECT_FALSE(config.has_spares());
+  EXPECT_EQ(config.initial_members(),
+            (std::vector<ReplicaId>{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}}));
+  // Empty: the core's default, every listed replica.
+  EXPECT_TRUE(config.failstop_options(ReplicaId{0}, 1).initial_members.empty());
+  // `member = true` is the default said out loud.
+  EXPECT_EQ(parse_config(with("id = 2\n", "id = 2\nmember = true\n"), "c"),
+            parse_config(kValid, "c"));
+}
+
+TEST(ConfigTest, ParsesASpare) {
+  const ClusterConfig config = parse_config(with_spare(), "cluster.toml");
+  ASSERT_EQ(config.replica_count(), 4u);
+  EXPECT_TRUE(config.replicas[2].member);
+  EXPECT_FALSE(config.replicas[3].member);
+  EXPECT_EQ(config.replicas[3].address, (net::Address{"127.0.0.1", 7003}));
+  EXPECT_TRUE(config.has_spares());
+  const std::vector<ReplicaId> members{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}};
+  EXPECT_EQ(config.initial_members(), members);
+  // Every replica, the spare too, gets the same view 0 and knows every address.
+  for (uint32_t id = 0; id < 4; ++id) {
+    const failstop::Options options = config.failstop_options(ReplicaId{id}, 5);
+    EXPECT_EQ(options.replica_count, 4u);
+    EXPECT_EQ(options.initial_members, members);
+    EXPECT_FALSE(options.join);
+  }
+  EXPECT_EQ(config.addresses().size(), 4u);
+  EXPECT_EQ(config.client_options().replica_count, 4u);
+}
+
+TEST(ConfigTest, ASpareRoundTrips) {
+  const ClusterConfig config = parse_config(with_spare(), "cluster.toml");
+  const std::string text = format_config(config);
+  EXPECT_NE(text.find("member = false"), std::string::npos) << text;
+  EXPECT_EQ(parse_config(text, "again.toml"), config);
+  // Members are not marked: files without spares look as before.
+  EXPECT_EQ(format_config(parse_config(kValid, "c")).find("member"), std::string::npos);
+}
+
+TEST(ConfigTest, SpareErrorsNameTheirField) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {with_spare("member = \"no\""),
+       "cluster.toml: replicas[3].member: expected true or false, got a string"},
+      {with_spare("member = 0"),
+       "cluster.toml: replicas[3].member: expected true or false, got an integer"},
+      {with_spare("membr = false"), "cluster.toml: replicas[3].membr: unknown key"},
+      // t counts the members of view 0; a spare does not make up for a missing member.
+      {with("id = 2\naddress = \"127.0.0.1:7002\"",
+            "id = 2\naddress = \"127.0.0.1:7002\"\nmember = false"),
+       "cluster.toml: replicas: failstop mode with t = 2 needs 3 replicas that are members "
+       "(spares, member = false, not counted), got 2 (and 1 spares)"},
+      {with_spare("member = true"),
+       "cluster.toml: replicas: failstop mode with t = 2 needs 3 replicas, got 4"},
+  };
+  for (const Case& c : cases)
+    EXPECT_EQ(error_of(c.text), c.message);
+}
+
+TEST(ConfigTest, AtLeastOneReplicaIsAMember) {
+  const std::string text = R"(
+mode = "failstop"
+t = 0
+[[replicas]]
+id = 0
+address = "127.0.0.1:7000"
+member = false
+)";
+  EXPECT_EQ(error_of(text),
+            "cluster.toml: replicas: no member: every replica says member = false, but view 0 "
+            "needs at least one");
+  // One member and one spare is fine with t = 0.
+  const ClusterConfig config =
+      parse_config(text + "[[replicas]]\nid = 1\naddress = \"127.0.0.1:7001\"\n", "cluster.toml");
+  EXPECT_EQ(config.initial_members(), std::vector<ReplicaId>{ReplicaId{1}});
+}
+
+TEST(ConfigTest, ByzantineModeRefusesASpare) {
+  const std::string text = byzantine_with("id = 2\n", "id = 2\nmember = false\n");
+  EXPECT_EQ(error_of(text),
+            "cluster.toml: replicas[2].member: reconfiguration is not supported in byzantine "
+            "mode: every replica is a member (remove `member = false`)");
+  // `member = true` says nothing new and is accepted.
+  EXPECT_NO_THROW(parse_config(byzantine_with("id = 2\n", "id = 2\nmember = true\n"), "b"));
+  // Built in code, the same.
+  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
+  config.replicas[1].member = false;
+  try {
+    validate_config(config, "built");
+    ADD_FAILURE() << "accepted a byzantine spare";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find("built: replicas[1].member: reconfiguration is not "
+                        "supported in byzantine mode"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
 }  // namespace
 }  // namespace lockstep::runtime

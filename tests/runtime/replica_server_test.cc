@@ -7,18 +7,21 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/kv/kv_machine.h"
 #include "client/certificate.h"
 #include "client/client.h"
 #include "crypto/crypto.h"
+#include "runtime/admin.h"
 #include "runtime/credentials.h"
 #include "runtime/local_cluster.h"
 
@@ -431,6 +434,181 @@ TEST_F(InProcessClusterTest, ADirectoryWithForeignFilesRefusesToStart) {
     FAIL() << "started on a foreign directory";
   } catch (const ReplicaStorageError& error) {
     EXPECT_NE(std::string(error.what()).find("notes.txt"), std::string::npos) << error.what();
+  }
+}
+
+// ---- reconfiguration (failstop, docs/DESIGN.md §12) --------------------------------------------
+
+// Two members and replica 2 a spare, all on this loop; the spare runs with --join.
+class SpareClusterTest : public InProcessClusterTest {
+ protected:
+  void start_with_spare() {
+    config_ = loopback_cluster(3);
+    config_.t = 1;
+    config_.replicas[2].member = false;
+    config_.storage = storage_;
+    validate_config(config_, "test");
+    for (uint32_t i = 0; i < 3; ++i) {
+      ReplicaServerOptions options;
+      options.join = i == 2;
+      servers_.push_back(std::make_unique<ReplicaServer>(loop_, config_, ReplicaId{i}, options));
+      servers_.back()->start();
+    }
+    client_ = std::make_unique<Client>(loop_, client_options(config_));
+  }
+
+  std::optional<StatusReply> status_of(uint32_t replica) {
+    std::optional<StatusReply> status;
+    bool answered = false;
+    client_->request_status(ReplicaId{replica}, [&](std::optional<StatusReply> reply) {
+      status = std::move(reply);
+      answered = true;
+    });
+    EXPECT_TRUE(run_until(loop_, [&] { return answered; }));
+    return status;
+  }
+
+  // `lockstep admin`'s request to one replica; the blocking call runs on a thread of its own
+  // while this thread runs the replicas' loop.
+  std::optional<AdminReply> admin(uint32_t to, MembershipChange change, uint32_t replica) {
+    std::optional<AdminReply> reply;
+    std::string error;
+    std::atomic<bool> done = false;
+    std::thread asking([&] {
+      reply = send_admin_request(config_.replicas[to].address,
+                                 AdminRequest{7, change, ReplicaId{replica}}, 5000, error);
+      done = true;
+    });
+    run_until(loop_, [&] { return done.load(); });
+    asking.join();
+    EXPECT_TRUE(reply.has_value()) << error;
+    return reply;
+  }
+
+  void add_the_spare() {
+    const std::optional<AdminReply> reply = admin(0, MembershipChange::kAdd, 2);
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_TRUE(reply->accepted) << reply->detail;
+    EXPECT_EQ(reply->replica, ReplicaId{0});
+    ASSERT_TRUE(run_until(loop_, [&] { return servers_[2]->replica().serving(); }))
+        << "the spare never served";
+  }
+};
+
+TEST_F(SpareClusterTest, ASpareReportsItselfOutsideTheMembershipUntilAdded) {
+  start_with_spare();
+  EXPECT_EQ(run_sessions(4, 3, "before-"), 0);
+  const std::vector<ReplicaId> two{ReplicaId{0}, ReplicaId{1}};
+  const std::optional<StatusReply> spare = status_of(2);
+  ASSERT_TRUE(spare.has_value());
+  EXPECT_FALSE(spare->halted);
+  EXPECT_EQ(spare->members, two) << "a replica still joining reports the members without itself";
+  EXPECT_EQ(spare->executed, 0u);
+  // A spare is no member to ask.
+  std::optional<AdminReply> refused = admin(2, MembershipChange::kAdd, 2);
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_FALSE(refused->accepted);
+  EXPECT_EQ(refused->replica, ReplicaId{2});
+  EXPECT_NE(refused->detail.find("still joining"), std::string::npos) << refused->detail;
+  // Barred until an operator adds it: asking for a while does not make it a member.
+  run_until(
+      loop_, [] { return false; }, 300'000'000);
+  EXPECT_FALSE(servers_[2]->replica().serving());
+
+  add_the_spare();
+  const std::vector<ReplicaId> three{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}};
+  EXPECT_EQ(run_sessions(4, 3, "after-"), 0);
+  // Polled from here, not from inside run_until: status_of runs the loop itself.
+  std::map<uint32_t, StatusReply> statuses;
+  bool converged = false;
+  for (int attempt = 0; attempt < 200 && !converged; ++attempt) {
+    for (uint32_t i = 0; i < 3; ++i) {
+      std::optional<StatusReply> status = status_of(i);
+      if (status) statuses[i] = *status;
+    }
+    converged = statuses.size() == 3 && statuses[0].executed == statuses[2].executed &&
+                statuses[1].executed == statuses[2].executed;
+    if (!converged)
+      run_until(
+          loop_, [] { return false; }, 20'000'000);
+  }
+  ASSERT_TRUE(converged);
+  for (const auto& [id, status] : statuses) {
+    EXPECT_EQ(status.members, three) << "replica " << id;
+    EXPECT_EQ(status.digest, statuses[0].digest) << "replica " << id;
+  }
+  // Nothing on disk: no checkpoint of the loaded state.
+  EXPECT_EQ(servers_[2]->checkpoints_written(), 0u);
+}
+
+TEST_F(SpareClusterTest, ADurableJoinerCheckpointsTheLoadedStateAndRecoversIt) {
+  use_storage();
+  start_with_spare();
+  EXPECT_EQ(run_sessions(4, 5, "before-"), 0);
+  add_the_spare();
+  EXPECT_EQ(servers_[2]->checkpoints_written(), 1u) << "the loaded state, before anything left";
+  EXPECT_EQ(run_sessions(4, 5, "after-"), 0);
+  // Restarted without --join, it recovers the loaded state (and what followed) as a member.
+  restart(2);
+  EXPECT_TRUE(servers_[2]->replica().serving());
+  EXPECT_EQ(servers_[2]->replica().core().members().size(), 3u);
+  EXPECT_EQ(run_sessions(4, 3, "restarted-"), 0);
+  EXPECT_EQ(read("before-1"), "v4");
+}
+
+TEST_F(SpareClusterTest, AStateLargerThanAFrameIsNotSentAndTheLogSaysSo) {
+  start_with_spare();
+  // 36 values of 512 KiB: a service snapshot of 18 MiB, beyond kFrameBytesMax (16 MiB).
+  const std::string big(512 * 1024, 'x');
+  for (int k = 0; k < 36; ++k) {
+    std::optional<CallResult> outcome;
+    client_->submit(put("big-" + std::to_string(k), big),
+                    [&](CallResult result) { outcome = std::move(result); });
+    ASSERT_TRUE(run_until(loop_, [&] { return outcome.has_value(); }));
+    ASSERT_TRUE(outcome->ok());
+  }
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const std::optional<AdminReply> reply = admin(0, MembershipChange::kAdd, 2);
+  run_until(
+      loop_, [] { return false; }, 1'000'000'000);
+  const std::string logged =
+      testing::internal::GetCapturedStdout() + testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_TRUE(reply->accepted) << reply->detail;
+  EXPECT_FALSE(servers_[2]->replica().serving());
+  EXPECT_NE(logged.find("cannot send replica 2 this replica's state"), std::string::npos)
+      << logged.substr(0, 4000);
+  EXPECT_NE(logged.find("the state transfer is NOT sent"), std::string::npos);
+}
+
+TEST_F(SpareClusterTest, JoinIsIgnoredWhenTheDiskHoldsAState) {
+  use_storage();
+  start(2);
+  EXPECT_EQ(run_sessions(2, 2, "before-"), 0);
+  servers_[1].reset();
+  ReplicaServerOptions options;
+  options.join = true;
+  servers_[1] = std::make_unique<ReplicaServer>(loop_, config_, ReplicaId{1}, options);
+  servers_[1]->start();
+  EXPECT_TRUE(servers_[1]->replica().serving()) << "it recovered its state instead of joining";
+  EXPECT_EQ(run_sessions(2, 2, "after-"), 0);
+}
+
+TEST(ReplicaServerTest, ByzantineModeRefusesToJoin) {
+  net::EventLoop loop;
+  ReplicaServerOptions options;
+  options.keys = replica_keys(ReplicaId{0});
+  options.join = true;
+  try {
+    ReplicaServer server(loop, loopback_cluster(3, Mode::kByzantine), ReplicaId{0}, options);
+    FAIL() << "a byzantine replica started with --join";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find("--join: reconfiguration is not supported in "
+                        "byzantine mode"),
+              std::string::npos)
+        << error.what();
   }
 }
 

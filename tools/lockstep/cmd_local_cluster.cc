@@ -11,6 +11,10 @@
 // and started again (`lockstep replica --config D/cluster.toml --id N`) recovers from its disk.
 // `--sync always|batch-interval|none` picks the sync policy (see runtime/config.h for what each
 // risks) and `--checkpoint-entries N` how often checkpoints are taken.
+//
+// `--spares K` (failstop) lists K more replicas with `member = false` (ids N..N+K-1) and starts
+// them with --join: they wait, serving nothing, until `lockstep admin --config D/cluster.toml
+// add-replica ID` lets one in; it then loads a member's state and serves.
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -36,6 +40,7 @@ struct LocalClusterArgs {
   bool data = false;
   std::string sync = "always";
   uint64_t checkpoint_entries = 0;  // 0: the default
+  uint32_t spares = 0;
 };
 
 int run_local_cluster(const LocalClusterArgs& args) {
@@ -70,6 +75,11 @@ int run_local_cluster(const LocalClusterArgs& args) {
     std::cerr << "local-cluster: --sync and --checkpoint-entries need --data\n";
     return 2;
   }
+  if (args.spares != 0 && options.mode == runtime::Mode::kByzantine) {
+    std::cerr << "local-cluster: --spares: reconfiguration is not supported in byzantine mode\n";
+    return 2;
+  }
+  options.spares = args.spares;
   if (args.data) {
     if (options.mode == runtime::Mode::kByzantine) {
       std::cerr << "local-cluster: --data: durability is not implemented for the byzantine mode "
@@ -86,7 +96,9 @@ int run_local_cluster(const LocalClusterArgs& args) {
     cluster.wait_until_listening();
     const bool byzantine = options.mode == runtime::Mode::kByzantine;
     std::cout << "cluster of " << options.replicas << " replicas (" << args.mode
-              << ", t = " << cluster.config().t << ")\n";
+              << ", t = " << cluster.config().t << ")";
+    if (options.spares != 0) std::cout << " and " << options.spares << " spares";
+    std::cout << "\n";
     std::cout << "config: " << cluster.config_path().string() << "\n";
     if (args.data) {
       std::cout << "data: " << cluster.config().storage.data_dir << " (sync " << args.sync << ")\n";
@@ -97,11 +109,16 @@ int run_local_cluster(const LocalClusterArgs& args) {
                 << runtime::kLocalClusterPrincipal << " key: " << cluster.client_key_path().string()
                 << "\n";
     }
-    for (uint32_t i = 0; i < options.replicas; ++i) {
+    const uint32_t listed = cluster.replica_count();
+    for (uint32_t i = 0; i < listed; ++i) {
       std::cout << "replica " << i << ": "
                 << net::format_address(cluster.config().replicas[i].address) << ", pid "
                 << cluster.pid(ReplicaId{i}) << ", log " << cluster.log_path(ReplicaId{i}).string()
-                << "\n";
+                << (cluster.is_spare(ReplicaId{i}) ? " (spare, waiting to be added)" : "") << "\n";
+    }
+    if (options.spares != 0) {
+      std::cout << "add a spare: lockstep admin --config " << cluster.config_path().string()
+                << " add-replica " << options.replicas << "\n";
     }
     std::cout << "try: lockstep kv --config " << cluster.config_path().string()
               << (byzantine ? " --key " + cluster.client_key_path().string() : std::string())
@@ -125,7 +142,7 @@ int run_local_cluster(const LocalClusterArgs& args) {
       }
       // SIGCHLD or the periodic wake-up: report replicas that exited on their own.
       size_t alive = 0;
-      for (uint32_t i = 0; i < options.replicas; ++i) {
+      for (uint32_t i = 0; i < listed; ++i) {
         const ReplicaId id{i};
         std::optional<int> before = cluster.last_status(id);
         if (cluster.running(id)) {
@@ -166,6 +183,10 @@ LOCKSTEP_COMMAND(
       app.add_option("--base-port", args->base_port,
                      "replica i listens on base-port + i (default: free ports)");
       app.add_option("--log-level", args->log_level, "the replicas' log level");
+      app.add_option("--spares", args->spares,
+                     "failstop: also list this many spare replicas (member = false), started "
+                     "with --join, for `lockstep admin add-replica`")
+          ->check(CLI::Range(0, 32));
       app.add_flag("--data", args->data,
                    "failstop: keep each replica's state on disk under DIR/data (durable)");
       app.add_option("--sync", args->sync, "with --data: always (default), batch-interval, none")

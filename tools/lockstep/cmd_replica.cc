@@ -4,6 +4,13 @@
 // 4 when that directory is damaged or cannot be written. Byzantine mode needs --key, the replica's
 // key file (its public half must be the one the cluster file lists for this id).
 //
+// `--join` (failstop): a replica without a state of its own (no data_dir, or an empty one: a new
+// machine, a wiped disk) asks the running cluster to add it and loads a member's state by state
+// transfer, instead of starting as a founding member of view 0. A listed replica that is not a
+// member yet (a spare, or one removed earlier) is added only after `lockstep admin add-replica N`;
+// a member whose disk was wiped is removed and added back by itself. With a state on disk the flag
+// is ignored (the replica recovers it). Byzantine clusters refuse it.
+//
 // `--misbehave wrong-output|silent` (hidden from --help) makes the replica faulty on purpose, for
 // the byzantine tests and the demo: see runtime/replica_server.h, Misbehaviour.
 #include <spdlog/spdlog.h>
@@ -27,6 +34,7 @@ struct ReplicaArgs {
   std::string log_level = "info";
   std::string key_path;
   std::string misbehave = "none";
+  bool join = false;
 };
 
 int run_replica(const ReplicaArgs& args) {
@@ -47,6 +55,12 @@ int run_replica(const ReplicaArgs& args) {
     return 2;
   }
   options.misbehave = *misbehave;
+  options.join = args.join;
+  if (args.join && config.mode == runtime::Mode::kByzantine) {
+    std::cerr << args.config_path
+              << ": --join: reconfiguration is not supported in byzantine mode\n";
+    return 2;
+  }
   if (config.mode == runtime::Mode::kByzantine) {
     if (args.key_path.empty()) {
       std::cerr << args.config_path
@@ -92,6 +106,9 @@ LOCKSTEP_COMMAND("replica", "Run one replica of a cluster in the foreground",
                    app.add_option("--key", args->key_path,
                                   "this replica's key file (byzantine mode)")
                        ->check(CLI::ExistingFile);
+                   app.add_flag("--join", args->join,
+                                "failstop: without a state on disk, join the running cluster by "
+                                "state transfer instead of starting as a founding member");
                    // For tests and the demo only: an empty group keeps it out of --help.
                    app.add_option("--misbehave", args->misbehave,
                                   "none, wrong-output or silent (tests only)")
