@@ -5,9 +5,17 @@
 #include <utility>
 
 #include "core/assert.h"
+#include "core/codec.h"
 #include "core/hlc.h"
 
 namespace lockstep {
+namespace {
+
+// A StateTransfer's frame beyond its two blobs: frame header, channel sequence numbers, the
+// message's own fields and the blobs' length prefixes. Generous; exactness does not matter.
+constexpr size_t kStateTransferFrameOverhead = 1024;
+
+}  // namespace
 
 Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machine,
                  ReplicaLimits limits)
@@ -106,30 +114,41 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
   execute_ready();
 }
 
-void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) const {
-  if (byzantine_ != nullptr) {
-    // The snapshot of the boundary the core serves (it asks only for the latest one taken).
-    for (PeerMessage& send : messages) {
-      auto* transfer = std::get_if<StateTransfer>(&send.message);
-      if (transfer == nullptr) continue;
-      LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
-                      "the core serves the boundary the replica kept");
-      transfer->service_snapshot = checkpoint_snapshot_;
-    }
-    return;
-  }
+void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
   Bytes protocol_state;
   Bytes service_snapshot;
-  for (PeerMessage& send : messages) {
-    auto* transfer = std::get_if<StateTransfer>(&send.message);
-    if (transfer == nullptr) continue;
-    if (protocol_state.empty()) {
+  std::vector<ReplicaId> too_large_for;
+  for (auto it = messages.begin(); it != messages.end();) {
+    auto* transfer = std::get_if<StateTransfer>(&it->message);
+    if (transfer == nullptr) {
+      ++it;
+      continue;
+    }
+    if (byzantine_ != nullptr) {
+      // The snapshot of the boundary the core serves (it asks only for the latest one taken).
+      LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
+                      "the core serves the boundary the replica kept");
+      service_snapshot = checkpoint_snapshot_;
+    } else if (protocol_state.empty()) {
       protocol_state = core_->checkpoint_state();
       service_snapshot = service_.snapshot();
     }
+    if (protocol_state.size() + service_snapshot.size() + kStateTransferFrameOverhead >
+        kFrameBytesMax) {
+      ++oversized_state_transfers_;
+      too_large_for.push_back(it->to);
+      it = messages.erase(it);
+      continue;
+    }
     transfer->protocol_state = protocol_state;
     transfer->service_snapshot = service_snapshot;
+    ++it;
   }
+  if (too_large_for.empty()) return;
+  for (ReplicaId joiner : too_large_for)
+    core_->state_transfer_impossible(last_now_, joiner);
+  for (PeerMessage& send : core_->take_messages(last_now_))
+    messages.push_back(std::move(send));
 }
 
 AdminReply Replica::on_admin(Now now, const AdminRequest& request) {

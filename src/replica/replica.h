@@ -100,6 +100,8 @@ class Replica {
   bool serving() const { return core_->serving(); }
   // StateTransfers that could not be loaded (malformed): the joiner keeps asking.
   uint64_t rejected_state_transfers() const { return rejected_state_transfers_; }
+  // StateTransfers not sent because the state does not fit in a frame (chunking is not built).
+  uint64_t oversized_state_transfers() const { return oversized_state_transfers_; }
   ReplicaId id() const { return core_->id(); }
   const OrderingCore& core() const { return *core_; }
   // The mode's own core, or null when the replica runs the other mode.
@@ -117,7 +119,7 @@ class Replica {
   void execute_ready();
   void execute_entries();
   void load_transferred_state(Now now, const StateTransfer& transfer);
-  void fill_state_transfers(std::vector<PeerMessage>& messages) const;
+  void fill_state_transfers(std::vector<PeerMessage>& messages);
   // Answers without executing: kNotServing (halted) or kBusy (a limit; counted).
   void refuse(const ClientRequest& request, ReplyStatus status);
 
@@ -128,6 +130,7 @@ class Replica {
   Service service_;
   uint64_t busy_replies_ = 0;
   uint64_t rejected_state_transfers_ = 0;
+  uint64_t oversized_state_transfers_ = 0;
   // Byzantine mode: the service snapshot at the latest checkpoint boundary, served to replicas
   // that catch up (docs/DESIGN.md §11.7).
   Bytes checkpoint_snapshot_;

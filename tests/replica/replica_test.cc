@@ -163,5 +163,80 @@ TEST_F(ReplicaTest, OrderTimeOfAFailstopEntryIsThePhysicalPartOfItsClock) {
   EXPECT_EQ(replica_->order_time_us(entry), 123'456u);
 }
 
+// Two listed replicas: replica 0 the only member, replica 1 a spare that joins by state transfer.
+class JoinTest : public ::testing::Test {
+ protected:
+  JoinTest() {
+    for (uint32_t r = 0; r < 2; ++r) {
+      failstop::Options options;
+      options.self = ReplicaId{r};
+      options.replica_count = 2;
+      options.incarnation = 2000 + r;
+      options.initial_members = {ReplicaId{0}};
+      replicas_.push_back(
+          std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), ReplicaLimits{}));
+    }
+  }
+  Now now() const { return Now{wall_us_ * 1000, wall_us_}; }
+  void run(int steps) {
+    for (int i = 0; i < steps; ++i) {
+      wall_us_ += 1000;
+      for (auto& replica : replicas_)
+        replica->tick(now());
+      for (uint32_t r = 0; r < 2; ++r) {
+        Replica::Output out = replicas_[r]->take_output();
+        loaded_ |= out.loaded_state;
+        for (auto& send : out.to_peers)
+          replicas_[send.to.value]->on_peer_message(now(), ReplicaId{r}, std::move(send.message));
+      }
+    }
+  }
+  void put(uint64_t sequence, size_t value_bytes) {
+    kv::Command command;
+    command.op = kv::Op::kPut;
+    command.key = "k" + std::to_string(sequence);
+    command.value.assign(value_bytes, 'v');
+    replicas_[0]->on_client_request(
+        now(), ClientRequest{
+                   ClientId{1}, Sequence{sequence}, Sequence{1}, kv::encode_command(command), {}});
+    run(2);
+  }
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  uint64_t wall_us_ = kStartWallUs;
+  bool loaded_ = false;
+};
+
+TEST_F(JoinTest, ASpareAddedByAnOperatorLoadsTheMembersStateAndServes) {
+  for (uint64_t s = 1; s <= 20; ++s)
+    put(s, 100);
+  const AdminReply reply =
+      replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
+  EXPECT_TRUE(reply.accepted) << reply.detail;
+  run(400);
+  ASSERT_TRUE(loaded_);
+  ASSERT_TRUE(replicas_[1]->serving());
+  for (uint64_t s = 21; s <= 30; ++s)
+    put(s, 100);
+  run(50);
+  EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
+  EXPECT_EQ(replicas_[1]->core().members().size(), 2u);
+}
+
+TEST_F(JoinTest, AStateTooLargeForAFrameGetsTheJoinerRemovedInsteadOfStallingTheMember) {
+  for (uint64_t s = 1; s <= 18; ++s)
+    put(s, 1 << 20);  // 18 MiB of values: more than one frame holds
+  replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
+  run(600);
+  EXPECT_FALSE(loaded_);
+  EXPECT_GE(replicas_[0]->oversized_state_transfers(), 1u);
+  EXPECT_EQ(replicas_[0]->core().members(), std::vector<ReplicaId>{ReplicaId{0}})
+      << "the joiner that cannot load is removed";
+  // And the member goes on executing on its own.
+  const uint64_t before = replicas_[0]->executed_since_start();
+  put(19, 10);
+  run(10);
+  EXPECT_EQ(replicas_[0]->executed_since_start(), before + 1);
+}
+
 }  // namespace
 }  // namespace lockstep

@@ -83,6 +83,15 @@ std::string Core::change_membership(Now now, MembershipChange change, ReplicaId 
   return "";  // the others remove this replica itself
 }
 
+void Core::state_transfer_impossible(Now now, ReplicaId joiner) {
+  // A member that cannot load would hold up execution for good (nothing executes without its
+  // acknowledgement, and its StateRequests keep it from being suspected): remove it, and keep it
+  // out until an operator adds it again.
+  if (halted_ || joining() || !is_member(joiner) || joiner == options_.self) return;
+  barred_.insert(joiner);
+  suspect(now, {joiner});
+}
+
 // ---- the joiner's side ----------------------------------------------------------------------
 
 void Core::joiner_on_message(Now now, const ReplicaMessage& message) {
