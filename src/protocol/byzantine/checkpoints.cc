@@ -16,6 +16,15 @@
 
 namespace lockstep::byzantine {
 
+size_t Core::votes_held() const {
+  size_t held = 0;
+  for (const auto& [boundary, by_digest] : votes_) {
+    for (const auto& [digest, signers] : by_digest)
+      held += signers.size();
+  }
+  return held;
+}
+
 std::optional<uint64_t> Core::take_checkpoint_boundary() {
   if (!boundary_due_ || boundary_handed_out_) return std::nullopt;
   boundary_handed_out_ = true;
@@ -48,13 +57,18 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
     return;
   }
   if (target_ && vote.boundary_us <= target_->boundary_us) return;
+  auto& by_digest = votes_[vote.boundary_us];
+  for (const auto& [digest, signers] : by_digest) {
+    // An honest replica signs one digest per boundary: a second vote is kept by no one.
+    if (signers.contains(vote.replica)) return;
+  }
   const Bytes signed_bytes =
       crypto::checkpoint_vote_signing_bytes(vote.replica, vote.boundary_us, vote.digest);
   if (!options_.verifier->verify_replica(vote.replica, signed_bytes, vote.signature)) {
     ++rejections_.bad_chain;
     return;
   }
-  auto& signers = votes_[vote.boundary_us][vote.digest];
+  auto& signers = by_digest[vote.digest];
   signers.insert(vote.replica);
   if (signers.size() < options_.t + 1) return;
   // t+1 signatures: at least one honest replica had this state at this boundary.
@@ -83,10 +97,11 @@ void Core::on_state_request(const StateRequest& request) {
       checkpoint_us_ == 0) {
     return;
   }
-  // A snapshot can be large: at most one per requester per retry interval.
+  // A snapshot can be large, and the request's sender is not authenticated: at most one per
+  // requester per boundary (a lost one waits for the next boundary).
   uint64_t& served = state_served_us_[request.sender.value];
-  if (served != 0 && local_us_ < served + 2 * (options_.delta_us + options_.epsilon_us)) return;
-  served = local_us_;
+  if (served == checkpoint_us_) return;
+  served = checkpoint_us_;
   // The Replica fills in the snapshot it kept for this boundary.
   outbox_.push_back(Send{request.sender, StateTransfer{options_.self, request.view, {}, {}}});
 }
@@ -103,6 +118,10 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
   votes_.clear();
   recovering_ = false;
   checkpoint_us_ = boundary;
+  // Votes can outrun this replica's clock by ε, and the network can be faster than Δ: instances
+  // below the boundary may still be undecided here. Their decisions are in the snapshot; they
+  // must not run again on top of it (found by review).
+  loaded_boundary_us_ = boundary;
   // What it kept from its start on: batches below the boundary are in the snapshot, and so is
   // the boundary itself.
   while (!decided_.empty()) {

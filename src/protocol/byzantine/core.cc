@@ -333,7 +333,7 @@ void Core::decide_due() {
     if (options_.checkpoint_interval_us != 0 && next_boundary_us_ != 0 &&
         decision_time_us(next_boundary_us_ - 1) < local_us_ &&
         (instances_.empty() || instances_.begin()->first.first >= next_boundary_us_)) {
-      decided_.push_back(Boundary{next_boundary_us_});
+      if (next_boundary_us_ > loaded_boundary_us_) decided_.push_back(Boundary{next_boundary_us_});
       next_boundary_us_ += options_.checkpoint_interval_us;
       continue;
     }
@@ -354,7 +354,7 @@ void Core::decide_due() {
                          (options_.planted.ignore_equivocation && !instance.values.empty());
     if (!decided) {
       ++rejections_.equivocations;
-    } else {
+    } else if (key.first >= loaded_boundary_us_) {
       decided_.push_back(DecidedBatch{key, std::move(instance.values.front().message.proposal)});
     }
     instances_.erase(it);

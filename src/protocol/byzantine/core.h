@@ -107,6 +107,8 @@ class Core final : public OrderingCore {
   bool recovering() const { return recovering_; }
   // The latest boundary whose snapshot this replica took (and can serve), 0 if none.
   uint64_t checkpoint_us() const { return checkpoint_us_; }
+  // Checkpoint votes a recovering replica holds (at most one per replica and boundary).
+  size_t votes_held() const;
 
   ReplicaId id() const override { return options_.self; }
   bool halted() const override { return false; }
@@ -190,7 +192,8 @@ class Core final : public OrderingCore {
   std::optional<uint64_t> boundary_due_;
   bool boundary_handed_out_ = false;
   uint64_t checkpoint_us_ = 0;
-  std::vector<uint64_t> state_served_us_;  // per replica: when this one last sent it a snapshot
+  uint64_t loaded_boundary_us_ = 0;        // a loaded state covers everything stamped below it
+  std::vector<uint64_t> state_served_us_;  // per replica: the boundary last sent to it
   // Recovering: instances from participation_start_us_ on are ones it saw whole.
   bool recovering_ = false;
   uint64_t participation_start_us_ = 0;

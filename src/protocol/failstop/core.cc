@@ -192,6 +192,14 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
     peer.incarnation = update.incarnation;
     resend_own_stream_[from.value] = true;
   }
+  if (update.view < view_ && last_new_view_ &&
+      now.monotonic_ns >= removed_notice_ns_[from.value] + options_.heartbeat_interval_ns) {
+    // The peer missed a decision this replica installed (it was in flight when the peer
+    // restarted from its disk, say): hand it over, ahead of anything sent after this on the
+    // FIFO channel (found by review).
+    removed_notice_ns_[from.value] = now.monotonic_ns;
+    outbox_.push_back(Send{from, *last_new_view_});
+  }
   // This process restarted and lost its state if a peer holds more of this replica's stream
   // than this replica does, or if the first thing it hears from a peer continues a stream it
   // never saw the start of. Then it is the failed one: halt, never suspect the healthy peer, and
@@ -222,6 +230,10 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
     accept_entry(from, entry);
     acknowledgement_due_ = true;
   }
+  // Acknowledgements and clocks given in a view this replica has not installed are not taken: an
+  // added member's acknowledgement may be needed there, and the decision is on its way (above).
+  // A member that restarted across a decision would otherwise execute without the new member.
+  if (update.view > view_) return;
   for (size_t r = 0; r < update.received.size(); ++r) {
     peer.acked[r] = std::max(peer.acked[r], update.received[r]);
   }

@@ -219,6 +219,7 @@ class Core final : public OrderingCore {
   ReplicaId state_donor_{};
   uint64_t join_sent_ns_ = 0;
   uint64_t state_request_sent_ns_ = 0;
+  uint64_t donor_since_ns_ = 0;  // when state_donor_ was picked: another is tried after a retry
   // A member's side: non-members this replica proposes to add (the counterpart of suspected_),
   // replicas it refuses to add until an operator does, and, per added replica, that its first
   // update is still due (then it gets this replica's unexecuted entries, which it missed while

@@ -101,6 +101,7 @@ void Core::joiner_on_message(Now now, const ReplicaMessage& message) {
   if (std::binary_search(decision->members.begin(), decision->members.end(), options_.self)) {
     join_phase_ = JoinPhase::kAwaitingState;
     state_donor_ = decision->sender;
+    donor_since_ns_ = now.monotonic_ns;
     members_ = decision->members;
     suspected_.clear();  // whatever it recovered from its disk is replaced by the state it loads
     joining_.clear();
@@ -128,6 +129,19 @@ void Core::joiner_tick(Now now) {
   if (state_request_sent_ns_ != 0 &&
       now.monotonic_ns < state_request_sent_ns_ + options_.heartbeat_interval_ns) {
     return;
+  }
+  if (now.monotonic_ns >= donor_since_ns_ + options_.view_change_retry_ns) {
+    // No state from this donor within a retry interval (it may have failed, and while this
+    // replica keeps asking, the view change that would remove the donor cannot finish: this
+    // replica is a member that must report): ask the next member. Any member that installed a
+    // view adding this replica has a complete state (§12.2). Found by review.
+    auto next = std::upper_bound(members_.begin(), members_.end(), state_donor_);
+    for (size_t tried = 0; tried < members_.size(); ++tried, ++next) {
+      if (next == members_.end()) next = members_.begin();
+      if (*next != options_.self) break;
+    }
+    state_donor_ = *next;
+    donor_since_ns_ = now.monotonic_ns;
   }
   // To every member, not only the donor: the request is also this replica's heartbeat while it
   // loads, so that the members do not time it out.
