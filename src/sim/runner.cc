@@ -76,7 +76,9 @@ std::string encode_result(const RunResult& r) {
       << r.profile.epsilon_us << ' ' << r.profile.byzantine_replicas << ' '
       << r.profile.byzantine_clients << ' ' << r.profile.durable << ' '
       << r.profile.checkpoint_interval << ' ' << r.profile.sync_latency_ns << ' ' << r.final_view
-      << ' ' << escape(r.profile.behaviours).size() << ':' << escape(r.profile.behaviours);
+      << ' ' << r.profile.reconfiguration << ' ' << r.profile.spare << ' '
+      << r.state_transfers_loaded << ' ' << escape(r.profile.behaviours).size() << ':'
+      << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
   out << ' ' << r.trace_tail.size();
@@ -96,7 +98,8 @@ std::optional<RunResult> decode_result(std::string_view line) {
   int mode = 0;
   in >> mode >> r.profile.delta_us >> r.profile.epsilon_us >> r.profile.byzantine_replicas >>
       r.profile.byzantine_clients >> r.profile.durable >> r.profile.checkpoint_interval >>
-      r.profile.sync_latency_ns >> r.final_view;
+      r.profile.sync_latency_ns >> r.final_view >> r.profile.reconfiguration >> r.profile.spare >>
+      r.state_transfers_loaded;
   r.profile.mode = static_cast<Mode>(mode);
   {
     size_t size = 0;
@@ -416,6 +419,11 @@ std::string replay_command(const SimOptions& options, uint64_t seed) {
     command += *options.clock_beyond_bounds ? " --clocks beyond" : " --clocks bounded";
   }
   if (options.durable) command += *options.durable ? " --durable yes" : " --durable no";
+  if (options.reconfiguration) {
+    command += *options.reconfiguration ? " --reconfiguration yes" : " --reconfiguration no";
+  } else if (options.draw_reconfiguration) {
+    command += " --reconfiguration drawn";
+  }
   if (options.faults_min != SimOptions{}.faults_min) {
     command += " --faults-min " + std::to_string(options.faults_min);
   }

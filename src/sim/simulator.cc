@@ -71,6 +71,9 @@ constexpr uint64_t kCheckpointIntervalMax = 2000;
 constexpr uint64_t kClusterDowntimeMaxNs = 2 * kSec;
 constexpr uint64_t kClusterRestartJitterNs = 100 * kMs;
 constexpr uint64_t kClusterCrashesMax = 2;
+// Reconfiguration: an operator's add-replica that a member refused is sent again this often.
+constexpr uint64_t kAdminRetryNs = 200 * kMs;
+constexpr uint32_t kAdminRetriesMax = 100;
 
 // Replica wall clocks start here (about 11.6 days of microseconds): far from zero, so that a
 // negative skew or a backward jump never underflows, and far below the 48-bit HLC limit.
@@ -168,6 +171,11 @@ struct Profile {
   uint32_t weight_corruption = 0;
   uint32_t torn_per_million = 0;
   uint32_t long_restart_share_per_million = 0;
+  // Reconfiguration runs: episode weights.
+  uint32_t weight_operator_remove = 0;
+  uint32_t weight_rejoin = 0;
+  uint32_t weight_wipe_rejoin = 0;
+  uint32_t weight_spare_join = 0;
 };
 
 // ---- events ---------------------------------------------------------------------------------
@@ -232,11 +240,16 @@ struct RestartDue {
   ReplicaId replica;
   uint64_t generation = 0;
 };
+// Reconfiguration: an operator's add-replica or remove-replica reaches every live member.
+struct AdminDue {
+  ReplicaId replica;
+  MembershipChange change;
+};
 
 using EventBody =
     std::variant<PeerDelivery, RequestDelivery, ReplyDelivery, ReplicaTick, ReplicaFlush,
                  ClientTick, ClientWake, FaultDue, PauseEnd, LivenessDeadline, SettleCheck,
-                 SignedReplyDelivery, ByzantineClientAct, DiskSync, RestartDue>;
+                 SignedReplyDelivery, ByzantineClientAct, DiskSync, RestartDue, AdminDue>;
 
 struct Event {
   uint64_t at_ns;
@@ -350,6 +363,17 @@ struct ReplicaSlot {
   bool refused = false;  // recovery refused its damaged disk: down for good
   bool in_cluster_crash = false;
   uint64_t restarts = 0;
+  // Reconfiguration.
+  bool spare_idle = false;        // the spare slot, not started yet: not a failure
+  bool spare_joining = false;     // the spare, started as a joiner and not loaded yet
+  bool operator_removed = false;  // barred by an operator; an add must come before it rejoins
+  bool restart_join = false;      // the pending restart starts a joiner (Options::join)
+  bool restart_wipe = false;      // ... on an empty disk
+  // Operator requests (change, replica) that reached it while paused: handled on resume.
+  std::vector<std::pair<MembershipChange, ReplicaId>> pending_admins;
+  bool loaded_digest_due = false;
+  uint32_t add_retries = 0;  // loaded a state: its digest at the next flush is checked
+  uint64_t state_loads = 0;
 };
 
 // A replica->replica channel: FIFO by construction (a message never arrives before one sent
@@ -442,6 +466,7 @@ class Simulator {
   void set_up_byzantine(Random& draw);
   bool byzantine_mode() const { return options_.mode == Mode::kByzantine; }
   bool durable() const { return run_profile_.durable; }
+  bool reconfiguration() const { return run_profile_.reconfiguration; }
 
   // Scheduling.
   void schedule(uint64_t at_ns, EventBody body);
@@ -467,6 +492,7 @@ class Simulator {
                       std::vector<ClientReply> to_clients);
   void persist(ReplicaId r, Replica::Output& output);
   void maybe_checkpoint(ReplicaId r);
+  void write_checkpoint(ReplicaId r);
   void schedule_sync(ReplicaId r);
   void disk_sync(ReplicaId r);
   void restart(ReplicaId r);
@@ -478,6 +504,16 @@ class Simulator {
   void forget_unsynced_executions(ReplicaId r);
   bool membership_settled() const;
   std::optional<std::string> lost_acknowledged_write() const;
+  // Reconfiguration.
+  void operator_admin(MembershipChange change, ReplicaId r);
+  bool apply_admin(ReplicaId member, MembershipChange change, ReplicaId r);
+  void start_joiner(ReplicaId r, bool wipe);
+  void wipe_disk(ReplicaId r);
+  void tag_state_transfers(ReplicaId r, const std::vector<Replica::PeerMessage>& to_peers);
+  void on_state_loaded(ReplicaId r, const StateTransfer& transfer);
+  void check_prefix_digest(ReplicaId r, uint64_t position, const std::string& role);
+  void forget_prefix_digests_after(uint64_t position);
+  bool try_reconfiguration_fault(FaultKind kind, std::vector<ReplicaId> candidates);
 
   // Clients.
   void start_operation(size_t c, size_t lane);
@@ -516,8 +552,11 @@ class Simulator {
     return std::to_string(timestamp.clock) + "@r" + std::to_string(timestamp.source.value);
   }
   bool faulty(ReplicaId r) const { return hook_ != nullptr && hook_->is_byzantine(r); }
-  // Live and honest: the replicas the checks hold to the protocol's promises.
-  bool serving(ReplicaId r) const { return live(r) && !faulty(r); }
+  // Live, honest and with a state (not a joiner still waiting for one): the replicas the checks
+  // hold to the protocol's promises.
+  bool serving(ReplicaId r) const {
+    return live(r) && !faulty(r) && replicas_[r.value].replica->serving();
+  }
 
   void trace(std::string line);
   void trace_event_start(const Event& event);
@@ -563,6 +602,21 @@ class Simulator {
   uint32_t cluster_down_ = 0;
   uint64_t cluster_crashes_ = 0;
   uint64_t last_restart_ns_ = 0;
+
+  // Reconfiguration checkers. Every StateTransfer a donor sends is tagged (by a hash of its two
+  // blobs) with the donor's position in the agreed sequence and its service digest when it was
+  // filled; `prefix_digests_` holds the service digest seen at a position of the agreed sequence
+  // (by a donor, a joiner that loaded, or a replica at a flush), which every replica seen at that
+  // position later must match.
+  struct TransferTag {
+    uint64_t position = 0;
+    uint64_t digest = 0;
+    uint32_t donor = 0;
+  };
+  std::map<uint64_t, TransferTag> transfer_tags_;
+  std::map<uint64_t, std::pair<uint64_t, std::string>> prefix_digests_;
+  uint64_t state_transfers_loaded_ = 0;
+  uint64_t admin_nonce_ = 0;
 
   // The byzantine mode.
   ByzantineHook* hook_ = nullptr;  // options_.hooks.byzantine, or drawn_hook_
@@ -663,23 +717,47 @@ void Simulator::draw_profile() {
   if (byzantine_mode()) {
     draw_byzantine_profile(draw);
     LOCKSTEP_ASSERT(!options_.durable.value_or(false), "the byzantine mode has no durability");
+    LOCKSTEP_ASSERT(!options_.reconfiguration.value_or(false),
+                    "the byzantine mode has no reconfiguration");
     return;
   }
   // Durability is drawn last, from the profile's own stream, so that a seed that draws a
   // non-durable run runs exactly as it did before durability existed.
   run_profile_.durable = options_.durable.value_or(draw.chance(350'000));
-  if (!durable()) return;
-  run_profile_.checkpoint_interval = draw.between(kCheckpointIntervalMin, kCheckpointIntervalMax);
-  // An fsync: instant (a battery-backed cache) on some seeds, a fast SSD on most, a slow disk
-  // on some.
-  run_profile_.sync_latency_ns = draw.chance(200'000)   ? 0
-                                 : draw.chance(600'000) ? draw.between(10 * kUs, 1 * kMs)
-                                                        : draw.between(1 * kMs, kSyncLatencyMaxNs);
-  p.weight_restart = static_cast<uint32_t>(draw.between(2, 10));
-  p.weight_cluster_crash = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 3)) : 0;
-  p.weight_corruption = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 4)) : 0;
-  p.torn_per_million = maybe_rate(1'000'000);
-  p.long_restart_share_per_million = static_cast<uint32_t>(draw.between(0, 1'000'000));
+  if (durable()) {
+    run_profile_.checkpoint_interval = draw.between(kCheckpointIntervalMin, kCheckpointIntervalMax);
+    // An fsync: instant (a battery-backed cache) on some seeds, a fast SSD on most, a slow disk
+    // on some.
+    run_profile_.sync_latency_ns = draw.chance(200'000) ? 0
+                                   : draw.chance(600'000)
+                                       ? draw.between(10 * kUs, 1 * kMs)
+                                       : draw.between(1 * kMs, kSyncLatencyMaxNs);
+    p.weight_restart = static_cast<uint32_t>(draw.between(2, 10));
+    p.weight_cluster_crash = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 3)) : 0;
+    p.weight_corruption = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 4)) : 0;
+    p.torn_per_million = maybe_rate(1'000'000);
+    p.long_restart_share_per_million = static_cast<uint32_t>(draw.between(0, 1'000'000));
+  }
+  // Reconfiguration, drawn after everything else for the same reason. Each kind is on for most
+  // reconfiguring seeds; a spare slot (a cluster of t+1 members and one more listed replica) on
+  // a share of them.
+  const bool drawn_reconfiguration = draw.chance(500'000);
+  run_profile_.reconfiguration =
+      options_.reconfiguration.value_or(options_.draw_reconfiguration && drawn_reconfiguration);
+  if (!reconfiguration()) return;
+  auto reconfiguration_weight = [&]() -> uint32_t {
+    return draw.chance(700'000) ? static_cast<uint32_t>(draw.between(1, 6)) : 0;
+  };
+  p.weight_operator_remove = reconfiguration_weight();
+  p.weight_rejoin = reconfiguration_weight();
+  p.weight_wipe_rejoin = reconfiguration_weight();
+  if (draw.chance(400'000)) {
+    run_profile_.spare = static_cast<int32_t>(draw.below(run_profile_.replicas + 1));
+    ++run_profile_.replicas;
+    p.weight_spare_join = static_cast<uint32_t>(draw.between(2, 8));
+  }
+  // Rejoining needs something to rejoin: with reconfiguration on, the budget is always in use.
+  if (p.weight_rejoin != 0 && p.budget_use_per_million == 0) p.budget_use_per_million = 700'000;
 }
 
 void Simulator::draw_byzantine_profile(Random& draw) {
@@ -728,6 +806,12 @@ void Simulator::set_up() {
       o.relay_timeout_ns = profile_.relay_timeout_ns;
       o.planted = options_.planted.failstop;
       o.durable = durable();
+      if (run_profile_.spare >= 0) {
+        for (uint32_t m = 0; m < n; ++m) {
+          if (static_cast<int32_t>(m) != run_profile_.spare)
+            o.initial_members.push_back(ReplicaId{m});
+        }
+      }
       ReplicaSlot& slot = replicas_[i];
       slot.options = o;
       slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>());
@@ -743,7 +827,19 @@ void Simulator::set_up() {
       slot.clock.monotonic_offset_ns = draw.between(0, 1000 * kSec);
       slot.clock.monotonic_drift_ppm = static_cast<int32_t>(draw.between(0, 200)) - 100;
       // Ticks start at a random phase, so replicas do not step in lockstep with each other.
-      schedule(draw.between(0, profile_.tick_interval_ns), ReplicaTick{ReplicaId{i}});
+      const uint64_t first_tick = draw.between(0, profile_.tick_interval_ns);
+      if (static_cast<int32_t>(i) == run_profile_.spare) {
+        // The spare's machine is off until an operator adds it (kSpareJoin starts it).
+        slot.crashed = true;
+        slot.spare_idle = true;
+        ++slot.generation;
+        for (uint32_t other = 0; other < n; ++other) {
+          channels_[i][other].receiver_generation_known = Channel::kUnknownGeneration;
+          channels_[other][i].receiver_generation_known = Channel::kUnknownGeneration;
+        }
+        continue;
+      }
+      schedule(first_tick, ReplicaTick{ReplicaId{i}});
     }
   }
   // A Byzantine replica is a faulty one: it spends a unit of t, so at most t - b more may crash.
@@ -1027,6 +1123,7 @@ RunResult Simulator::run() {
   result.faults = faults_;
   result.fault_episodes = episodes_;
   result.event_log_hash = hash_.value();
+  result.state_transfers_loaded = state_transfers_loaded_;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     if (live(ReplicaId{i})) {
       result.final_view = std::max(result.final_view, replicas_[i].replica->core().view().value);
@@ -1078,6 +1175,10 @@ void Simulator::trace_event_start(const Event& event) {
           line += "r" + std::to_string(e.replica.value) + " fsync done";
         } else if constexpr (std::is_same_v<T, RestartDue>) {
           line += "r" + std::to_string(e.replica.value) + " restarts";
+        } else if constexpr (std::is_same_v<T, AdminDue>) {
+          line += std::string("operator: ") +
+                  (e.change == MembershipChange::kAdd ? "add-replica " : "remove-replica ") +
+                  std::to_string(e.replica.value);
         } else {
           static_assert(std::is_same_v<T, SettleCheck>);
           line += "settle check";
@@ -1195,6 +1296,8 @@ void Simulator::dispatch(Event& event) {
           const ReplicaSlot& slot = replicas_[e.replica.value];
           if (!slot.crashed || !slot.restart_pending || e.generation != slot.generation) return;
           restart(e.replica);
+        } else if constexpr (std::is_same_v<T, AdminDue>) {
+          operator_admin(e.change, e.replica);
         } else {
           static_assert(std::is_same_v<T, SettleCheck>);
           settle_check();
@@ -1228,10 +1331,18 @@ void Simulator::step_replica(ReplicaId r, ReplicaInput& input) {
       [&](auto& e) {
         using T = std::decay_t<decltype(e)>;
         if constexpr (std::is_same_v<T, PeerDelivery>) {
-          slot.replica->on_peer_message(now, e.from, std::move(e.message));
+          const auto* transfer = std::get_if<StateTransfer>(&e.message);
+          if (transfer != nullptr && slot.replica->core().awaits_state() && !byzantine_mode()) {
+            // Kept for the checks: the replica takes the message by value.
+            const StateTransfer copy = *transfer;
+            slot.replica->on_peer_message(now, e.from, std::move(e.message));
+            if (slot.replica->serving()) on_state_loaded(r, copy);
+          } else {
+            slot.replica->on_peer_message(now, e.from, std::move(e.message));
+          }
         } else {
           const RequestKey key{e.request.client, e.request.sequence};
-          if (!slot.replica->halted() && e.client < kByzantineClientBase) {
+          if (slot.replica->serving() && e.client < kByzantineClientBase) {
             receivers_[key].emplace(r.value, slot.generation);
           }
           slot.replica->on_client_request(now, std::move(e.request));
@@ -1309,6 +1420,15 @@ void Simulator::flush_replica(ReplicaId r) {
     slot.executed_any.insert(key);
   }
 
+  if (reconfiguration() && !violation_) {
+    tag_state_transfers(r, output.to_peers);
+    if (slot.loaded_digest_due) {
+      slot.loaded_digest_due = false;
+      check_prefix_digest(r, slot.executed_position, "after loading a state");
+    } else if (slot.replica->serving() && prefix_digests_.contains(slot.executed_position)) {
+      check_prefix_digest(r, slot.executed_position, "at a flush");
+    }
+  }
   if (durable()) {
     slot.executed_high = std::max(slot.executed_high, slot.executed_position);
     persist(r, output);
@@ -1395,7 +1515,13 @@ void Simulator::check_budget() {
   uint32_t failed = 0;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
-    if (slot.crashed || slot.replica->halted() || faulty(ReplicaId{i})) ++failed;
+    // The spare counts from when it has loaded a state (before, it was never a member). A joiner
+    // has no state of its own: it counts like the failure it replaces.
+    if (slot.spare_idle || slot.spare_joining) continue;
+    if (slot.crashed || slot.replica->halted() || !slot.replica->serving() ||
+        faulty(ReplicaId{i})) {
+      ++failed;
+    }
   }
   if (failed > run_profile_.t) {
     fail("fault budget: " + std::to_string(failed) +
@@ -1578,6 +1704,11 @@ void Simulator::resume(ReplicaId r) {
     slot.sync_due_on_resume = false;
     disk_sync(r);
   }
+  // An operator's request that came while it was frozen waited in its socket buffer.
+  for (const auto& [change, target] : std::exchange(slot.pending_admins, {})) {
+    if (violation_) break;
+    apply_admin(r, change, target);
+  }
   // Everything that queued up is processed now, in arrival order and before any later arrival,
   // which keeps every channel FIFO across the pause.
   while (!slot.inbox.empty() && !violation_) {
@@ -1651,6 +1782,12 @@ void Simulator::persist(ReplicaId r, Replica::Output& output) {
     release_output(r, std::move(output.to_peers), std::move(output.to_clients));
   }
   try {
+    // A joiner that loaded a donor's state in this step: a checkpoint of it goes to the disk
+    // before the step's records (which describe changes to that state, not to what the disk
+    // held), as the runtime does. Its position: the loaded one plus this step's executions.
+    const bool checkpoint_first =
+        output.loaded_state && slot.store->next_index() > slot.checkpoint_log_index;
+    if (checkpoint_first) write_checkpoint(r);
     for (const OrderingCore::PersistRecord& record : output.persist) {
       if (record.payload.size() + storage::kWalRecordHeaderBytes > kSegmentBytes) {
         fail("durability: r" + std::to_string(r.value) + " must persist a record of " +
@@ -1661,6 +1798,17 @@ void Simulator::persist(ReplicaId r, Replica::Output& output) {
       slot.store->append(record.type, record.payload);
       hash_.add(record.type);
       hash_.add(record.payload.size());
+    }
+    if (output.loaded_state && !checkpoint_first) {
+      // The disk's last checkpoint is at the next index (an old disk with nothing logged since):
+      // it cannot be replaced in place, so this one follows the step's records.
+      if (slot.store->next_index() > slot.checkpoint_log_index) {
+        write_checkpoint(r);
+      } else {
+        fail("simulator: r" + std::to_string(r.value) +
+             " loaded a state but can write no checkpoint of it (nothing logged since the last)");
+        return;
+      }
     }
     maybe_checkpoint(r);
   } catch (const std::exception& error) {
@@ -1712,8 +1860,13 @@ void Simulator::maybe_checkpoint(ReplicaId r) {
   if (slot.executed_position < slot.checkpoint_position + run_profile_.checkpoint_interval) return;
   // A checkpoint at the index of the current one could not replace it crash-safely (the store
   // refuses); wait for a record.
+  if (slot.store->next_index() <= slot.checkpoint_log_index) return;
+  write_checkpoint(r);
+}
+
+void Simulator::write_checkpoint(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
   const uint64_t log_index = slot.store->next_index();
-  if (log_index <= slot.checkpoint_log_index) return;
   const Replica::CheckpointData data = slot.replica->checkpoint();
   slot.store->write_checkpoint(
       storage::Checkpoint{log_index, data.protocol_state, data.service_snapshot});
@@ -1748,6 +1901,7 @@ void Simulator::forget_unsynced_executions(ReplicaId r) {
       first_executed_ns_.erase(RequestKey{reference_[i].client, reference_[i].sequence});
     }
     reference_.resize(keep);
+    forget_prefix_digests_after(keep);
     hash_.add(0xd0000000 + keep);
   }
   slot.executed_high = std::min<uint64_t>(slot.executed_high, reference_.size());
@@ -1861,10 +2015,16 @@ void Simulator::restart(ReplicaId r) {
   ReplicaSlot& slot = replicas_[r.value];
   slot.restart_pending = false;
   ++slot.restarts;
+  // A joiner (reconfiguration): a fresh process with Options::join, on a wiped disk or its old
+  // one. Non-durable runs have no disk: every restart there is a joiner's.
+  const bool join = std::exchange(slot.restart_join, false);
+  const bool wipe = std::exchange(slot.restart_wipe, false);
+  LOCKSTEP_ASSERT(durable() || join, "a non-durable replica restarts only as a joiner");
+  if (wipe && durable()) wipe_disk(r);
   storage::StoreRecovery recovery;
   std::optional<storage::ReplicaStore> store;
   try {
-    store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
+    if (durable()) store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
   } catch (const storage::WalCorruption& error) {
     slot.refused = true;
     count_fault(FaultKind::kRecoveryRefused,
@@ -1893,7 +2053,8 @@ void Simulator::restart(ReplicaId r) {
   slot.store = std::move(store);
   failstop::Options options = slot.options;
   options.incarnation = random_.between(1, UINT64_MAX);
-  slot.options = options;
+  slot.options = options;  // without `join`: a later restart from its disk recovers as usual
+  options.join = join;
   slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>());
   Replica::CheckpointData data;
   uint64_t position = 0;
@@ -1919,8 +2080,19 @@ void Simulator::restart(ReplicaId r) {
   for (storage::StoredRecord& record : recovery.records)
     records.push_back(OrderingCore::PersistRecord{record.type, std::move(record.payload)});
   try {
-    slot.replica->recover(data, records);
+    if (durable()) slot.replica->recover(data, records);
   } catch (const std::exception& error) {
+    if (slot.restart_after_corruption) {
+      // A damaged disk whose records no longer fit what is left of it (e.g. a joiner's only
+      // checkpoint, the state it loaded, was hit): the replica refuses to start, as when the
+      // store refuses. It stays down; its unit stays spent.
+      slot.refused = true;
+      count_fault(FaultKind::kRecoveryRefused,
+                  "r" + std::to_string(r.value) +
+                      " (records do not fit the damaged disk): " + error.what());
+      check_budget();
+      return;
+    }
     fail("durability: r" + std::to_string(r.value) +
          " could not rebuild itself from its disk: " + error.what());
     return;
@@ -1942,33 +2114,59 @@ void Simulator::restart(ReplicaId r) {
   slot.halted_seen = false;
   slot.resumed_ns = now_ns_;
   last_restart_ns_ = now_ns_;
-  if (slot.restart_releases_unit && slot.budgeted) {
+  if (slot.restart_releases_unit && slot.budgeted && slot.replica->serving()) {
     // Back within the failure timeout: the same member again, no longer failed.
     slot.budgeted = false;
     --budget_used_;
   }
+  // (After a damaged disk that may be right: what is left of it can be a joiner's records without
+  // the state it loaded, and the replica then asks to join again, as a failed one.)
+  if (slot.restart_releases_unit && !join && !slot.restart_after_corruption &&
+      !slot.replica->serving() && !slot.replica->halted()) {
+    fail("failure detection: r" + std::to_string(r.value) +
+         " recovered from its disk as removed (a joiner) although it was never down for the "
+         "failure timeout");
+    return;
+  }
   hash_.add(0xe0000000 + position);
-  trace(
-      "r" + std::to_string(r.value) + " recovers from its disk: " +
-      (recovery.checkpoint
-           ? "checkpoint at log index " + std::to_string(recovery.checkpoint->log_index) +
-                 " (execution #" + std::to_string(position) + ")"
-           : std::string("no checkpoint")) +
-      ", " + std::to_string(records.size()) + " log records" +
-      (recovery.log.torn_bytes_dropped > 0
-           ? ", torn tail of " + std::to_string(recovery.log.torn_bytes_dropped) + " bytes dropped"
-           : "") +
-      (recovery.skipped_checkpoints.empty()
-           ? ""
-           : ", skipped " + std::to_string(recovery.skipped_checkpoints.size()) +
-                 " damaged checkpoint(s)") +
-      (slot.replica->halted() ? "; its disk says it was removed: halted" : ""));
+  if (!durable()) {
+    trace("r" + std::to_string(r.value) + " starts as a joiner (a new process, no state)");
+  } else
+    trace("r" + std::to_string(r.value) + " recovers from its disk" + (join ? " as a joiner" : "") +
+          (wipe ? " (wiped)" : "") + ": " +
+          (recovery.checkpoint
+               ? "checkpoint at log index " + std::to_string(recovery.checkpoint->log_index) +
+                     " (execution #" + std::to_string(position) + ")"
+               : std::string("no checkpoint")) +
+          ", " + std::to_string(records.size()) + " log records" +
+          (recovery.log.torn_bytes_dropped > 0
+               ? ", torn tail of " + std::to_string(recovery.log.torn_bytes_dropped) +
+                     " bytes dropped"
+               : "") +
+          (recovery.skipped_checkpoints.empty()
+               ? ""
+               : ", skipped " + std::to_string(recovery.skipped_checkpoints.size()) +
+                     " damaged checkpoint(s)") +
+          (slot.replica->halted() ? "; its disk says it was removed: halted" : "") +
+          (!join && !slot.replica->halted() && !slot.replica->serving()
+               ? "; its disk says it was removed: it asks to join"
+               : ""));
   slot.replica->core().check_invariants();
   schedule(now_ns_ + random_.between(0, profile_.tick_interval_ns),
            ReplicaTick{r, slot.generation});
   // Connections come up with every replica that is up: each side learns the other's process,
   // and frames queued for this process by senders that never knew its old one go out now.
-  for (uint32_t other = 0; other < replicas_.size(); ++other) {
+  for (uint32_t other = 0; other < replicas_.size() && !durable(); ++other) {
+    // Non-durable: frames in flight to or from the old process never reach the new one, nor
+    // anyone from it (its connections are new); from here on the channels carry everything.
+    Channel& inbound = channels_[other][r.value];
+    inbound.lost_after = inbound.delivered;
+    inbound.lost_through = inbound.sent;
+    Channel& outbound = channels_[r.value][other];
+    outbound.lost_after = std::min(outbound.lost_after, outbound.sent);
+    outbound.lost_through = outbound.sent;
+  }
+  for (uint32_t other = 0; other < replicas_.size() && durable(); ++other) {
     if (other == r.value || replicas_[other].crashed) continue;
     channels_[r.value][other].receiver_generation_known = replicas_[other].generation;
     Channel& inbound = channels_[other][r.value];
@@ -2009,6 +2207,309 @@ std::optional<std::string> Simulator::lost_acknowledged_write() const {
     }
   }
   return std::nullopt;
+}
+
+// ---- reconfiguration (failstop) ---------------------------------------------------------------
+
+namespace {
+// Identifies a StateTransfer by its content (FNV-1a over both blobs), so that the tag its donor
+// got follows it through held outputs, parked frames and duplicates alike.
+uint64_t transfer_hash(const StateTransfer& transfer) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  auto mix = [&](const Bytes& bytes) {
+    for (uint8_t byte : bytes) {
+      hash ^= byte;
+      hash *= 0x100000001b3ULL;
+    }
+    hash ^= bytes.size();
+    hash *= 0x100000001b3ULL;
+  };
+  mix(transfer.protocol_state);
+  mix(transfer.service_snapshot);
+  return hash;
+}
+}  // namespace
+
+void Simulator::operator_admin(MembershipChange change, ReplicaId r) {
+  // `lockstep admin` sends the request to every replica of the cluster file; the members answer
+  // (a paused one when it resumes: the request waits in its socket buffer). Crashed, halted and
+  // joining replicas cannot take it (a joiner refuses: "ask a member").
+  bool refused = false;
+  for (uint32_t i = 0; i < replicas_.size() && !violation_; ++i) {
+    ReplicaSlot& slot = replicas_[i];
+    if (slot.crashed || slot.replica->halted() || !slot.replica->serving()) continue;
+    if (slot.paused) {
+      slot.pending_admins.emplace_back(change, r);
+      continue;
+    }
+    refused |= !apply_admin(ReplicaId{i}, change, r);
+  }
+  // An add that a member refuses because the replica is still a member there (its removal is
+  // under way) would leave it barred at that member: the operator tries again, as one would
+  // after reading the refusal.
+  ReplicaSlot& target = replicas_[r.value];
+  if (change == MembershipChange::kAdd && refused && !target.replica->serving() &&
+      target.add_retries < kAdminRetriesMax) {
+    ++target.add_retries;
+    schedule(now_ns_ + kAdminRetryNs, AdminDue{r, MembershipChange::kAdd});
+  }
+}
+
+bool Simulator::apply_admin(ReplicaId member, MembershipChange change, ReplicaId r) {
+  ReplicaSlot& slot = replicas_[member.value];
+  if (slot.crashed) return false;
+  const AdminReply reply =
+      slot.replica->on_admin(slot.clock.at(now_ns_), AdminRequest{++admin_nonce_, change, r});
+  hash_.add(0xad000000 + (reply.accepted ? 1 : 0));
+  trace("r" + std::to_string(member.value) +
+        (change == MembershipChange::kAdd ? " add-replica " : " remove-replica ") +
+        std::to_string(r.value) + (reply.accepted ? ": accepted: " : ": refused: ") + reply.detail);
+  after_step(member);
+  return reply.accepted;
+}
+
+void Simulator::wipe_disk(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.store.reset();
+  slot.disk = std::make_unique<storage::MemoryStorage>();
+  slot.checkpoint_positions.clear();
+  slot.checkpoint_position = 0;
+  slot.checkpoint_log_index = 0;
+  slot.synced_position = 0;
+  slot.refused = false;
+}
+
+void Simulator::start_joiner(ReplicaId r, bool wipe) {
+  ReplicaSlot& slot = replicas_[r.value];
+  LOCKSTEP_ASSERT(slot.crashed, "a joiner's process starts on a stopped machine");
+  slot.restart_join = true;
+  slot.restart_wipe = wipe;
+  slot.restart_releases_unit = false;
+  slot.restart_after_corruption = false;
+  restart(r);
+}
+
+void Simulator::tag_state_transfers(ReplicaId r,
+                                    const std::vector<Replica::PeerMessage>& to_peers) {
+  bool any = false;
+  for (const Replica::PeerMessage& send : to_peers)
+    any |= std::holds_alternative<StateTransfer>(send.message);
+  if (!any) return;
+  const ReplicaSlot& slot = replicas_[r.value];
+  if (!slot.replica->serving()) {
+    fail("state transfer: r" + std::to_string(r.value) +
+         " sent its state although it does not serve (halted or joining)");
+    return;
+  }
+  // The Replica filled these at the end of this step (fill_state_transfers): its state then is
+  // its executions so far, which the agreement check matched to the agreed prefix of this length.
+  const TransferTag tag{slot.executed_position, slot.replica->service().digest(), r.value};
+  for (const Replica::PeerMessage& send : to_peers) {
+    const auto* transfer = std::get_if<StateTransfer>(&send.message);
+    if (transfer == nullptr) continue;
+    transfer_tags_[transfer_hash(*transfer)] = tag;
+    trace("r" + std::to_string(r.value) + " sends r" + std::to_string(send.to.value) +
+          " its state at execution #" + std::to_string(tag.position));
+  }
+  check_prefix_digest(r, tag.position, "as a donor");
+}
+
+void Simulator::check_prefix_digest(ReplicaId r, uint64_t position, const std::string& role) {
+  // Every replica's service state at a position of the agreed sequence is a function of that
+  // prefix alone (deterministic execution), so every digest seen there must be the same.
+  const uint64_t digest = replicas_[r.value].replica->service().digest();
+  const std::string who = "r" + std::to_string(r.value) + " " + role;
+  auto [seen, inserted] = prefix_digests_.emplace(position, std::pair{digest, who});
+  if (inserted || seen->second.first == digest) return;
+  fail("state digest: " + who + " has service digest " + std::to_string(digest) +
+       " at execution #" + std::to_string(position) + " of the agreed sequence, but " +
+       seen->second.second + " had " + std::to_string(seen->second.first) + " there");
+}
+
+void Simulator::forget_prefix_digests_after(uint64_t position) {
+  prefix_digests_.erase(prefix_digests_.upper_bound(position), prefix_digests_.end());
+}
+
+void Simulator::on_state_loaded(ReplicaId r, const StateTransfer& transfer) {
+  // Which prefix of the agreed sequence the joiner now holds. Soundness: the transfer's bytes
+  // are exactly what its donor's Replica filled at the end of one step, when the donor had
+  // executed the agreed prefix of length p (each of its executions matched the agreed sequence)
+  // and had service digest D (checked against every other replica seen at p). The joiner's own
+  // digest cannot be observed between the load and the executions of the same step, so:
+  //  1. the snapshot bytes it loaded, restored into a fresh Service (the code the Replica runs),
+  //     must give D: the joiner starts from the state of the prefix p;
+  //  2. its executions from here must be the agreed sequence from p+1 (agreement as a
+  //     continuation; they are checked as they come);
+  //  3. its digest at its next flush, at some p+e, must equal every other replica's at p+e
+  //     (prefix_digests_), and at quiescence all serving replicas' digests must be equal.
+  ReplicaSlot& slot = replicas_[r.value];
+  ++state_transfers_loaded_;
+  ++slot.state_loads;
+  auto tag = transfer_tags_.find(transfer_hash(transfer));
+  if (tag == transfer_tags_.end()) {
+    fail("state transfer: r" + std::to_string(r.value) + " loaded a state from r" +
+         std::to_string(transfer.sender.value) + " that no serving donor sent");
+    return;
+  }
+  const TransferTag& loaded = tag->second;
+  if (loaded.position > reference_.size()) {
+    fail("simulator: r" + std::to_string(r.value) + " loaded a state at execution #" +
+         std::to_string(loaded.position) + " but the agreed sequence has only " +
+         std::to_string(reference_.size()));
+    return;
+  }
+  try {
+    Service scratch(std::make_unique<kv::KvMachine>());
+    scratch.restore(transfer.service_snapshot);
+    if (scratch.digest() != loaded.digest) {
+      fail("state transfer: r" + std::to_string(r.value) +
+           " loaded a service snapshot whose digest " + std::to_string(scratch.digest()) +
+           " is not r" + std::to_string(loaded.donor) + "'s at execution #" +
+           std::to_string(loaded.position) + " (" + std::to_string(loaded.digest) + ")");
+      return;
+    }
+  } catch (const std::exception& error) {
+    fail("state transfer: r" + std::to_string(r.value) +
+         " loaded a snapshot that does not decode: " + error.what());
+    return;
+  }
+  slot.executed_position = loaded.position;
+  slot.executed_high = std::max(slot.executed_high, loaded.position);
+  slot.synced_position = loaded.position;
+  slot.executed_once.clear();
+  slot.executed_any.clear();
+  for (uint64_t i = 0; i < loaded.position; ++i) {
+    const RequestKey key{reference_[i].client, reference_[i].sequence};
+    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
+    slot.executed_any.insert(key);
+  }
+  slot.loaded_digest_due = true;
+  slot.spare_joining = false;
+  slot.operator_removed = false;
+  if (slot.budgeted) {
+    // A member with a state again: the failure it replaced is over.
+    slot.budgeted = false;
+    --budget_used_;
+  }
+  hash_.add(0xb0000000 + loaded.position);
+  trace("r" + std::to_string(r.value) + " loads r" + std::to_string(loaded.donor) +
+        "'s state (view " + std::to_string(transfer.view.value) + "): execution #" +
+        std::to_string(loaded.position) + " of the agreed sequence");
+}
+
+bool Simulator::try_reconfiguration_fault(FaultKind kind, std::vector<ReplicaId> candidates) {
+  // Durable runs: a replica recovered from its disk waits to hear from every member of its view
+  // before it suspects anyone (see try_fault), so membership changes start, like restarts, only
+  // when no failure is in progress and no restarted replica may still be waiting.
+  if (durable() && (restart_window_open() || !membership_settled())) return false;
+  auto pick = [&](const std::vector<ReplicaId>& from) { return from[random_.below(from.size())]; };
+  const auto later = [&] { return random_.between(1 * kMs, 1 * kSec); };
+  switch (kind) {
+    case FaultKind::kOperatorRemove: {
+      // A unit of t: the removed replica halts, and stays out unless an operator adds it back.
+      if (budget_used_ >= run_profile_.t || candidates.empty()) return false;
+      const ReplicaId r = pick(candidates);
+      ReplicaSlot& slot = replicas_[r.value];
+      ++budget_used_;
+      slot.budgeted = true;
+      slot.operator_removed = true;
+      count_fault(kind, "r" + std::to_string(r.value));
+      operator_admin(MembershipChange::kRemove, r);
+      return true;
+    }
+    case FaultKind::kWipeRejoin: {
+      // Back (as a joiner, without its state) long before the failure timeout: the members see a
+      // new incarnation ask to join, remove the old one and add the new one. A unit of t until it
+      // has loaded a state.
+      if (budget_used_ >= run_profile_.t) return false;
+      std::erase_if(candidates, [&](ReplicaId r) {
+        const ReplicaSlot& slot = replicas_[r.value];
+        return slot.paused || now_ns_ < slot.resumed_ns + kPauseGapNs;
+      });
+      if (candidates.empty()) return false;
+      const ReplicaId r = pick(candidates);
+      ReplicaSlot& slot = replicas_[r.value];
+      const uint64_t downtime = random_.between(1 * kMs, kShortPauseMaxNs);
+      ++budget_used_;
+      slot.budgeted = true;
+      count_fault(kind, "r" + std::to_string(r.value) + " down for " + time_text(downtime) +
+                            "s, disk wiped, back as a joiner");
+      crash_for_restart(r, downtime, false);
+      slot.restart_join = true;
+      slot.restart_wipe = true;
+      return true;
+    }
+    case FaultKind::kRejoin: {
+      // A replica that failed (crashed for good, removed after a long pause or restart, removed
+      // by an operator, refused its damaged disk) comes back as a new process and joins.
+      std::vector<ReplicaId> down;
+      for (uint32_t i = 0; i < replicas_.size(); ++i) {
+        const ReplicaSlot& slot = replicas_[i];
+        if (slot.spare_idle || slot.spare_joining || slot.restart_pending ||
+            slot.in_cluster_crash) {
+          continue;
+        }
+        if (slot.crashed || slot.replica->halted()) down.push_back(ReplicaId{i});
+      }
+      if (down.empty()) return false;
+      const ReplicaId r = pick(down);
+      ReplicaSlot& slot = replicas_[r.value];
+      // Durable runs: its old disk (recovery finds it removed and it asks to join by itself;
+      // started with --join or not), or a wiped one. A disk that recovery refused is wiped.
+      const bool wipe = !durable() || slot.refused || random_.chance(500'000);
+      const bool join = wipe || random_.chance(500'000);
+      if (!slot.crashed) crash(r);  // a halted process is stopped first
+      std::string detail = "r" + std::to_string(r.value) +
+                           (durable() ? (wipe ? " with a wiped disk" : " with its old disk") : "") +
+                           (join ? " (--join)" : "");
+      const bool add_first = random_.chance(500'000);
+      if (slot.operator_removed && !add_first) {
+        const uint64_t delay = later();
+        detail += "; the operator adds it " + time_text(delay) + "s later";
+        schedule(now_ns_ + delay, AdminDue{r, MembershipChange::kAdd});
+      } else if (slot.operator_removed) {
+        detail += " after an operator add";
+      }
+      count_fault(kind, detail);
+      if (slot.operator_removed && add_first) operator_admin(MembershipChange::kAdd, r);
+      if (violation_) return true;
+      if (wipe && durable()) wipe_disk(r);
+      if (join) {
+        start_joiner(r, false);
+      } else {
+        slot.restart_releases_unit = false;
+        slot.restart_after_corruption = false;
+        restart(r);
+      }
+      return true;
+    }
+    case FaultKind::kSpareJoin: {
+      std::optional<ReplicaId> spare;
+      for (uint32_t i = 0; i < replicas_.size(); ++i) {
+        if (replicas_[i].spare_idle) spare = ReplicaId{i};
+      }
+      if (!spare) return false;
+      ReplicaSlot& slot = replicas_[spare->value];
+      slot.spare_idle = false;
+      slot.spare_joining = true;
+      const bool add_first = random_.chance(500'000);
+      const uint64_t delay = add_first ? 0 : later();
+      count_fault(kind,
+                  "r" + std::to_string(spare->value) +
+                      (add_first ? " after the operator's add"
+                                 : " before the operator's add (" + time_text(delay) + "s later)"));
+      if (add_first) {
+        operator_admin(MembershipChange::kAdd, *spare);
+      } else {
+        schedule(now_ns_ + delay, AdminDue{*spare, MembershipChange::kAdd});
+      }
+      if (violation_) return true;
+      start_joiner(*spare, false);
+      return true;
+    }
+    default:
+      return false;
+  }
 }
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -2272,7 +2773,7 @@ void Simulator::send_byzantine_request(size_t index, ReplicaId to, const ClientR
 
 void Simulator::inject_fault() {
   // Durable kinds have weight 0 in other runs, which then draw exactly as before they existed.
-  const std::array<std::pair<FaultKind, uint32_t>, 7> weights = {{
+  const std::array<std::pair<FaultKind, uint32_t>, 11> weights = {{
       {FaultKind::kReplicaPause, profile_.weight_pause},
       {FaultKind::kClientPartition, profile_.weight_partition},
       {FaultKind::kClientCrash, profile_.weight_client_crash},
@@ -2280,6 +2781,10 @@ void Simulator::inject_fault() {
       {FaultKind::kReplicaRestart, profile_.weight_restart},
       {FaultKind::kClusterCrash, profile_.weight_cluster_crash},
       {FaultKind::kDiskCorruption, profile_.weight_corruption},
+      {FaultKind::kOperatorRemove, profile_.weight_operator_remove},
+      {FaultKind::kRejoin, profile_.weight_rejoin},
+      {FaultKind::kWipeRejoin, profile_.weight_wipe_rejoin},
+      {FaultKind::kSpareJoin, profile_.weight_spare_join},
   }};
   uint64_t total = 0;
   for (const auto& [kind, weight] : weights)
@@ -2302,7 +2807,10 @@ bool Simulator::try_fault(FaultKind kind) {
   std::vector<ReplicaId> candidates;
   for (uint32_t i = 0; i < n; ++i) {
     const ReplicaSlot& slot = replicas_[i];
-    if (slot.crashed || slot.replica->halted() || slot.budgeted) continue;
+    // A joiner still loading is left alone (it has no state to lose; its unit is spent).
+    if (slot.crashed || slot.replica->halted() || slot.budgeted || !slot.replica->serving()) {
+      continue;
+    }
     candidates.push_back(ReplicaId{i});
   }
   // While a whole cluster is down and coming back, no replica fault of any other kind.
@@ -2410,6 +2918,11 @@ bool Simulator::try_fault(FaultKind kind) {
     }
     case FaultKind::kClusterCrash:
       return durable() && cluster_crash();
+    case FaultKind::kOperatorRemove:
+    case FaultKind::kRejoin:
+    case FaultKind::kWipeRejoin:
+    case FaultKind::kSpareJoin:
+      return reconfiguration() && try_reconfiguration_fault(kind, std::move(candidates));
     case FaultKind::kClientPartition: {
       std::vector<size_t> live;
       for (size_t c = 0; c < clients_.size(); ++c) {
@@ -2770,7 +3283,9 @@ std::string RunProfile::describe() const {
          (clock_beyond_bounds ? " clocks=beyond-bounds" : " clocks=bounded") +
          (durable ? " durable (checkpoint every " + std::to_string(checkpoint_interval) +
                         " executions, fsync " + std::to_string(sync_latency_ns / kUs) + "us)"
-                  : "");
+                  : "") +
+         (reconfiguration ? " reconfiguration" : "") +
+         (spare >= 0 ? " spare=r" + std::to_string(spare) : "");
 }
 
 std::string_view fault_kind_name(FaultKind kind) {
@@ -2817,6 +3332,14 @@ std::string_view fault_kind_name(FaultKind kind) {
       return "torn_write";
     case FaultKind::kRecoveryRefused:
       return "recovery_refused";
+    case FaultKind::kOperatorRemove:
+      return "operator_remove";
+    case FaultKind::kRejoin:
+      return "rejoin";
+    case FaultKind::kWipeRejoin:
+      return "wipe_rejoin";
+    case FaultKind::kSpareJoin:
+      return "spare_join";
   }
   return "unknown";
 }
@@ -2834,6 +3357,10 @@ bool is_episode(FaultKind kind) {
     case FaultKind::kReplicaLongRestart:
     case FaultKind::kClusterCrash:
     case FaultKind::kDiskCorruption:
+    case FaultKind::kOperatorRemove:
+    case FaultKind::kRejoin:
+    case FaultKind::kWipeRejoin:
+    case FaultKind::kSpareJoin:
       return true;
     case FaultKind::kClientLoss:
     case FaultKind::kClientDuplicate:
@@ -2868,6 +3395,9 @@ std::string summarize(const RunResult& result) {
     if (result.faults[k] == 0) continue;
     text += " " + std::string(fault_kind_name(static_cast<FaultKind>(k))) + "=" +
             std::to_string(result.faults[k]);
+  }
+  if (result.state_transfers_loaded > 0) {
+    text += "; state transfers loaded=" + std::to_string(result.state_transfers_loaded);
   }
   if (!result.passed) text += "\n  violation: " + result.violation;
   return text;

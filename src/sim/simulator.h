@@ -68,8 +68,15 @@ enum class FaultKind : uint8_t {
   kDiskCorruption,      // crash, a bad byte in a synced log segment or checkpoint, restart
   kTornWrite,           // a crash kept a prefix of the unsynced writes, the last one torn
   kRecoveryRefused,     // recovery refused a damaged disk: the replica stays down (counts)
+  // Failstop reconfiguration (runs with `reconfiguration`, durable or not):
+  kOperatorRemove,  // `lockstep admin remove-replica r` on every live member: r halts (counts)
+  kRejoin,          // a removed or crashed replica restarts as a joiner (new incarnation), with a
+                    // wiped disk or its old one, after an operator add if it was removed by one
+  kWipeRejoin,      // a member crashes, loses its disk, restarts as a joiner at once: the others
+                    // remove it and add it back (a unit of t until it has loaded a state)
+  kSpareJoin,       // an operator adds the spare slot, which starts as a joiner
 };
-inline constexpr size_t kFaultKindCount = 21;
+inline constexpr size_t kFaultKindCount = 25;
 std::string_view fault_kind_name(FaultKind kind);
 
 // True for the faults counted as episodes by the schedule (the others are per message).
@@ -111,6 +118,12 @@ struct SimOptions {
   // suffer torn writes and bad sectors. Drawn (on a share of the seeds) when absent. The
   // byzantine mode has no durability: there it must be absent or false.
   std::optional<bool> durable;
+  // Failstop: whether the schedule reconfigures the cluster (operator removals, rejoins by state
+  // transfer, wiped members rejoining, a spare slot joining). When absent: drawn (on half the
+  // seeds) if `draw_reconfiguration`, else off (the default until the protocol passes drawn runs,
+  // so that existing suites keep their meaning); the byzantine mode has none.
+  std::optional<bool> reconfiguration;
+  bool draw_reconfiguration = false;
   uint64_t liveness_bound_ns = 20'000'000'000;  // after healing, per outstanding operation
   // When set, the client history is written there as JSON lines (history-format.md) at the end
   // of the run, as the clients saw it, and with crashed clients' operations resolved (see
@@ -140,6 +153,10 @@ struct RunProfile {
   bool durable = false;
   uint64_t checkpoint_interval = 0;  // executed entries between checkpoints
   uint64_t sync_latency_ns = 0;      // how long an fsync takes
+  // Failstop reconfiguration: whether it is on, and the slot that starts outside the membership
+  // (a spare; -1: none). Slots are t+1 members, plus the spare.
+  bool reconfiguration = false;
+  int32_t spare = -1;
   // Byzantine mode.
   uint64_t delta_us = 0;
   uint64_t epsilon_us = 0;
@@ -162,6 +179,7 @@ struct RunResult {
   FaultCounts faults{};
   uint64_t fault_episodes = 0;
   uint64_t final_view = 0;  // the highest view a live replica ended in (0: no membership change)
+  uint64_t state_transfers_loaded = 0;  // joiners that loaded a donor's state
   uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
   std::vector<std::string> trace_tail;  // the last events before the end or the violation
 };

@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "protocol/failstop/core.h"
 
@@ -48,7 +49,7 @@ class ReconfigurationHarness {
 
   void flush() {
     for (uint32_t r = 0; r < listed_; ++r) {
-      if (!cores_[r]) continue;
+      if (!cores_[r] || paused_.contains(r)) continue;
       for (OrderedEntry& entry : cores_[r]->take_executable())
         executed_[r].push_back({entry.request.client, entry.request.sequence});
       for (auto& send : cores_[r]->take_messages(now())) {
@@ -80,13 +81,18 @@ class ReconfigurationHarness {
     }
     core->on_message(now(), ReplicaId{from}, message);
   }
+  // A paused process: it takes no input (what is sent to it waits) and sends nothing.
+  void pause(uint32_t r) { paused_.insert(r); }
+  void resume(uint32_t r) { paused_.erase(r); }
+
   void step() {
     now_ns_ += kMs;
-    for (auto& core : cores_) {
-      if (core) core->tick(now());
+    for (uint32_t r = 0; r < listed_; ++r) {
+      if (cores_[r] && !paused_.contains(r)) cores_[r]->tick(now());
     }
     flush();
     for (auto& [pair, queue] : queues_) {
+      if (paused_.contains(pair.second) || paused_.contains(pair.first)) continue;
       while (!queue.empty()) {
         ReplicaMessage message = std::move(queue.front());
         queue.pop_front();
@@ -163,6 +169,7 @@ class ReconfigurationHarness {
   std::vector<std::vector<Key>> executed_;
   std::vector<size_t> loaded_at_;
   int loads_ = 0;
+  std::set<uint32_t> paused_;
   uint64_t now_ns_ = 10 * kMs;
   uint64_t transfer_delay_ns_ = 0;
   struct InTransit {
@@ -240,10 +247,33 @@ TEST(FailstopReconfiguration, AnOperatorRemovesAMemberWhichHalts) {
 TEST(FailstopReconfiguration, TheLastMemberCannotBeRemoved) {
   ReconfigurationHarness h(2, 2);
   EXPECT_EQ(h.admin(0, MembershipChange::kRemove, 1), "");
+  EXPECT_EQ(h.admin(1, MembershipChange::kRemove, 1), "");  // `lockstep admin` asks every member
   h.run_for(50 * kMs);
   ASSERT_EQ(h.core(0).members(), ids({0}));
   EXPECT_EQ(h.admin(0, MembershipChange::kRemove, 0), "cannot remove the last member");
   EXPECT_EQ(h.admin(0, MembershipChange::kAdd, 0), "replica 0 is already a member");
+}
+
+TEST(FailstopReconfiguration, AnOutOfDateReplicaCannotRemoveTheOthersOnAnOperatorsWord) {
+  // Replica 2 is paused long enough to be removed. On waking, the first thing it handles is an
+  // operator's request to remove the two others: it must not form a view of its own.
+  ReconfigurationHarness h(3, 3);
+  uint64_t sequence = 0;
+  h.load(&sequence, 10);
+  h.pause(2);
+  h.load(&sequence, 10);
+  h.run_for(200 * kMs);
+  ASSERT_EQ(h.core(0).members(), ids({0, 1}));
+  h.resume(2);
+  EXPECT_EQ(h.admin(2, MembershipChange::kRemove, 0), "");
+  EXPECT_EQ(h.admin(2, MembershipChange::kRemove, 1), "");
+  h.run_for(50 * kMs);
+  EXPECT_TRUE(h.core(2).halted()) << "it learns it was removed instead";
+  EXPECT_EQ(h.core(2).members(), ids({0, 1, 2}));
+  EXPECT_EQ(h.core(0).members(), ids({0, 1}));
+  h.load(&sequence, 10);
+  h.run_for(50 * kMs);
+  h.expect_agreement(0, sequence);
 }
 
 TEST(FailstopReconfiguration, AReplicaRemovedByAnOperatorIsNotAddedBackWhenItAsks) {

@@ -139,6 +139,11 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
     return;
   }
   peers_[from.value].last_heard_ns = now.monotonic_ns;
+  if (contains(leaving_, from) && !std::holds_alternative<ViewChange>(message)) {
+    // Like a suspect, a replica being removed must not grow its stream here after this replica
+    // reported it: only its own report is taken (found by the simulator).
+    return;
+  }
   std::visit(
       [&](const auto& m) {
         using M = std::decay_t<decltype(m)>;
@@ -320,6 +325,11 @@ void Core::accept_entry(ReplicaId source, const OrderedEntry& entry) {
                   "timestamps increase along a stream");
   stream.received = entry.index;
   stream.unexecuted.push_back(entry);
+  // This replica's clock stays above every entry it holds, so that nothing it stamps later can
+  // go below an entry it may already have executed. Entries relayed by a view change's cut (or a
+  // loaded state) come without their sender's clock; a replica alone in its view executes them
+  // at once (found by the simulator: an operator removed the other two).
+  clock_.observe(entry.timestamp.clock, 0);
   if (options_.durable && !replaying_) unpersisted_entries_[source.value].push_back(entry);
   const bool inserted = pending_.emplace(entry.timestamp, source).second;
   LOCKSTEP_ASSERT(inserted, "timestamps are unique");
@@ -476,7 +486,9 @@ std::vector<Core::Send> Core::take_messages(Now now) {
 std::vector<ReplicaId> Core::proposed_members() const {
   std::vector<ReplicaId> proposed;
   for (ReplicaId r : members_) {
-    if (!contains(suspected_, r)) proposed.push_back(r);
+    if (contains(suspected_, r) || contains(leaving_, r)) continue;
+    if (r == options_.self && leaving_self_) continue;
+    proposed.push_back(r);
   }
   proposed.insert(proposed.end(), joining_.begin(), joining_.end());
   std::sort(proposed.begin(), proposed.end());
@@ -498,6 +510,7 @@ void Core::suspect(Now now, const std::set<ReplicaId>& replicas) {
   for (ReplicaId r : replicas) {
     if (r == options_.self || !is_member(r)) continue;
     grew |= suspected_.insert(r).second;
+    grew |= leaving_.erase(r) != 0;  // silent after all: no report to wait for
   }
   if (!grew) return;
   target_view_ = ViewNumber{std::max(target_view_, view_).value + 1};
@@ -532,21 +545,27 @@ void Core::broadcast_view_change(Now now) {
 }
 
 void Core::on_view_change(Now now, const ViewChange& change) {
-  if (!std::binary_search(change.members.begin(), change.members.end(), options_.self)) {
-    // The others hold this replica failed. In the failstop model that is the truth; serving on
-    // would split the service, so stop (a later reintegration brings it back with fresh state).
-    halt();
-    return;
-  }
   if (change.view <= view_) {
-    // The sender missed a view this replica installed: hand it the decision.
+    // The sender missed a view this replica installed: hand it the decision. (A proposal that
+    // excludes this replica but is no newer than its view was not decided: it may have been
+    // sent to this replica's previous process, before it was removed and added again; found by
+    // the simulator.)
     if (last_new_view_ && last_new_view_->view >= change.view) {
       outbox_.push_back(Send{change.sender, *last_new_view_});
     }
     return;
   }
+  if (!std::binary_search(change.members.begin(), change.members.end(), options_.self) &&
+      !leaving_self_) {
+    // The others hold this replica failed. In the failstop model that is the truth; serving on
+    // would split the service, so stop (a later reintegration brings it back with fresh state).
+    // (One that an operator asked to leave reports first, and halts on the decision.)
+    halt();
+    return;
+  }
   std::set<ReplicaId> theirs;
   for (ReplicaId r : members_) {
+    if (r == options_.self || contains(leaving_, r)) continue;
     if (!std::binary_search(change.members.begin(), change.members.end(), r)) theirs.insert(r);
   }
   bool changed = false;
@@ -580,7 +599,9 @@ void Core::try_install_as_coordinator(Now now) {
   const std::vector<ReplicaId> proposed = proposed_members();
   const std::vector<ReplicaId> reporting = reporters(proposed);
   if (reporting.empty() || reporting.front() != options_.self) return;
-  for (ReplicaId r : reporting) {
+  std::vector<ReplicaId> required = reporting;  // and those leaving on an operator's word
+  required.insert(required.end(), leaving_.begin(), leaving_.end());
+  for (ReplicaId r : required) {
     auto report = reports_.find(r);
     if (report == reports_.end() || report->second.view != target_view_ ||
         report->second.members != proposed) {
@@ -595,7 +616,7 @@ void Core::try_install_as_coordinator(Now now) {
     // every member (uniform agreement), so it is at or below every report, hence below the cut.
     const StreamTail* furthest = nullptr;
     uint64_t least_received = UINT64_MAX;
-    for (ReplicaId r : reporting) {
+    for (ReplicaId r : required) {
       for (const StreamTail& tail : reports_.at(r).tails) {
         if (tail.source != removed) continue;
         least_received = std::min(least_received, tail.received);
@@ -693,6 +714,9 @@ void Core::install(Now now, const NewView& decision) {
   for (auto it = suspected_.begin(); it != suspected_.end();) {
     it = is_member(*it) ? std::next(it) : suspected_.erase(it);
   }
+  for (auto it = leaving_.begin(); it != leaving_.end();) {
+    it = is_member(*it) ? std::next(it) : leaving_.erase(it);
+  }
   std::erase_if(reports_, [&](const auto& report) { return report.second.view <= view_; });
   last_new_view_ = decision;
   acknowledgement_due_ = true;
@@ -713,7 +737,7 @@ void Core::install(Now now, const NewView& decision) {
   for (const ClientRequest& request : now_owned) {
     if (!contains(ordered_, RequestKey{request.client, request.sequence})) order(now, request);
   }
-  if (!suspected_.empty() || !joining_.empty()) {
+  if (!suspected_.empty() || !joining_.empty() || !leaving_.empty()) {
     // Never lower the target: this replica may already have proposed higher numbers, and one
     // number must not name two memberships from it.
     if (target_view_ <= view_) target_view_ = ViewNumber{view_.value + 1};
@@ -756,11 +780,14 @@ void Core::check_invariants() const {
   for (const auto& [key, count] : ordered_)
     ordered_total += count;
   LOCKSTEP_ASSERT(ordered_total == pending_.size(), "ordered_ counts every pending entry");
-  const Stream& own = streams_[options_.self.value];
-  LOCKSTEP_ASSERT(own.unexecuted.empty() || own.unexecuted.back().timestamp.clock <= clock_.value(),
-                  "own entries are stamped from this replica's clock");
+  LOCKSTEP_ASSERT(pending_.empty() || pending_.rbegin()->first.clock <= clock_.value(),
+                  "the clock is above every entry held");
   for (ReplicaId r : suspected_) {
     LOCKSTEP_ASSERT(r != options_.self && is_member(r), "suspects are other members");
+  }
+  for (ReplicaId r : leaving_) {
+    LOCKSTEP_ASSERT(r != options_.self && is_member(r) && !contains(suspected_, r),
+                    "replicas leaving are other members, not suspected");
   }
   LOCKSTEP_ASSERT(backups_.size() <= options_.backups_max, "backups are bounded");
 }
@@ -782,7 +809,9 @@ bool Core::replies_to(const OrderedEntry& entry) const {
 
 namespace {
 
-constexpr uint8_t kCheckpointVersion = 1;
+// Version 2 adds the replicas barred from joining (§12.3), so that a restarted member or a joiner
+// that loads the state keeps the operator's word. Version 1 is still read.
+constexpr uint8_t kCheckpointVersion = 2;
 
 [[noreturn]] void recovery_error(const std::string& what) {
   throw std::runtime_error("failstop recovery: " + what);
@@ -834,6 +863,9 @@ Bytes Core::checkpoint_state() const {
   for (ReplicaId r : members_)
     w.varint(r.value);
   w.varint(std::max(clock_ceiling_, clock_.value()));
+  w.varint(barred_.size());
+  for (ReplicaId r : barred_)
+    w.varint(r.value);
   Bytes new_view;
   if (last_new_view_) encode_replica_message(ReplicaMessage{*last_new_view_}, new_view);
   w.bytes(new_view);
@@ -858,7 +890,8 @@ Bytes Core::checkpoint_state() const {
 
 void Core::load_checkpoint(std::span<const uint8_t> state) {
   Reader r(state);
-  if (r.u8() != kCheckpointVersion) recovery_error("checkpoint: unknown version");
+  const uint8_t version = r.u8();
+  if (version != 1 && version != 2) recovery_error("checkpoint: unknown version");
   view_ = ViewNumber{r.varint()};
   target_view_ = view_;
   members_.clear();
@@ -869,6 +902,15 @@ void Core::load_checkpoint(std::span<const uint8_t> state) {
     members_.push_back(ReplicaId{static_cast<uint32_t>(id)});
   }
   clock_ceiling_ = r.varint();
+  if (version >= 2) {
+    barred_.clear();
+    const uint64_t barred_count = r.count();
+    for (uint64_t i = 0; i < barred_count && r.ok(); ++i) {
+      const uint64_t id = r.varint();
+      if (id >= options_.replica_count) recovery_error("checkpoint: barred id out of range");
+      barred_.insert(ReplicaId{static_cast<uint32_t>(id)});
+    }
+  }
   const auto new_view = r.bytes_view();
   if (!new_view.empty()) last_new_view_ = decode_message<NewView>(new_view, "checkpoint view");
   if (r.count() != options_.replica_count) recovery_error("checkpoint: wrong stream count");

@@ -226,6 +226,13 @@ class Core final : public OrderingCore {
   // loading). Execution pauses while an addition is proposed and not installed (§12).
   std::set<ReplicaId> joining_;
   std::set<ReplicaId> barred_;
+  // Members an operator asked this replica to remove (the counterpart of suspected_ for live
+  // replicas): unlike suspects they are still listened to, and the coordinator waits for their
+  // report, so that a replica that is itself out of date (paused and removed meanwhile) cannot
+  // remove the others on an operator's word and form a view of its own (found by the simulator).
+  // leaving_self_: the operator asked this replica to leave; it reports, then halts.
+  std::set<ReplicaId> leaving_;
+  bool leaving_self_ = false;
   std::vector<bool> joined_unheard_;
   std::vector<uint64_t> state_served_ns_;  // per joiner: when this donor last sent it the state
 };

@@ -79,8 +79,14 @@ std::string Core::change_membership(Now now, MembershipChange change, ReplicaId 
                                  [&](ReplicaId r) { return r != replica && is_member(r); });
   if (last) return "cannot remove the last member";
   barred_.insert(replica);  // so that it is not added back when it asks
-  if (replica != options_.self) suspect(now, {replica});
-  return "";  // the others remove this replica itself
+  if (replica == options_.self) {
+    leaving_self_ = true;  // it reports its stream to the others, then halts on their decision
+  } else if (suspected_.count(replica) == 0) {
+    leaving_.insert(replica);
+  }
+  target_view_ = ViewNumber{std::max(target_view_, view_).value + 1};
+  broadcast_view_change(now);
+  return "";
 }
 
 void Core::state_transfer_impossible(Now now, ReplicaId joiner) {
@@ -165,7 +171,6 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
   if (!loaded.is_member(options_.self) || loaded.view_ < state_view_) {
     throw std::runtime_error("state transfer: the donor's state does not make this a member");
   }
-  loaded.barred_ = barred_;
   loaded.started_ = true;
   loaded.last_input_ns_ = now.monotonic_ns;
   // Above every timestamp in the state (its own old entries included) and every clock the donor
