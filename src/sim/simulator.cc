@@ -2235,15 +2235,20 @@ void Simulator::operator_admin(MembershipChange change, ReplicaId r) {
   // (a paused one when it resumes: the request waits in its socket buffer). Crashed, halted and
   // joining replicas cannot take it (a joiner refuses: "ask a member").
   bool refused = false;
+  bool reached = false;
   for (uint32_t i = 0; i < replicas_.size() && !violation_; ++i) {
     ReplicaSlot& slot = replicas_[i];
     if (slot.crashed || slot.replica->halted() || !slot.replica->serving()) continue;
+    reached = true;
     if (slot.paused) {
       slot.pending_admins.emplace_back(change, r);
       continue;
     }
     refused |= !apply_admin(ReplicaId{i}, change, r);
   }
+  // No member took it (all down at that moment, a whole-cluster crash): `lockstep admin` says
+  // so and the operator runs it again.
+  refused |= !reached;
   // An add that a member refuses because the replica is still a member there (its removal is
   // under way) would leave it barred at that member: the operator tries again, as one would
   // after reading the refusal.

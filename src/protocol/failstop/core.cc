@@ -89,7 +89,10 @@ void Core::notice_own_pause(Now now) {
 }
 
 void Core::on_client_request(Now now, const ClientRequest& request) {
-  if (halted_ || joining()) return;
+  // A replica leaving on an operator's word orders nothing more: every report of its stream,
+  // its own included, must carry the same stream, or two concurrent decisions could cut it at
+  // different points (found by the simulator). Its clients' requests go to their next owner.
+  if (halted_ || joining() || leaving_self_) return;
   notice_own_pause(now);
   const RequestKey key{request.client, request.sequence};
   if (contains(ordered_, key)) return;  // already in some stream: it will execute
