@@ -128,6 +128,11 @@ static_assert(LimitsConfig{}.connections_max == net::AcceptorLimits{}.connection
 static_assert(LimitsConfig{}.client_output_bytes_max ==
               net::AcceptorLimits{}.client_output_bytes_max);
 
+// Microseconds as milliseconds with one decimal: 24100 -> "24.1".
+std::string format_ms(uint64_t us) {
+  return std::to_string(us / 1000) + "." + std::to_string(us % 1000 / 100);
+}
+
 }  // namespace
 
 std::string_view mode_name(Mode mode) {
@@ -184,9 +189,17 @@ byzantine::Options ClusterConfig::byzantine_options(ReplicaId self, const crypto
   options.delta_us = byzantine->delta_ms * 1000;
   options.epsilon_us = byzantine->epsilon_ms * 1000;
   options.relay_timeout_us = byzantine->relay_timeout_ms * 1000;  // 0: the core's default
+  options.checkpoint_interval_us = byzantine->checkpoint_interval_ms * 1000;
   options.signer = signer;
   options.verifier = verifier;
   return options;
+}
+
+uint64_t ClusterConfig::byzantine_decision_latency_us() const {
+  LOCKSTEP_ASSERT(mode == Mode::kByzantine && byzantine.has_value(),
+                  "byzantine_decision_latency_us of a failstop configuration");
+  return byzantine::Options{}.slot_us +
+         uint64_t{t + 1} * (byzantine->delta_ms + byzantine->epsilon_ms) * 1000;
 }
 
 crypto::KeyDirectory ClusterConfig::key_directory() const {
@@ -308,6 +321,30 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
                   "and epsilon_ms)");
     }
     if (config.byzantine->delta_ms == 0) errors.fail("byzantine.delta_ms", "must be positive");
+    if (config.byzantine->checkpoint_interval_ms == 0) {
+      errors.fail("byzantine.checkpoint_interval_ms",
+                  "must be positive (without checkpoints a restarted replica can never catch up)");
+    }
+    // Parsed files are bounded already; configurations built in code are checked here, so that
+    // the latency below cannot overflow.
+    for (const auto& [field, value] : {std::pair{"delta_ms", config.byzantine->delta_ms},
+                                       std::pair{"epsilon_ms", config.byzantine->epsilon_ms}}) {
+      if (value > kTimeoutMsMax) {
+        errors.fail(
+            std::string("byzantine.") + field,
+            "must be at most " + std::to_string(kTimeoutMsMax) + ", got " + std::to_string(value));
+      }
+    }
+    const uint64_t latency_us = config.byzantine_decision_latency_us();
+    const uint64_t minimum_ms = (kCheckpointIntervalLatencies * latency_us + 999) / 1000;
+    if (config.byzantine->checkpoint_interval_ms < minimum_ms) {
+      errors.fail("byzantine.checkpoint_interval_ms",
+                  "must be at least " + std::to_string(kCheckpointIntervalLatencies) +
+                      " times the decision latency σ + (t+1)·(Δ+ε) = " + format_ms(latency_us) +
+                      " ms, i.e. at least " + std::to_string(minimum_ms) + ", got " +
+                      std::to_string(config.byzantine->checkpoint_interval_ms) +
+                      " (1000 when not given)");
+    }
     if (config.clients.empty()) {
       errors.fail("clients",
                   "missing (byzantine mode accepts only requests signed by a "
@@ -495,8 +532,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
   }
   if (const toml::table* byzantine = errors.optional_table(root, "byzantine")) {
     if (config.mode != Mode::kByzantine) errors.fail("byzantine", "only in byzantine mode");
-    errors.reject_unknown_keys(*byzantine, "byzantine.",
-                               {"delta_ms", "epsilon_ms", "relay_timeout_ms"});
+    errors.reject_unknown_keys(
+        *byzantine, "byzantine.",
+        {"delta_ms", "epsilon_ms", "relay_timeout_ms", "checkpoint_interval_ms"});
     // Δ and ε are what the protocol's windows are made of; a default would hide a forgotten
     // measurement, so both must be stated.
     for (const char* key : {"delta_ms", "epsilon_ms"}) {
@@ -510,6 +548,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     out.relay_timeout_ms =
         errors.integer(*byzantine, "relay_timeout_ms", "byzantine.relay_timeout_ms",
                        out.relay_timeout_ms, 0, kTimeoutMsMax);
+    out.checkpoint_interval_ms =
+        errors.integer(*byzantine, "checkpoint_interval_ms", "byzantine.checkpoint_interval_ms",
+                       out.checkpoint_interval_ms, 1, kTimeoutMsMax);
     config.byzantine = out;
   }
   if (const toml::node* clients = root.get("clients")) {
@@ -640,6 +681,7 @@ std::string format_config(const ClusterConfig& config) {
     out << "delta_ms = " << config.byzantine->delta_ms << "\n";
     out << "epsilon_ms = " << config.byzantine->epsilon_ms << "\n";
     out << "relay_timeout_ms = " << config.byzantine->relay_timeout_ms << "\n";
+    out << "checkpoint_interval_ms = " << config.byzantine->checkpoint_interval_ms << "\n";
   }
   for (const ClientPrincipalConfig& principal : config.clients) {
     out << "\n[[clients]]\n";

@@ -17,6 +17,13 @@
 //   delta_ms = 10                # Δ: delivery bound between honest replicas, processing included
 //   epsilon_ms = 2               # ε: bound on the clock difference between honest replicas
 //   relay_timeout_ms = 0         # optional; 0 = 2·(σ + (t+1)·(Δ+ε)), σ = 0.1 ms
+//   checkpoint_interval_ms = 1000  # optional: every this much of the order's time each replica
+//                                # signs its state's digest (docs/DESIGN.md §11.7), so that one
+//                                # restarted without its state (`lockstep replica --join`) can
+//                                # load a snapshot t+1 replicas vouch for. At least 4 times the
+//                                # decision latency σ + (t+1)·(Δ+ε): a boundary waits for every
+//                                # instance below it to be decided, and the snapshot, taken
+//                                # right after, is served until the next boundary.
 //                                # Each replica takes at most Δ/(160 µs·n) client requests (at
 //                                # least 8) per event-loop step and answers the rest "busy": the
 //                                # mode is safe only while every step ends well within Δ.
@@ -129,8 +136,13 @@ struct ByzantineConfig {
   uint64_t delta_ms = 10;
   uint64_t epsilon_ms = 2;
   uint64_t relay_timeout_ms = 0;  // 0 = 2·(σ + (t+1)·(Δ+ε)), σ = slot (0.1 ms)
+  uint64_t checkpoint_interval_ms = 1000;
   bool operator==(const ByzantineConfig&) const = default;
 };
+
+// checkpoint_interval_ms must be at least this many decision latencies: a catching-up replica
+// needs t+1 votes for a boundary, then the snapshot, before the donors move to the next one.
+inline constexpr uint64_t kCheckpointIntervalLatencies = 4;
 
 struct TimeoutConfig {
   uint64_t heartbeat_interval_ms = 5;
@@ -217,10 +229,14 @@ struct ClusterConfig {
   // The protocol core's options for replica `self` of this cluster (durable when
   // storage.durable(); initial_members set when there are spares, empty otherwise).
   failstop::Options failstop_options(ReplicaId self, uint64_t incarnation) const;
-  // The byzantine core's options for replica `self` (byzantine mode only). The signer and
-  // verifier are not owned and must outlive the core.
+  // The byzantine core's options for replica `self` (byzantine mode only), checkpoints every
+  // checkpoint_interval_ms; join is left false. The signer and verifier are not owned and must
+  // outlive the core.
   byzantine::Options byzantine_options(ReplicaId self, const crypto::Signer* signer,
                                        const crypto::Verifier* verifier) const;
+  // Byzantine mode: how long after a proposal's timestamp it is decided, σ + (t+1)·(Δ+ε), in µs
+  // (byzantine::Core::decision_time_us(0) of a core built from byzantine_options).
+  uint64_t byzantine_decision_latency_us() const;
   // Every public key of the cluster (byzantine mode only), for crypto::make_verifier.
   crypto::KeyDirectory key_directory() const;
   // The client library's options for this cluster: reply_quorum = t+1 in byzantine mode (the

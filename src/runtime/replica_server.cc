@@ -25,6 +25,10 @@ constexpr size_t kReplyRoutesMax = 1 << 20;
 // the message tag, sender, view and the blobs' lengths (varints), with room to spare.
 constexpr size_t kStateTransferOverhead = 128;
 
+// A byzantine replica catching up waits this long at most for every peer to connect before it
+// takes its first input (peers redial with a backoff of up to 1 s, net/peer_channel.h).
+constexpr uint64_t kCatchUpConnectWaitNs = 3'000'000'000;
+
 // What a replica that lies puts in place of the real result (Misbehaviour::kWrongOutput).
 constexpr std::string_view kLieSuffix = "!lie";
 
@@ -33,10 +37,6 @@ ClusterConfig checked(ClusterConfig config, ReplicaId self, const ReplicaServerO
     throw std::runtime_error("replica id " + std::to_string(self.value) +
                              " is not in the configuration (ids 0.." +
                              std::to_string(config.replica_count() - 1) + ")");
-  }
-  if (config.mode == Mode::kByzantine && options.join) {
-    throw std::runtime_error(
-        "--join: reconfiguration is not supported in byzantine mode (the membership is fixed)");
   }
   if (config.mode == Mode::kFailstop && options.misbehave != Misbehaviour::kNone) {
     // The failstop model has no room for a replica that lies: its clients take the first reply.
@@ -101,9 +101,13 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
   if (config_.mode == Mode::kByzantine) {
     signer_ = crypto::make_signer(crypto::Scheme::kEd25519, *options_.keys);
     verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
-    replica_ =
-        std::make_unique<Replica>(config_.byzantine_options(self_, signer_.get(), verifier_.get()),
-                                  std::make_unique<kv::KvMachine>(), config_.replica_limits());
+    byzantine::Options core = config_.byzantine_options(self_, signer_.get(), verifier_.get());
+    // The mode keeps nothing on disk, so --join always applies: a restarted replica has no state.
+    core.join = options_.join;
+    // See ReplicaServer::inputs_open_.
+    inputs_open_ = !options_.join;
+    replica_ = std::make_unique<Replica>(core, std::make_unique<kv::KvMachine>(),
+                                         config_.replica_limits());
   } else {
     failstop::Options core = config_.failstop_options(self_, incarnation_);
     // --join counts only for a replica without a state of its own: one with a state on its disk
@@ -132,10 +136,17 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     if (self_ < peer.id) channel.dial_address = peer.address;
     channels_[peer.id.value] = std::make_unique<net::PeerChannel>(
         loop_, std::move(channel), [this](ReplicaId from, ReplicaMessage&& message) {
-          if (const auto* transfer = std::get_if<StateTransfer>(&message)) {
-            // For the log line once it is loaded (the Replica consumes the message).
-            last_transfer_ = TransferSizes{transfer->sender, transfer->protocol_state.size(),
-                                           transfer->service_snapshot.size()};
+          if (!inputs_open_) {
+            ++inputs_dropped_;  // before this replica's first input: it does not take part yet
+            return;
+          }
+          const auto* transfer = std::get_if<StateTransfer>(&message);
+          if (transfer != nullptr && replica_->core().awaits_state()) {
+            // For the log line once it is loaded (the Replica consumes the message). Only while
+            // awaiting one: a second donor's answer arriving later is ignored, not loaded.
+            last_transfer_ =
+                TransferSizes{transfer->sender, transfer->view, transfer->protocol_state.size(),
+                              transfer->service_snapshot.size()};
           }
           replica_->on_peer_message(now(), from, std::move(message));
         });
@@ -153,9 +164,17 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     const byzantine::Options& byzantine = replica_->byzantine_core()->options();
     spdlog::info(
         "byzantine timing: delta {} us, epsilon {} us, relay timeout {} us, decision "
-        "{} us after a proposal's timestamp",
+        "{} us after a proposal's timestamp, checkpoint every {} us",
         byzantine.delta_us, byzantine.epsilon_us, byzantine.relay_timeout_us,
-        replica_->byzantine_core()->decision_time_us(0));
+        replica_->byzantine_core()->decision_time_us(0), byzantine.checkpoint_interval_us);
+    if (byzantine.join) {
+      spdlog::info(
+          "restarted without its state (--join): catching up. It takes part in the protocol "
+          "from now on but executes nothing and serves no client until it has loaded the "
+          "snapshot of a checkpoint that t+1 = {} replicas vouch for (one every {} ms of the "
+          "order's time)",
+          config_.t + 1, config_.byzantine->checkpoint_interval_ms);
+    }
   }
   if (options_.misbehave != Misbehaviour::kNone) {
     spdlog::warn(
@@ -333,6 +352,11 @@ void ReplicaServer::start() {
   for (auto& channel : channels_) {
     if (channel) channel->start();
   }
+  // The Replica's first input must carry the clock: the byzantine core fixes its first checkpoint
+  // boundary (and, catching up, the start of its participation) from the first time it sees, and
+  // the output hook below would otherwise hand it Now{} (Replica::take_output before any input).
+  inputs_wait_until_ns_ = net::monotonic_now_ns() + kCatchUpConnectWaitNs;
+  if (inputs_open_ && config_.mode == Mode::kByzantine) replica_->tick(now());
   tick_timer_ = loop_.schedule_every(options_.tick_interval_ns, [this] { on_tick(); });
   stats_timer_ = loop_.schedule_every(options_.stats_interval_ns, [this] { log_stats(); });
   output_hook_ = loop_.add_iteration_hook([this] { after_iteration(); });
@@ -351,17 +375,50 @@ void ReplicaServer::stop() {
 }
 
 void ReplicaServer::on_tick() {
+  if (!inputs_open_ && !open_inputs_when_connected()) return;
   replica_->tick(now());
+}
+
+bool ReplicaServer::open_inputs_when_connected() {
+  std::string missing;
+  for (const auto& channel : channels_) {
+    if (channel && !channel->established()) {
+      missing += (missing.empty() ? "" : ", ") + std::to_string(channel->peer().value);
+    }
+  }
+  const bool timed_out = net::monotonic_now_ns() >= inputs_wait_until_ns_;
+  if (!missing.empty() && !timed_out) return false;
+  inputs_open_ = true;
+  if (missing.empty()) {
+    spdlog::info("catching up: every peer connected; taking part from now ({} messages before)",
+                 inputs_dropped_);
+  } else {
+    // Their messages sent before they connect are lost to this replica; if one of them is honest
+    // and the others do not relay what it sent in time, this replica may miss part of an
+    // instance (docs/DESIGN.md §11.7, assumptions).
+    spdlog::warn(
+        "catching up: replicas [{}] not connected after {} ms; taking part without them for now",
+        missing, kCatchUpConnectWaitNs / 1'000'000);
+  }
+  return true;
 }
 
 void ReplicaServer::after_iteration() {
   if (exit_code_ == kExitStorageFailed) return;  // stopping: never send past a failed commit
+  if (!inputs_open_) return;                     // nothing taken in, nothing to give out
   Replica::Output output = replica_->take_output();
   // The log first: the messages and replies below may depend on these records, so they leave
   // only once the records are as durable as the sync policy makes them. Nothing else sends
   // protocol state: peer channels send only what this hook gives them (or resend it), status
   // replies read state that this commit already covers, and every client reply comes from here.
-  if (output.loaded_state) {
+  if (output.loaded_state && config_.mode == Mode::kByzantine) {
+    spdlog::info(
+        "loaded the state: the snapshot of the checkpoint at boundary {} us ({} bytes), from "
+        "replica {}, matches the digest t+1 replicas signed; executing the order from there on "
+        "and serving clients ({} entries executed)",
+        last_transfer_.view.value, last_transfer_.service_bytes, last_transfer_.sender.value,
+        replica_->service().executed_count());
+  } else if (output.loaded_state) {
     spdlog::info(
         "loaded the state of replica {} ({} bytes of protocol state, {} bytes of service "
         "snapshot): member of view {}, {} entries executed",
@@ -418,6 +475,12 @@ void ReplicaServer::after_iteration() {
 bool ReplicaServer::fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const {
   const size_t bytes =
       transfer.protocol_state.size() + transfer.service_snapshot.size() + kStateTransferOverhead;
+  if (bytes <= kFrameBytesMax && config_.mode == Mode::kByzantine) {
+    // A replica catching up asked for the snapshot of the latest checkpoint (its view field).
+    spdlog::info("sending replica {} the snapshot of the checkpoint at boundary {} us ({} bytes)",
+                 to.value, transfer.view.value, transfer.service_snapshot.size());
+    return true;
+  }
   if (bytes <= kFrameBytesMax) {
     spdlog::info(
         "sending replica {} this replica's state ({} bytes of protocol state, {} bytes "
@@ -436,6 +499,17 @@ bool ReplicaServer::fits_in_a_frame(const StateTransfer& transfer, ReplicaId to)
 }
 
 void ReplicaServer::log_joining_changes() {
+  if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
+    // Catching up (--join): it awaits a snapshot once t+1 replicas vouched for a checkpoint.
+    const bool awaiting = byzantine->awaits_state();
+    if (awaiting && !logged_awaiting_state_) {
+      spdlog::info(
+          "catching up: t+1 replicas signed the same digest for a checkpoint; asking them for "
+          "its snapshot");
+    }
+    logged_awaiting_state_ = awaiting;
+    return;
+  }
   const failstop::Core* core = replica_->failstop_core();
   const bool joining = core != nullptr && core->joining();
   const bool awaiting = joining && core->awaits_state();
@@ -519,10 +593,13 @@ void ReplicaServer::log_stats() {
     spdlog::info(
         "byzantine: reply batches signed {}, backups {}; rejected: bad client signature {}, "
         "unknown client {}, bad chain {}, outside window {}, off slot {}, oversized {}, overloaded "
-        "{}, equivocations {}, client equivocations {}",
+        "{}, equivocations {}, client equivocations {}; checkpoint at {} us{}",
         reply_batches_signed_, byzantine->backup_count(), r.bad_client_signature, r.unknown_client,
         r.bad_chain, r.outside_window, r.off_slot, r.oversized, r.overloaded, r.equivocations,
-        r.client_equivocations);
+        r.client_equivocations, byzantine->checkpoint_us(),
+        !byzantine->recovering()    ? ""
+        : byzantine->awaits_state() ? ", catching up (asking for a vouched snapshot)"
+                                    : ", catching up (waiting for t+1 votes on a checkpoint)");
   }
 }
 
@@ -573,6 +650,10 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
     return;
   }
   auto* request = std::get_if<ClientRequest>(&message);
+  if (request != nullptr && !inputs_open_) {
+    ++inputs_dropped_;  // it would serve nothing yet anyway; the client retries elsewhere too
+    return;
+  }
   if (request == nullptr) {
     spdlog::warn(
         "closing connection from {}: a client may only send ClientRequest, StatusRequest and "

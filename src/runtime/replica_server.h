@@ -29,6 +29,11 @@
 // stops the constructor with ReplicaStorageError (exit kExitStorageFailed), as does an I/O error
 // while running: a replica that cannot persist must not pretend it did.
 //
+// Catching up (byzantine, docs/DESIGN.md §11.7): the core signs a checkpoint vote every
+// checkpoint_interval_ms and the Replica keeps the latest snapshot to serve; a replica started
+// with ReplicaServerOptions::join loads one that t+1 replicas vouched for. The log says when it
+// starts catching up, when t+1 votes arrived, and when it loaded the state.
+//
 // Joining (failstop reconfiguration, docs/DESIGN.md §12): a replica started with
 // ReplicaServerOptions::join and no state on disk, or a spare (`member = false`), asks the members
 // to add it and serves nothing until it has loaded a member's state. In the iteration that loads
@@ -81,10 +86,15 @@ struct ReplicaServerOptions {
   // Byzantine mode: this replica's key pair (crypto::read_key_file); required there.
   std::optional<crypto::KeyPair> keys;
   Misbehaviour misbehave = Misbehaviour::kNone;
-  // `lockstep replica --join` (failstop, failstop::Options::join): a replica without a state of
-  // its own (no data_dir, or an empty one) asks the running cluster to add it and loads a
-  // member's state, instead of starting as a founding member of view 0. Ignored when its disk
-  // holds a state (it recovers that); refused in byzantine mode.
+  // `lockstep replica --join`: a replica without a state of its own.
+  //  - failstop (failstop::Options::join; no data_dir, or an empty one): asks the running cluster
+  //    to add it and loads a member's state, instead of starting as a founding member of view 0.
+  //    Ignored when its disk holds a state (it recovers that).
+  //  - byzantine (byzantine::Options::join; the mode keeps nothing on disk): a restarted replica
+  //    takes part in the protocol at once but executes nothing and serves no client
+  //    (kNotServing) until it has loaded the snapshot of a checkpoint that t+1 replicas signed
+  //    (docs/DESIGN.md §11.7). Without it, a restarted byzantine replica would start from an
+  //    empty state and diverge.
   bool join = false;
 };
 
@@ -163,6 +173,9 @@ class ReplicaServer final : public net::ConnectionHandler {
   bool fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const;
   void log_joining_changes();
   void fail_storage(const std::string& what);
+  // Byzantine catching up: opens the inputs once every peer channel is established (or the wait
+  // is over); true when they are open.
+  bool open_inputs_when_connected();
 
   net::EventLoop& loop_;
   ClusterConfig config_;
@@ -195,11 +208,20 @@ class ReplicaServer final : public net::ConnectionHandler {
   net::EventLoop::HookId output_hook_ = 0;
   bool started_ = false;
   int exit_code_ = kExitStopped;
+  // Byzantine catching up: the core starts taking part at its first input and from then on must
+  // see every instance whole, but peers redial a restarted replica with a backoff, and what they
+  // sent before the new connection is dropped with the old incarnation's queue. So the replica
+  // takes no input at all (peer messages and client requests are dropped, no tick, no output)
+  // until every peer channel is established, or kCatchUpConnectWaitNs after start().
+  bool inputs_open_ = true;
+  uint64_t inputs_wait_until_ns_ = 0;
+  uint64_t inputs_dropped_ = 0;
   bool halted_reported_ = false;
   // Reconfiguration, for the log: the sizes of the last StateTransfer received, and what was last
   // said about this replica's joining.
   struct TransferSizes {
     ReplicaId sender{};
+    ViewNumber view{};  // byzantine mode: the checkpoint's boundary (µs of the order's time)
     size_t protocol_bytes = 0;
     size_t service_bytes = 0;
   };

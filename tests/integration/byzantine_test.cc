@@ -1,18 +1,26 @@
 // The byzantine mode with real replica processes on loopback: 3 replicas (t = 1), one of them
-// faulty on purpose (`lockstep replica --misbehave ...`), under a workload of several clients.
-// Each test checks what the mode promises: the history is linearizable, no acknowledged append
-// is lost, the honest replicas hold identical state, and (for a liar) the clients' dissent names
+// faulty on purpose (`lockstep replica --misbehave ...`) or killed and restarted without its state
+// (`lockstep replica --join`, docs/DESIGN.md §11.7), under a workload of several clients. Each
+// test checks what the mode promises: the history is linearizable, no acknowledged append is
+// lost, the honest replicas hold identical state, and (for a liar) the clients' dissent names
 // exactly the replica that lied while no accepted output carries its signature.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "check/linearizability.h"
 #include "client/certificate.h"
+#include "client/status.h"
+#include "net/event_loop.h"
 #include "runtime/local_cluster.h"
 #include "workload/verify.h"
 #include "workload/workload.h"
@@ -37,6 +45,9 @@ class ByzantineTest : public ::testing::Test {
     }
   }
 
+  // No replica faulty on purpose.
+  void start_cluster() { start_cluster(ReplicaId{0}, runtime::Misbehaviour::kNone); }
+
   void start_cluster(ReplicaId faulty, runtime::Misbehaviour misbehaviour) {
     runtime::LocalClusterOptions options;
     options.mode = runtime::Mode::kByzantine;
@@ -55,6 +66,10 @@ class ByzantineTest : public ::testing::Test {
   }
 
   workload::Report run_load(double duration_s, uint32_t clients = 8) {
+    return workload::run(load_options(duration_s, clients));
+  }
+
+  workload::Options load_options(double duration_s, uint32_t clients = 8) {
     workload::Options load;
     load.client = cluster_->client_options();
     load.clients = clients;
@@ -63,7 +78,29 @@ class ByzantineTest : public ::testing::Test {
     load.get_percent = 40;
     load.append_percent = 50;
     load.progress = false;
-    return workload::run(load);
+    return load;
+  }
+
+  // Polls replica `id` until it reports itself among the members, i.e. it serves (a replica
+  // catching up reports the members without itself), at most `timeout_ms`.
+  bool wait_until_serving(ReplicaId id, uint64_t timeout_ms) {
+    const uint64_t deadline = net::monotonic_now_ns() + timeout_ms * 1'000'000;
+    const net::Address& address = cluster_->config().replicas[id.value].address;
+    while (net::monotonic_now_ns() < deadline) {
+      std::string error;
+      const std::optional<StatusReply> status = query_status(address, 1000, error);
+      if (status &&
+          std::find(status->members.begin(), status->members.end(), id) != status->members.end()) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  std::string log_of(ReplicaId id) const {
+    std::ifstream in(cluster_->log_path(id));
+    return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
   // Final reads, the append audit, linearizability, and equal digests among `honest`.
@@ -149,6 +186,65 @@ TEST_F(ByzantineTest, ASilentReplicaDoesNotStopTheService) {
   EXPECT_EQ(report.agreed.count(mute.value), 0u);
   EXPECT_TRUE(report.dissented.empty()) << workload::format_votes(report);
   check_outcome(report, {ReplicaId{1}, ReplicaId{2}});
+}
+
+// A replica killed mid-workload and restarted with --join: the other two carry the service
+// (t+1 = 2 matching replies) while it catches up, it loads a checkpoint that both vouched for
+// (one every 1000 ms, the default), executes the rest, and ends with the same state, serving.
+TEST_F(ByzantineTest, AReplicaRestartedWithoutItsStateCatchesUpUnderLoad) {
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  start_cluster();
+  ASSERT_EQ(cluster_->config().byzantine->checkpoint_interval_ms, 1000u);
+  const ReplicaId victim{2};
+  std::future<workload::Report> running =
+      std::async(std::launch::async, [load = load_options(8)] { return workload::run(load); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  cluster_->kill(victim);
+  // Restarted without its state: the mode keeps nothing on disk.
+  cluster_->start(victim, runtime::Misbehaviour::kNone, /*join=*/true);
+  const auto restarted = Clock::now();
+  EXPECT_TRUE(wait_until_serving(victim, 15'000)) << cluster_->log_tail(victim, 40);
+  const double catch_up_s = std::chrono::duration<double>(Clock::now() - restarted).count();
+  // It caught up while the workload still ran (from 2 s of 8 s).
+  EXPECT_EQ(running.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "caught up only after the workload, in " << catch_up_s << " s";
+  const workload::Report report = running.get();
+  ASSERT_GT(report.completed, 100u);
+  EXPECT_EQ(report.unknown, 0u);
+  EXPECT_EQ(report.certified, report.completed);
+  EXPECT_TRUE(report.dissented.empty()) << workload::format_votes(report);
+  EXPECT_TRUE(cluster_->running(victim)) << cluster_->log_tail(victim, 40);
+
+  check_outcome(report, {ReplicaId{0}, ReplicaId{1}, victim});
+
+  const std::string log = log_of(victim);
+  EXPECT_NE(log.find("restarted without its state (--join): catching up"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("catching up: t+1 replicas signed the same digest"), std::string::npos) << log;
+  EXPECT_NE(log.find("loaded the state: the snapshot of the checkpoint at boundary"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("could not load a state transfer"), std::string::npos) << log;
+  // It took its first input only once both peers had redialled it (they back off up to 1 s).
+  EXPECT_NE(log.find("catching up: every peer connected"), std::string::npos) << log;
+  for (size_t at = log.find("catching up"); at != std::string::npos;
+       at = log.find("catching up", at + 1)) {
+    std::cerr << log.substr(log.rfind('\n', at) + 1, log.find('\n', at) - log.rfind('\n', at));
+  }
+  const size_t loaded = log.find("loaded the state");
+  std::cerr << log.substr(log.rfind('\n', loaded) + 1,
+                          log.find('\n', loaded) - log.rfind('\n', loaded));
+  const std::string donors = log_of(ReplicaId{0}) + log_of(ReplicaId{1});
+  EXPECT_NE(donors.find("sending replica 2 the snapshot of the checkpoint at boundary"),
+            std::string::npos);
+  std::cerr << "caught up " << catch_up_s << " s after the restart; " << report.completed
+            << " operations; wall time "
+            << std::chrono::duration<double>(Clock::now() - started).count() << " s\n";
+  RecordProperty("catch_up_ms", static_cast<int>(catch_up_s * 1000));
+  RecordProperty(
+      "wall_ms",
+      static_cast<int>(std::chrono::duration<double>(Clock::now() - started).count() * 1000));
 }
 
 }  // namespace

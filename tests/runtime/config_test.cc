@@ -177,6 +177,10 @@ TEST(ConfigTest, ParsesAByzantineFile) {
   EXPECT_EQ(options.delta_us, 8'000u);
   EXPECT_EQ(options.epsilon_us, 1'000u);
   EXPECT_EQ(options.relay_timeout_us, 0u);
+  // Checkpoints every second by default; join is the replica's own (--join), never the file's.
+  EXPECT_EQ(config.byzantine->checkpoint_interval_ms, 1000u);
+  EXPECT_EQ(options.checkpoint_interval_us, 1'000'000u);
+  EXPECT_FALSE(options.join);
   EXPECT_EQ(options.signer, signer.get());
   EXPECT_EQ(options.verifier, verifier.get());
 
@@ -185,10 +189,67 @@ TEST(ConfigTest, ParsesAByzantineFile) {
 }
 
 TEST(ConfigTest, ByzantineFileRoundTrips) {
-  ClusterConfig config =
-      parse_config(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\nrelay_timeout_ms = 77"), "b");
+  ClusterConfig config = parse_config(
+      byzantine_with("epsilon_ms = 1",
+                     "epsilon_ms = 1\nrelay_timeout_ms = 77\ncheckpoint_interval_ms = 250"),
+      "b");
   EXPECT_EQ(config.byzantine->relay_timeout_ms, 77u);
+  EXPECT_EQ(config.byzantine->checkpoint_interval_ms, 250u);
+  EXPECT_EQ(config.byzantine_options(ReplicaId{0}, nullptr, nullptr).checkpoint_interval_us,
+            250'000u);
   EXPECT_EQ(parse_config(format_config(config), "again.toml"), config);
+}
+
+// The interval must leave room for a boundary's votes and snapshot transfer before the next one:
+// at least 4 decision latencies σ + (t+1)·(Δ+ε). With Δ = 8 ms, ε = 1 ms, t = 1 that is 18.1 ms,
+// so the minimum is 72.4 ms, rounded up to 73.
+TEST(ConfigTest, CheckpointIntervalMustBeWellAboveTheDecisionLatency) {
+  const auto interval = [](uint64_t ms) {
+    return byzantine_with("epsilon_ms = 1",
+                          "epsilon_ms = 1\ncheckpoint_interval_ms = " + std::to_string(ms));
+  };
+  const ClusterConfig config = parse_config(interval(73), "b.toml");
+  EXPECT_EQ(config.byzantine_decision_latency_us(), 18'100u);
+  EXPECT_EQ(config.byzantine->checkpoint_interval_ms, 73u);
+  std::string message = "(no error)";
+  try {
+    parse_config(interval(72), "b.toml");
+  } catch (const ConfigError& error) {
+    message = error.what();
+  }
+  EXPECT_EQ(message,
+            "b.toml: byzantine.checkpoint_interval_ms: must be at least 4 times the decision "
+            "latency σ + (t+1)·(Δ+ε) = 18.1 ms, i.e. at least 73, got 72 (1000 when not given)");
+  message = "(no error)";
+  try {
+    parse_config(interval(0), "b.toml");
+  } catch (const ConfigError& error) {
+    message = error.what();
+  }
+  EXPECT_EQ(message, "b.toml: byzantine.checkpoint_interval_ms: must be in [1, 86400000], got 0");
+
+  // The default (1000) is checked too: with Δ = 200 ms it is too short, and the error says so.
+  message = "(no error)";
+  try {
+    parse_config(byzantine_with("delta_ms = 8", "delta_ms = 200"), "b.toml");
+  } catch (const ConfigError& error) {
+    message = error.what();
+  }
+  EXPECT_EQ(message,
+            "b.toml: byzantine.checkpoint_interval_ms: must be at least 4 times the decision "
+            "latency σ + (t+1)·(Δ+ε) = 402.1 ms, i.e. at least 1609, got 1000 (1000 when not "
+            "given)");
+
+  // A configuration built in code is held to the same rules.
+  ClusterConfig built = config;
+  built.byzantine->checkpoint_interval_ms = 0;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
+  built.byzantine->checkpoint_interval_ms = 72;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
+  built.byzantine->checkpoint_interval_ms = 73;
+  validate_config(built, "built");
+  built.byzantine->delta_ms = kTimeoutMsMax + 1;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
 }
 
 TEST(ConfigTest, ByzantineErrorsNameTheirField) {

@@ -9,7 +9,13 @@
 // transfer, instead of starting as a founding member of view 0. A listed replica that is not a
 // member yet (a spare, or one removed earlier) is added only after `lockstep admin add-replica N`;
 // a member whose disk was wiped is removed and added back by itself. With a state on disk the flag
-// is ignored (the replica recovers it). Byzantine clusters refuse it.
+// is ignored (the replica recovers it).
+//
+// `--join` (byzantine): a replica restarted without its state (the mode keeps nothing on disk, so
+// every restart is one) takes part in the protocol at once, executes nothing and serves no client
+// until it has loaded the snapshot of a checkpoint that t+1 replicas vouch for, then executes the
+// rest (docs/DESIGN.md §11.7). Restart a byzantine replica with --join, always: without it, it
+// starts from an empty state, diverges, and counts as one of the t faulty replicas.
 //
 // `--misbehave wrong-output|silent` (hidden from --help) makes the replica faulty on purpose, for
 // the byzantine tests and the demo: see runtime/replica_server.h, Misbehaviour.
@@ -56,11 +62,6 @@ int run_replica(const ReplicaArgs& args) {
   }
   options.misbehave = *misbehave;
   options.join = args.join;
-  if (args.join && config.mode == runtime::Mode::kByzantine) {
-    std::cerr << args.config_path
-              << ": --join: reconfiguration is not supported in byzantine mode\n";
-    return 2;
-  }
   if (config.mode == runtime::Mode::kByzantine) {
     if (args.key_path.empty()) {
       std::cerr << args.config_path
@@ -108,7 +109,9 @@ LOCKSTEP_COMMAND("replica", "Run one replica of a cluster in the foreground",
                        ->check(CLI::ExistingFile);
                    app.add_flag("--join", args->join,
                                 "failstop: without a state on disk, join the running cluster by "
-                                "state transfer instead of starting as a founding member");
+                                "state transfer instead of starting as a founding member; "
+                                "byzantine: restarted without its state, catch up from a "
+                                "checkpoint t+1 replicas vouch for");
                    // For tests and the demo only: an empty group keeps it out of --help.
                    app.add_option("--misbehave", args->misbehave,
                                   "none, wrong-output or silent (tests only)")
