@@ -461,6 +461,14 @@ void ReplicaServer::after_iteration() {
     spdlog::warn("could not load a state transfer ({} rejected so far); asking again",
                  rejected_transfers_logged_);
   }
+  if (replica_->oversized_state_transfers() != oversized_transfers_logged_) {
+    oversized_transfers_logged_ = replica_->oversized_state_transfers();
+    spdlog::error(
+        "cannot send a joining replica this replica's state: it exceeds the frame limit of {} "
+        "bytes (chunked state transfer is not built); the joiner is removed, and barred until an "
+        "operator adds it again",
+        kFrameBytesMax);
+  }
   log_joining_changes();
   // A replica that is not durable never recovers from its disk, so checkpoints would be waste.
   if (store_ && config_.storage.durable() && !replica_->halted()) checkpoint_if_due();

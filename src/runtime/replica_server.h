@@ -227,6 +227,7 @@ class ReplicaServer final : public net::ConnectionHandler {
   };
   TransferSizes last_transfer_;
   uint64_t rejected_transfers_logged_ = 0;
+  uint64_t oversized_transfers_logged_ = 0;
   bool logged_joining_ = false;
   bool logged_awaiting_state_ = false;
   ViewNumber logged_view_{0};

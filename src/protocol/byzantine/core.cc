@@ -93,6 +93,8 @@ void Core::advance_clock(Now now) {
   // A wall clock stepped back must not reopen windows that already closed: decisions taken stay
   // taken (and the check against last_decided_ backs this up).
   local_us_ = std::max(local_us_, now.wall_us);
+  // No time yet (a Replica asked for its output before any input): nothing to anchor on.
+  if (local_us_ == 0) return;
   if (next_boundary_us_ == 0 && options_.checkpoint_interval_us != 0) {
     // The first boundary after start: every instance below it was open while this replica ran.
     next_boundary_us_ =
