@@ -132,6 +132,15 @@ void Core::on_message(Now now, ReplicaId from, const ReplicaMessage& message) {
   // the view change must stay the last word on what it holds. If it is in fact alive (paused, or
   // its messages were delayed past the timeout), tell it it is being removed, so it halts instead
   // of timing out on everyone and forming a view of its own.
+  if ((contains(suspected_, from) || contains(leaving_, from)) &&
+      std::holds_alternative<NewView>(message)) {
+    // A decision it coordinated before this replica gave up on it (it had this replica's report)
+    // is still the decision every other member installs. Ignoring it would leave this replica a
+    // view behind, and a later decision of its own could then cut a member added by that view
+    // (found by the simulator: the added member halted).
+    on_new_view(now, std::get<NewView>(message));
+    return;
+  }
   if (contains(suspected_, from)) {
     auto own_report = reports_.find(options_.self);
     if (own_report != reports_.end() &&
