@@ -259,7 +259,11 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   // (entries in flight were lost; the sender's resend brings them), nor in the first chunks of an
   // update split by entries_per_message_max (the last chunk completes it).
   if (stream.received < update.received[from.value]) return;
-  connected_[from.value] = true;
+  // Connected once an update is current with what this replica holds of the sender's stream. An
+  // older one (sent to this replica's previous process, or before the state it loaded was
+  // taken, and delivered late) proves nothing about the entries in flight after it; a gap after
+  // it must still wait for the sender's resend (found by the simulator, seed 4701).
+  if (stream.received == update.received[from.value]) connected_[from.value] = true;
   end_awaiting_peers_if_all_heard(now);
   LOCKSTEP_ASSERT(update.clock >= peer.heard_clock || peer.heard_clock == 0,
                   "FIFO channel delivered a lower clock from the same replica");
@@ -716,6 +720,11 @@ void Core::install(Now now, const NewView& decision) {
     joined_unheard_[r.value] = true;
     connected_[r.value] = false;
     resend_own_stream_[r.value] = false;
+    // A bar lasts until the replica is added (by an operator's word, at some member): if it fails
+    // later, it may rejoin like any failed member. Replaying this decision after a restart lifts
+    // it again, so a member whose last checkpoint predates the addition does not bar it anew
+    // (found by the simulator, seed 4400).
+    barred_.erase(r);
   }
   members_ = decision.members;
   view_ = decision.view;
