@@ -720,11 +720,10 @@ void Core::install(Now now, const NewView& decision) {
     joined_unheard_[r.value] = true;
     connected_[r.value] = false;
     resend_own_stream_[r.value] = false;
-    // A bar lasts until the replica is added (by an operator's word, at some member): if it fails
-    // later, it may rejoin like any failed member. Replaying this decision after a restart lifts
-    // it again, so a member whose last checkpoint predates the addition does not bar it anew
-    // (found by the simulator, seed 4400).
-    barred_.erase(r);
+    // Replaying a decision that added a replica lifts its bar: the operator's add that let it in
+    // may postdate this member's last checkpoint, which would otherwise bar it anew (found by the
+    // simulator, seed 4400). Live, bars change only on an operator's word or a failed transfer.
+    if (replaying_) barred_.erase(r);
   }
   members_ = decision.members;
   view_ = decision.view;
