@@ -37,6 +37,8 @@ enum class ReplicaTag : uint8_t {
   kStateRequest = 7,
   kStateTransfer = 8,
   kCheckpointVote = 9,
+  kStateChunk = 10,
+  kStateChunkRequest = 11,
 };
 
 // Minimum encoded bytes of one vector item, for Reader::count: every varint and every length
@@ -212,8 +214,22 @@ void put(Sink& s, const CheckpointVote& m) {
   put_raw(s, m.signature);
 }
 
+template <typename Sink>
+void put(Sink& s, const StateChunk& m) {
+  put_raw(s, m.digest);
+  s.varint(m.offset);
+  s.varint(m.total);
+  s.bytes(m.data);
+}
+
+template <typename Sink>
+void put(Sink& s, const StateChunkRequest& m) {
+  put_raw(s, m.digest);
+  s.varint(m.offset);
+}
+
 ReplicaTag tag_of(const ReplicaMessage& m) {
-  static_assert(std::variant_size_v<ReplicaMessage> == 9, "give the new alternative a tag");
+  static_assert(std::variant_size_v<ReplicaMessage> == 11, "give the new alternative a tag");
   return std::visit(
       [](const auto& alt) {
         using T = std::decay_t<decltype(alt)>;
@@ -226,6 +242,8 @@ ReplicaTag tag_of(const ReplicaMessage& m) {
         if constexpr (std::is_same_v<T, StateRequest>) return ReplicaTag::kStateRequest;
         if constexpr (std::is_same_v<T, StateTransfer>) return ReplicaTag::kStateTransfer;
         if constexpr (std::is_same_v<T, CheckpointVote>) return ReplicaTag::kCheckpointVote;
+        if constexpr (std::is_same_v<T, StateChunk>) return ReplicaTag::kStateChunk;
+        if constexpr (std::is_same_v<T, StateChunkRequest>) return ReplicaTag::kStateChunkRequest;
       },
       m);
 }
@@ -577,6 +595,18 @@ void get(Decoder& d, CheckpointVote& m) {
   m.signature = d.raw<sizeof(Signature)>("CheckpointVote.signature");
 }
 
+void get(Decoder& d, StateChunk& m) {
+  m.digest = d.raw<sizeof(Digest)>("StateChunk.digest");
+  m.offset = d.varint("StateChunk.offset");
+  m.total = d.varint("StateChunk.total");
+  m.data = d.bytes("StateChunk.data");
+}
+
+void get(Decoder& d, StateChunkRequest& m) {
+  m.digest = d.raw<sizeof(Digest)>("StateChunkRequest.digest");
+  m.offset = d.varint("StateChunkRequest.offset");
+}
+
 template <typename T>
 ReplicaMessage get_alternative(Decoder& d) {
   T m;
@@ -606,6 +636,10 @@ ReplicaMessage get_replica_message(Decoder& d) {
       return get_alternative<StateTransfer>(d);
     case ReplicaTag::kCheckpointVote:
       return get_alternative<CheckpointVote>(d);
+    case ReplicaTag::kStateChunk:
+      return get_alternative<StateChunk>(d);
+    case ReplicaTag::kStateChunkRequest:
+      return get_alternative<StateChunkRequest>(d);
   }
   d.fail(with_number("unknown replica message tag ", tag));
   return {};

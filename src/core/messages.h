@@ -181,9 +181,27 @@ struct CheckpointVote {
   bool operator==(const CheckpointVote&) const = default;
 };
 
+// A StateTransfer too large for one message travels in pieces (src/replica/state_chunks.h): the
+// donor sends the first, and the joiner asks for each next one, so the donor never queues more
+// than one piece per joiner. `digest` (BLAKE2b of the whole encoded StateTransfer) names the
+// transfer and is checked when the last piece is in.
+struct StateChunk {
+  Digest digest{};
+  uint64_t offset = 0;
+  uint64_t total = 0;  // bytes of the encoded StateTransfer
+  Bytes data;
+  bool operator==(const StateChunk&) const = default;
+};
+
+struct StateChunkRequest {
+  Digest digest{};
+  uint64_t offset = 0;  // the first byte the joiner does not hold yet
+  bool operator==(const StateChunkRequest&) const = default;
+};
+
 using ReplicaMessage =
     std::variant<ReplicaUpdate, ForwardRequest, ViewChange, NewView, SignedProposal, JoinRequest,
-                 StateRequest, StateTransfer, CheckpointVote>;
+                 StateRequest, StateTransfer, CheckpointVote, StateChunk, StateChunkRequest>;
 
 // ---- connection level ----------------------------------------------------------------------
 

@@ -74,9 +74,9 @@ class OrderingCore {
   // Throws std::runtime_error when it cannot be decoded, does not make this replica a member
   // (failstop), or is not the state t+1 replicas vouched for (byzantine).
   virtual void load_state(Now /*now*/, const StateTransfer& /*transfer*/) {}
-  // This replica's state is too large to send to `joiner` in one frame (chunked transfers are not
-  // built): failstop removes the joiner and bars it, so that it does not hold up execution.
-  virtual void state_transfer_impossible(Now /*now*/, ReplicaId /*joiner*/) {}
+  // A piece of a state transfer from `donor` arrived (src/replica/state_chunks.h): the donor is
+  // alive and sending, however long a large state takes.
+  virtual void state_arriving(Now /*now*/, ReplicaId /*donor*/) {}
   // Byzantine checkpoints (docs/DESIGN.md §11.7): at a boundary of the agreed order the core stops
   // handing out entries until the Replica gives it the service snapshot of that moment.
   virtual std::optional<uint64_t> take_checkpoint_boundary() { return std::nullopt; }

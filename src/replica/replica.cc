@@ -9,17 +9,14 @@
 #include "core/hlc.h"
 
 namespace lockstep {
-namespace {
-
-// A StateTransfer's frame beyond its two blobs: frame header, channel sequence numbers, the
-// message's own fields and the blobs' length prefixes. Generous; exactness does not matter.
-constexpr size_t kStateTransferFrameOverhead = 1024;
-
-}  // namespace
 
 Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machine,
                  ReplicaLimits limits)
-    : limits_(limits), service_(std::move(machine), limits.service), planted_(options.planted) {
+    : limits_(limits),
+      service_(std::move(machine), limits.service),
+      sender_(limits.state_chunks),
+      receiver_(limits.state_chunks),
+      planted_(options.planted) {
   auto core = std::make_unique<failstop::Core>(options);
   failstop_ = core.get();
   core_ = std::move(core);
@@ -27,7 +24,10 @@ Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machin
 
 Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machine,
                  ReplicaLimits limits)
-    : limits_(limits), service_(std::move(machine), limits.service) {
+    : limits_(limits),
+      service_(std::move(machine), limits.service),
+      sender_(limits.state_chunks),
+      receiver_(limits.state_chunks) {
   auto core = std::make_unique<byzantine::Core>(options);
   byzantine_ = core.get();
   core_ = std::move(core);
@@ -92,6 +92,16 @@ void Replica::on_peer_message(Now now, ReplicaId from, ReplicaMessage message) {
     if (core_->awaits_state()) load_transferred_state(now, *transfer);
     return;
   }
+  if (auto* chunk = std::get_if<StateChunk>(&message)) {
+    on_state_chunk(now, from, std::move(*chunk));
+    return;
+  }
+  if (const auto* request = std::get_if<StateChunkRequest>(&message)) {
+    if (std::optional<StateChunk> next = sender_.on_request(now.monotonic_ns, from, *request)) {
+      chunk_messages_.push_back(PeerMessage{from, std::move(*next)});
+    }
+    return;
+  }
   core_->on_message(now, from, message);
   execute_ready();
 }
@@ -107,6 +117,9 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
     return;
   }
   output_.loaded_state = true;
+  receiver_.reset();
+  last_loaded_ = LoadedTransfer{transfer.sender, transfer.view.value,
+                                transfer.protocol_state.size(), transfer.service_snapshot.size()};
   if (byzantine_ != nullptr) {
     checkpoint_snapshot_ = transfer.service_snapshot;  // it can serve this boundary in turn
     checkpoint_boundary_us_ = transfer.view.value;
@@ -114,10 +127,27 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
   execute_ready();
 }
 
+void Replica::on_state_chunk(Now now, ReplicaId from, StateChunk chunk) {
+  if (!core_->awaits_state()) return;  // loaded already, or not a joiner
+  take_chunk_outcome(now, receiver_.on_chunk(now.monotonic_ns, from, std::move(chunk)));
+}
+
+void Replica::take_chunk_outcome(Now now, StateReceiver::Outcome outcome) {
+  if (auto* ask = std::get_if<StateReceiver::Ask>(&outcome)) {
+    // The donor is sending: the core must not take it for a failed one and move on.
+    core_->state_arriving(now, ask->donor);
+    chunk_messages_.push_back(PeerMessage{ask->donor, ask->request});
+  } else if (auto* transfer = std::get_if<StateTransfer>(&outcome)) {
+    load_transferred_state(now, *transfer);
+  } else if (std::holds_alternative<StateReceiver::Malformed>(outcome)) {
+    ++rejected_state_transfers_;
+  }
+}
+
 void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
   Bytes protocol_state;
   Bytes service_snapshot;
-  std::vector<ReplicaId> too_large_for;
+  bool filled = false;
   for (auto it = messages.begin(); it != messages.end();) {
     auto* transfer = std::get_if<StateTransfer>(&it->message);
     if (transfer == nullptr) {
@@ -129,26 +159,21 @@ void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
       LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
                       "the core serves the boundary the replica kept");
       service_snapshot = checkpoint_snapshot_;
-    } else if (protocol_state.empty()) {
+    } else if (!filled) {
       protocol_state = core_->checkpoint_state();
       service_snapshot = service_.snapshot();
-    }
-    if (protocol_state.size() + service_snapshot.size() + kStateTransferFrameOverhead >
-        kFrameBytesMax) {
-      ++oversized_state_transfers_;
-      too_large_for.push_back(it->to);
-      it = messages.erase(it);
-      continue;
+      filled = true;
     }
     transfer->protocol_state = protocol_state;
     transfer->service_snapshot = service_snapshot;
+    std::optional<ReplicaMessage> first = sender_.start(last_now_.monotonic_ns, it->to, *transfer);
+    if (!first) {
+      it = messages.erase(it);  // a transfer of this view to this joiner is under way
+      continue;
+    }
+    it->message = std::move(*first);
     ++it;
   }
-  if (too_large_for.empty()) return;
-  for (ReplicaId joiner : too_large_for)
-    core_->state_transfer_impossible(last_now_, joiner);
-  for (PeerMessage& send : core_->take_messages(last_now_))
-    messages.push_back(std::move(send));
 }
 
 AdminReply Replica::on_admin(Now now, const AdminRequest& request) {
@@ -168,6 +193,12 @@ AdminReply Replica::on_admin(Now now, const AdminRequest& request) {
 void Replica::tick(Now now) {
   last_now_ = now;
   core_->tick(now);
+  sender_.expire(now.monotonic_ns);
+  if (core_->awaits_state()) {
+    take_chunk_outcome(now, receiver_.on_tick(now.monotonic_ns));
+  } else {
+    receiver_.reset();
+  }
   execute_ready();
 }
 
@@ -209,6 +240,9 @@ Replica::Output Replica::take_output() {
   execute_ready();
   output_.to_peers = core_->take_messages(last_now_);
   fill_state_transfers(output_.to_peers);
+  for (PeerMessage& message : chunk_messages_)
+    output_.to_peers.push_back(std::move(message));
+  chunk_messages_.clear();
   output_.persist = core_->take_persist();  // after take_messages, which may add a clock lease
   client_requests_this_step_ = 0;
   return std::exchange(output_, {});

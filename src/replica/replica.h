@@ -21,6 +21,7 @@
 #include "core/messages.h"
 #include "protocol/byzantine/core.h"
 #include "protocol/failstop/core.h"
+#include "replica/state_chunks.h"
 #include "statemachine/service.h"
 
 namespace lockstep {
@@ -40,6 +41,8 @@ struct ReplicaLimits {
   // safety assumes every step finishes well within Δ, and checking signatures is most of a step's
   // work, so an unbounded step under overload would break the assumption it rests on.
   size_t client_requests_per_step_max = 0;
+  // State transfers larger than a piece go in pieces, one in flight per joiner.
+  StateChunkOptions state_chunks;
 };
 
 class Replica {
@@ -100,8 +103,17 @@ class Replica {
   bool serving() const { return core_->serving(); }
   // StateTransfers that could not be loaded (malformed): the joiner keeps asking.
   uint64_t rejected_state_transfers() const { return rejected_state_transfers_; }
-  // StateTransfers not sent because the state does not fit in a frame (chunking is not built).
-  uint64_t oversized_state_transfers() const { return oversized_state_transfers_; }
+  // The last state this replica loaded, for logs.
+  struct LoadedTransfer {
+    ReplicaId donor{};
+    uint64_t view = 0;  // byzantine: the checkpoint boundary
+    size_t protocol_state_bytes = 0;
+    size_t service_snapshot_bytes = 0;
+  };
+  const std::optional<LoadedTransfer>& last_loaded_transfer() const { return last_loaded_; }
+  // Bytes of a state being received in pieces, and transfers this replica is sending in pieces.
+  uint64_t state_bytes_arriving() const { return receiver_.bytes_held(); }
+  size_t state_transfers_sending() const { return sender_.in_progress(); }
   ReplicaId id() const { return core_->id(); }
   const OrderingCore& core() const { return *core_; }
   // The mode's own core, or null when the replica runs the other mode.
@@ -119,6 +131,8 @@ class Replica {
   void execute_ready();
   void execute_entries();
   void load_transferred_state(Now now, const StateTransfer& transfer);
+  void on_state_chunk(Now now, ReplicaId from, StateChunk chunk);
+  void take_chunk_outcome(Now now, StateReceiver::Outcome outcome);
   void fill_state_transfers(std::vector<PeerMessage>& messages);
   // Answers without executing: kNotServing (halted) or kBusy (a limit; counted).
   void refuse(const ClientRequest& request, ReplyStatus status);
@@ -130,7 +144,10 @@ class Replica {
   Service service_;
   uint64_t busy_replies_ = 0;
   uint64_t rejected_state_transfers_ = 0;
-  uint64_t oversized_state_transfers_ = 0;
+  std::optional<LoadedTransfer> last_loaded_;
+  StateSender sender_;
+  StateReceiver receiver_;
+  std::vector<PeerMessage> chunk_messages_;  // chunks and requests for them, sent with the output
   // Byzantine mode: the service snapshot at the latest checkpoint boundary, served to replicas
   // that catch up (docs/DESIGN.md §11.7).
   Bytes checkpoint_snapshot_;

@@ -140,14 +140,6 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
             ++inputs_dropped_;  // before this replica's first input: it does not take part yet
             return;
           }
-          const auto* transfer = std::get_if<StateTransfer>(&message);
-          if (transfer != nullptr && replica_->core().awaits_state()) {
-            // For the log line once it is loaded (the Replica consumes the message). Only while
-            // awaiting one: a second donor's answer arriving later is ignored, not loaded.
-            last_transfer_ =
-                TransferSizes{transfer->sender, transfer->view, transfer->protocol_state.size(),
-                              transfer->service_snapshot.size()};
-          }
           replica_->on_peer_message(now(), from, std::move(message));
         });
   }
@@ -411,18 +403,19 @@ void ReplicaServer::after_iteration() {
   // only once the records are as durable as the sync policy makes them. Nothing else sends
   // protocol state: peer channels send only what this hook gives them (or resend it), status
   // replies read state that this commit already covers, and every client reply comes from here.
-  if (output.loaded_state && config_.mode == Mode::kByzantine) {
+  const std::optional<Replica::LoadedTransfer>& loaded = replica_->last_loaded_transfer();
+  if (output.loaded_state && loaded && config_.mode == Mode::kByzantine) {
     spdlog::info(
         "loaded the state: the snapshot of the checkpoint at boundary {} us ({} bytes), from "
         "replica {}, matches the digest t+1 replicas signed; executing the order from there on "
         "and serving clients ({} entries executed)",
-        last_transfer_.view.value, last_transfer_.service_bytes, last_transfer_.sender.value,
+        loaded->view, loaded->service_snapshot_bytes, loaded->donor.value,
         replica_->service().executed_count());
-  } else if (output.loaded_state) {
+  } else if (output.loaded_state && loaded) {
     spdlog::info(
         "loaded the state of replica {} ({} bytes of protocol state, {} bytes of service "
         "snapshot): member of view {}, {} entries executed",
-        last_transfer_.sender.value, last_transfer_.protocol_bytes, last_transfer_.service_bytes,
+        loaded->donor.value, loaded->protocol_state_bytes, loaded->service_snapshot_bytes,
         replica_->core().view().value, replica_->service().executed_count());
   }
   if (store_) {
@@ -440,9 +433,7 @@ void ReplicaServer::after_iteration() {
                     message.to.value);
       continue;
     }
-    if (const auto* transfer = std::get_if<StateTransfer>(&message.message)) {
-      if (!fits_in_a_frame(*transfer, message.to)) continue;
-    }
+    log_state_transfer(message);
     channels_[message.to.value]->send(std::move(message.message));
   }
   send_replies(output.to_clients);
@@ -461,14 +452,6 @@ void ReplicaServer::after_iteration() {
     spdlog::warn("could not load a state transfer ({} rejected so far); asking again",
                  rejected_transfers_logged_);
   }
-  if (replica_->oversized_state_transfers() != oversized_transfers_logged_) {
-    oversized_transfers_logged_ = replica_->oversized_state_transfers();
-    spdlog::error(
-        "cannot send a joining replica this replica's state: it exceeds the frame limit of {} "
-        "bytes (chunked state transfer is not built); the joiner is removed, and barred until an "
-        "operator adds it again",
-        kFrameBytesMax);
-  }
   log_joining_changes();
   // A replica that is not durable never recovers from its disk, so checkpoints would be waste.
   if (store_ && config_.storage.durable() && !replica_->halted()) checkpoint_if_due();
@@ -480,30 +463,26 @@ void ReplicaServer::after_iteration() {
   }
 }
 
-bool ReplicaServer::fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const {
-  const size_t bytes =
-      transfer.protocol_state.size() + transfer.service_snapshot.size() + kStateTransferOverhead;
-  if (bytes <= kFrameBytesMax && config_.mode == Mode::kByzantine) {
-    // A replica catching up asked for the snapshot of the latest checkpoint (its view field).
-    spdlog::info("sending replica {} the snapshot of the checkpoint at boundary {} us ({} bytes)",
-                 to.value, transfer.view.value, transfer.service_snapshot.size());
-    return true;
+void ReplicaServer::log_state_transfer(const Replica::PeerMessage& message) const {
+  const bool byzantine = config_.mode == Mode::kByzantine;
+  if (const auto* transfer = std::get_if<StateTransfer>(&message.message)) {
+    if (byzantine) {
+      // A replica catching up asked for the snapshot of the latest checkpoint (its view field).
+      spdlog::info("sending replica {} the snapshot of the checkpoint at boundary {} us ({} bytes)",
+                   message.to.value, transfer->view.value, transfer->service_snapshot.size());
+    } else {
+      spdlog::info(
+          "sending replica {} this replica's state ({} bytes of protocol state, {} bytes of "
+          "service snapshot) for view {}",
+          message.to.value, transfer->protocol_state.size(), transfer->service_snapshot.size(),
+          transfer->view.value);
+    }
+  } else if (const auto* chunk = std::get_if<StateChunk>(&message.message)) {
+    if (chunk->offset != 0) return;
+    spdlog::info("sending replica {} {} of {} bytes, in pieces of {} bytes it asks for one by one",
+                 message.to.value, byzantine ? "a checkpoint's snapshot" : "this replica's state",
+                 chunk->total, chunk->data.size());
   }
-  if (bytes <= kFrameBytesMax) {
-    spdlog::info(
-        "sending replica {} this replica's state ({} bytes of protocol state, {} bytes "
-        "of service snapshot) for view {}",
-        to.value, transfer.protocol_state.size(), transfer.service_snapshot.size(),
-        transfer.view.value);
-    return true;
-  }
-  spdlog::error(
-      "cannot send replica {} this replica's state: {} bytes of protocol state and {} bytes of "
-      "service snapshot exceed the frame limit of {} bytes; the state transfer is NOT sent "
-      "(replica {} stays unable to join while the state is this large)",
-      to.value, transfer.protocol_state.size(), transfer.service_snapshot.size(), kFrameBytesMax,
-      to.value);
-  return false;
 }
 
 void ReplicaServer::log_joining_changes() {

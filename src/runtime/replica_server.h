@@ -169,8 +169,8 @@ class ReplicaServer final : public net::ConnectionHandler {
   // The step that loaded a donor's state (Replica::Output::loaded_state): a checkpoint of it and
   // the step's records, durably, before anything leaves.
   bool persist_loaded_state(std::vector<OrderingCore::PersistRecord>& records);
-  // A StateTransfer larger than a frame cannot be sent: logs an error and says false.
-  bool fits_in_a_frame(const StateTransfer& transfer, ReplicaId to) const;
+  // Logs the start of a state transfer (whole, or the first of its pieces).
+  void log_state_transfer(const Replica::PeerMessage& message) const;
   void log_joining_changes();
   void fail_storage(const std::string& what);
   // Byzantine catching up: opens the inputs once every peer channel is established (or the wait
@@ -217,17 +217,8 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t inputs_wait_until_ns_ = 0;
   uint64_t inputs_dropped_ = 0;
   bool halted_reported_ = false;
-  // Reconfiguration, for the log: the sizes of the last StateTransfer received, and what was last
-  // said about this replica's joining.
-  struct TransferSizes {
-    ReplicaId sender{};
-    ViewNumber view{};  // byzantine mode: the checkpoint's boundary (µs of the order's time)
-    size_t protocol_bytes = 0;
-    size_t service_bytes = 0;
-  };
-  TransferSizes last_transfer_;
+  // Reconfiguration, for the log: what was last said about state transfers and joining.
   uint64_t rejected_transfers_logged_ = 0;
-  uint64_t oversized_transfers_logged_ = 0;
   bool logged_joining_ = false;
   bool logged_awaiting_state_ = false;
   ViewNumber logged_view_{0};

@@ -99,10 +99,21 @@ void hash_message(EventHash& hash, const ReplicaMessage& message) {
           hash.add(m.boundary_us);
           hash.add_bytes(Bytes(m.digest.begin(), m.digest.end()));
           return;
+        } else if constexpr (std::is_same_v<T, StateChunk>) {
+          hash.add_bytes(Bytes(m.digest.begin(), m.digest.end()));
+          hash.add(m.offset);
+          hash.add(m.total);
+          hash.add_bytes(m.data);
+          return;
+        } else if constexpr (std::is_same_v<T, StateChunkRequest>) {
+          hash.add_bytes(Bytes(m.digest.begin(), m.digest.end()));
+          hash.add(m.offset);
+          return;
         } else {
           hash.add(m.sender.value);
         }
-        if constexpr (std::is_same_v<T, SignedProposal> || std::is_same_v<T, CheckpointVote>) {
+        if constexpr (std::is_same_v<T, SignedProposal> || std::is_same_v<T, CheckpointVote> ||
+                      std::is_same_v<T, StateChunk> || std::is_same_v<T, StateChunkRequest>) {
           // hashed above
         } else if constexpr (std::is_same_v<T, ReplicaUpdate>) {
           hash.add(m.incarnation);
@@ -223,6 +234,11 @@ std::string describe(const ReplicaMessage& message) {
         } else if constexpr (std::is_same_v<T, CheckpointVote>) {
           return "CheckpointVote{r" + std::to_string(m.replica.value) + " at " +
                  std::to_string(m.boundary_us) + "us}";
+        } else if constexpr (std::is_same_v<T, StateChunk>) {
+          return "StateChunk{" + std::to_string(m.offset) + "+" + std::to_string(m.data.size()) +
+                 " of " + std::to_string(m.total) + "}";
+        } else if constexpr (std::is_same_v<T, StateChunkRequest>) {
+          return "StateChunkRequest{from " + std::to_string(m.offset) + "}";
         } else if constexpr (std::is_same_v<T, StateTransfer>) {
           return "StateTransfer{v" + std::to_string(m.view.value) + " " +
                  std::to_string(m.protocol_state.size()) + "+" +

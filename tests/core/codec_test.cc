@@ -231,6 +231,8 @@ std::vector<WireMessage> sample_messages() {
       PeerData{8, 7, StateRequest{ReplicaId{3}, ViewNumber{4}, ReplicaId{1}}},
       PeerData{9, 8, StateTransfer{ReplicaId{1}, ViewNumber{4}, pattern(40, 2), pattern(90, 3)}},
       PeerData{10, 9, CheckpointVote{ReplicaId{2}, 3'000'000, Digest{7, 8}, Signature{9}}},
+      PeerData{11, 10, StateChunk{Digest{5}, 1 << 20, 3 << 20, pattern(70, 6)}},
+      PeerData{12, 11, StateChunkRequest{Digest{6, 1}, 2 << 20}},
       AdminRequest{},
       AdminRequest{kU64Max, MembershipChange::kRemove, ReplicaId{kU32Max}},
       AdminReply{},
@@ -327,6 +329,10 @@ TEST(CodecRoundTrip, Reconfiguration) {
   expect_replica_round_trip(StateTransfer{ReplicaId{0}, ViewNumber{3}, pattern(300, 4), {}});
   expect_replica_round_trip(CheckpointVote{});
   expect_replica_round_trip(CheckpointVote{ReplicaId{1}, kU64Max, Digest{1, 2, 3}, Signature{4}});
+  expect_replica_round_trip(StateChunk{});
+  expect_replica_round_trip(StateChunk{Digest{9, 9}, kU64Max, kU64Max, pattern(500, 7)});
+  expect_replica_round_trip(StateChunkRequest{});
+  expect_replica_round_trip(StateChunkRequest{Digest{1}, kU64Max});
   expect_round_trip(AdminRequest{1, MembershipChange::kAdd, ReplicaId{3}});
   expect_round_trip(AdminReply{kU64Max, ReplicaId{0}, false, std::string(500, 'x')});
 }
@@ -677,7 +683,7 @@ TEST(CodecMalformed, ReplicaIdOutOfRange) {
 }
 
 TEST(CodecMalformed, UnknownReplicaMessageTag) {
-  for (uint8_t tag : {uint8_t{0}, uint8_t{10}, uint8_t{255}}) {
+  for (uint8_t tag : {uint8_t{0}, uint8_t{12}, uint8_t{255}}) {
     EXPECT_EQ(reason_of(decode_replica_message(Bytes{tag})),
               "unknown replica message tag " + std::to_string(tag));
     // Inside a frame too: channel_sequence 1, acknowledged 0, then the tag.

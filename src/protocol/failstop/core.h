@@ -83,7 +83,7 @@ class Core final : public OrderingCore {
   std::string change_membership(Now now, MembershipChange change, ReplicaId replica) override;
   bool awaits_state() const override { return join_phase_ == JoinPhase::kAwaitingState; }
   void load_state(Now now, const StateTransfer& transfer) override;
-  void state_transfer_impossible(Now now, ReplicaId joiner) override;
+  void state_arriving(Now now, ReplicaId donor) override;
   bool serving() const override { return !halted_ && join_phase_ == JoinPhase::kNone; }
   // Asking to be added, or added and waiting for a donor's state.
   bool joining() const { return join_phase_ != JoinPhase::kNone; }

@@ -89,15 +89,6 @@ std::string Core::change_membership(Now now, MembershipChange change, ReplicaId 
   return "";
 }
 
-void Core::state_transfer_impossible(Now now, ReplicaId joiner) {
-  // A member that cannot load would hold up execution for good (nothing executes without its
-  // acknowledgement, and its StateRequests keep it from being suspected): remove it, and keep it
-  // out until an operator adds it again.
-  if (halted_ || joining() || !is_member(joiner) || joiner == options_.self) return;
-  barred_.insert(joiner);
-  suspect(now, {joiner});
-}
-
 // ---- the joiner's side ----------------------------------------------------------------------
 
 void Core::joiner_on_message(Now now, const ReplicaMessage& message) {
@@ -156,6 +147,12 @@ void Core::joiner_tick(Now now) {
     if (r == options_.self) continue;
     outbox_.push_back(Send{r, StateRequest{options_.self, state_view_, state_donor_}});
   }
+}
+
+void Core::state_arriving(Now now, ReplicaId donor) {
+  // Moving on to another donor is for one that failed; a large state in pieces takes longer than
+  // the retry interval.
+  if (awaits_state() && donor == state_donor_) donor_since_ns_ = now.monotonic_ns;
 }
 
 void Core::load_state(Now now, const StateTransfer& transfer) {
