@@ -308,5 +308,30 @@ TEST(FailstopDurability, ARestartedClockStartsAboveEverythingItSent) {
   EXPECT_GT(h.core(0).clock(), before);
 }
 
+TEST(FailstopDurability, AnOperatorsBarSurvivesARestartWithoutACheckpointAfterIt) {
+  DurableHarness h(3);
+  uint64_t sequence = 0;
+  for (int i = 0; i < 5; ++i) {
+    h.submit(1 + i % 3, ++sequence);
+    h.step();
+  }
+  h.checkpoint(0);                 // before the removal: only the log can carry the bar
+  for (uint32_t r : {0u, 1u, 2u})  // `lockstep admin` tells every listed replica
+    EXPECT_EQ(h.core(r).change_membership(h.now(), MembershipChange::kRemove, ReplicaId{2}), "");
+  h.run_for(100 * kMs);
+  ASSERT_EQ(h.core(0).members(), (std::vector<ReplicaId>{ReplicaId{0}, ReplicaId{1}}));
+  h.crash(0);
+  h.restart(0);
+  EXPECT_EQ(h.core(0).barred(), std::set<ReplicaId>{ReplicaId{2}})
+      << "an operator-removed replica stays barred after a restart";
+  h.run_for(20 * kMs);
+  // The operator adds it back: that too survives a restart.
+  EXPECT_EQ(h.core(0).change_membership(h.now(), MembershipChange::kAdd, ReplicaId{2}), "");
+  h.run_for(10 * kMs);
+  h.crash(0);
+  h.restart(0);
+  EXPECT_TRUE(h.core(0).barred().empty());
+}
+
 }  // namespace
 }  // namespace lockstep::failstop

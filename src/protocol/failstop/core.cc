@@ -1018,6 +1018,19 @@ void Core::apply_record(const PersistRecord& record) {
       clock_ceiling_ = std::max(clock_ceiling_, ceiling);
       return;
     }
+    case RecordType::kBars: {
+      Reader r(record.payload);
+      std::set<ReplicaId> barred;
+      const uint64_t count = r.count();
+      for (uint64_t i = 0; i < count && r.ok(); ++i) {
+        const uint64_t id = r.varint();
+        if (id >= options_.replica_count) recovery_error("bars record: id out of range");
+        barred.insert(ReplicaId{static_cast<uint32_t>(id)});
+      }
+      if (!r.ok() || !r.at_end()) recovery_error("bars record: malformed");
+      barred_ = std::move(barred);
+      return;
+    }
   }
   recovery_error("unknown record type " + std::to_string(record.type));
 }

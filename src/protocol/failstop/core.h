@@ -89,6 +89,8 @@ class Core final : public OrderingCore {
   bool joining() const { return join_phase_ != JoinPhase::kNone; }
 
   const Options& options() const { return options_; }
+  // Replicas this one will not admit until an operator adds them (§12.3).
+  const std::set<ReplicaId>& barred() const { return barred_; }
   bool halted() const override { return halted_; }
   ReplicaId id() const override { return options_.self; }
   ViewNumber view() const override { return view_; }
@@ -105,7 +107,9 @@ class Core final : public OrderingCore {
   void check_invariants() const override;
 
   // Durability: log records (kEntries, kNewView, kClockLease), checkpoints, recovery.
-  enum class RecordType : uint8_t { kEntries = 1, kNewView = 2, kClockLease = 3 };
+  // kBars: the whole barred set after an operator changed it (§12.3), so that a restart keeps the
+  // operator's word even when no checkpoint followed it.
+  enum class RecordType : uint8_t { kEntries = 1, kNewView = 2, kClockLease = 3, kBars = 4 };
   std::vector<PersistRecord> take_persist() override;
   Bytes checkpoint_state() const override;
   void recover(std::span<const uint8_t> checkpoint_state,
@@ -136,6 +140,7 @@ class Core final : public OrderingCore {
   void on_join_request(Now now, const JoinRequest& request);
   void on_state_request(Now now, const StateRequest& request);
   bool contains_joining_or_barred(ReplicaId replica) const;
+  void persist_bars();
 
   // A joiner's side: ask, learn the view that adds it, ask its donor for the state.
   void joiner_on_message(Now now, const ReplicaMessage& message);

@@ -11,6 +11,7 @@
 #include <variant>
 
 #include "core/assert.h"
+#include "core/wire.h"
 #include "protocol/failstop/core.h"
 
 namespace lockstep::failstop {
@@ -42,6 +43,18 @@ bool Core::contains_joining_or_barred(ReplicaId replica) const {
   return joining_.count(replica) != 0 || barred_.count(replica) != 0;
 }
 
+void Core::persist_bars() {
+  if (!options_.durable || replaying_) return;
+  // In log order after the entries accepted so far, like every record.
+  flush_entry_records();
+  Bytes payload;
+  Writer w(payload);
+  w.varint(barred_.size());
+  for (ReplicaId r : barred_)
+    w.varint(r.value);
+  persist_.push_back(PersistRecord{static_cast<uint8_t>(RecordType::kBars), std::move(payload)});
+}
+
 void Core::admit(Now now, ReplicaId joiner) {
   joining_.insert(joiner);
   target_view_ = ViewNumber{std::max(target_view_, view_).value + 1};
@@ -70,7 +83,7 @@ std::string Core::change_membership(Now now, MembershipChange change, ReplicaId 
   const std::string name = "replica " + std::to_string(replica.value);
   if (change == MembershipChange::kAdd) {
     if (is_member(replica)) return name + " is already a member";
-    barred_.erase(replica);
+    if (barred_.erase(replica) != 0) persist_bars();
     return "";  // it is added when it asks (runs with --join, or restarts after its removal)
   }
   if (!is_member(replica)) return name + " is not a member";
@@ -79,6 +92,7 @@ std::string Core::change_membership(Now now, MembershipChange change, ReplicaId 
                                  [&](ReplicaId r) { return r != replica && is_member(r); });
   if (last) return "cannot remove the last member";
   barred_.insert(replica);  // so that it is not added back when it asks
+  persist_bars();
   if (replica == options_.self) {
     leaving_self_ = true;  // it reports its stream to the others, then halts on their decision
   } else if (suspected_.count(replica) == 0) {
