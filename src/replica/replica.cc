@@ -14,7 +14,7 @@ Replica::Replica(failstop::Options options, std::unique_ptr<StateMachine> machin
                  ReplicaLimits limits)
     : limits_(limits),
       service_(std::move(machine), limits.service),
-      sender_(limits.state_chunks),
+      sender_(limits.state_chunks, /*keep_under_way=*/false),
       receiver_(limits.state_chunks),
       planted_(options.planted) {
   auto core = std::make_unique<failstop::Core>(options);
@@ -26,7 +26,7 @@ Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machi
                  ReplicaLimits limits)
     : limits_(limits),
       service_(std::move(machine), limits.service),
-      sender_(limits.state_chunks),
+      sender_(limits.state_chunks, /*keep_under_way=*/true),
       receiver_(limits.state_chunks) {
   auto core = std::make_unique<byzantine::Core>(options);
   byzantine_ = core.get();
@@ -133,10 +133,10 @@ void Replica::on_state_chunk(Now now, ReplicaId from, StateChunk chunk) {
 }
 
 void Replica::take_chunk_outcome(Now now, StateReceiver::Outcome outcome) {
-  if (auto* ask = std::get_if<StateReceiver::Ask>(&outcome)) {
-    // The donor is sending: the core must not take it for a failed one and move on.
-    core_->state_arriving(now, ask->donor);
-    chunk_messages_.push_back(PeerMessage{ask->donor, ask->request});
+  if (auto* progress = std::get_if<StateReceiver::Progress>(&outcome)) {
+    // A piece came in: that donor is alive and sending, however long a large state takes.
+    core_->state_arriving(now, progress->donor);
+    chunk_messages_.push_back(PeerMessage{progress->next.donor, progress->next.request});
   } else if (auto* transfer = std::get_if<StateTransfer>(&outcome)) {
     load_transferred_state(now, *transfer);
   } else if (std::holds_alternative<StateReceiver::Malformed>(outcome)) {
@@ -154,6 +154,12 @@ void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
       ++it;
       continue;
     }
+    if (sender_.under_way(last_now_.monotonic_ns, it->to, transfer->view.value)) {
+      // The core answers a joiner's retries; the transfer under way is as good, and building the
+      // state again (it can be large) would be waste.
+      it = messages.erase(it);
+      continue;
+    }
     if (byzantine_ != nullptr) {
       // The snapshot of the boundary the core serves (it asks only for the latest one taken).
       LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
@@ -166,12 +172,7 @@ void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
     }
     transfer->protocol_state = protocol_state;
     transfer->service_snapshot = service_snapshot;
-    std::optional<ReplicaMessage> first = sender_.start(last_now_.monotonic_ns, it->to, *transfer);
-    if (!first) {
-      it = messages.erase(it);  // a transfer of this view to this joiner is under way
-      continue;
-    }
-    it->message = std::move(*first);
+    it->message = sender_.start(last_now_.monotonic_ns, it->to, *transfer);
     ++it;
   }
 }
@@ -195,7 +196,8 @@ void Replica::tick(Now now) {
   core_->tick(now);
   sender_.expire(now.monotonic_ns);
   if (core_->awaits_state()) {
-    take_chunk_outcome(now, receiver_.on_tick(now.monotonic_ns));
+    for (StateReceiver::Ask& ask : receiver_.on_tick(now.monotonic_ns))
+      chunk_messages_.push_back(PeerMessage{ask.donor, ask.request});
   } else {
     receiver_.reset();
   }

@@ -7,23 +7,24 @@
 #include "crypto/crypto.h"
 
 namespace lockstep {
+bool StateSender::under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const {
+  auto it = outgoing_.find(to);
+  if (it == outgoing_.end() || now_ns >= it->second.last_activity_ns + options_.idle_ns) {
+    return false;
+  }
+  return it->second.view == view || keep_under_way_;
+}
 
-std::optional<ReplicaMessage> StateSender::start(uint64_t now_ns, ReplicaId to,
-                                                 const StateTransfer& transfer) {
+ReplicaMessage StateSender::start(uint64_t now_ns, ReplicaId to, const StateTransfer& transfer) {
   Bytes encoded;
   encode_replica_message(transfer, encoded);
-  if (encoded.size() <= options_.chunk_bytes) return ReplicaMessage{transfer};
-  auto existing = outgoing_.find(to);
-  if (existing != outgoing_.end() && existing->second.view == transfer.view.value &&
-      now_ns < existing->second.last_activity_ns + options_.idle_ns) {
-    return std::nullopt;
-  }
+  if (encoded.size() <= options_.chunk_bytes) return transfer;
   Outgoing& outgoing = outgoing_[to];
   outgoing.view = transfer.view.value;
   outgoing.digest = crypto::digest(encoded);
   outgoing.encoded = std::move(encoded);
   outgoing.last_activity_ns = now_ns;
-  return ReplicaMessage{chunk_at(outgoing, 0)};
+  return chunk_at(outgoing, 0);
 }
 
 std::optional<StateChunk> StateSender::on_request(uint64_t now_ns, ReplicaId from,
@@ -35,6 +36,8 @@ std::optional<StateChunk> StateSender::on_request(uint64_t now_ns, ReplicaId fro
   }
   StateChunk chunk = chunk_at(it->second, request.offset);
   it->second.last_activity_ns = now_ns;
+  // Done: a joiner that lost the last piece (a dropped connection) gets the state again when its
+  // core asks again.
   if (request.offset + chunk.data.size() == it->second.encoded.size()) outgoing_.erase(it);
   return chunk;
 }
@@ -47,82 +50,62 @@ void StateSender::expire(uint64_t now_ns) {
 
 StateChunk StateSender::chunk_at(const Outgoing& outgoing, uint64_t offset) const {
   const uint64_t end = std::min<uint64_t>(outgoing.encoded.size(), offset + options_.chunk_bytes);
-  const auto first = outgoing.encoded.begin() + static_cast<std::ptrdiff_t>(offset);
-  return StateChunk{outgoing.digest, offset, outgoing.encoded.size(),
-                    Bytes(first, outgoing.encoded.begin() + static_cast<std::ptrdiff_t>(end))};
+  const auto begin = outgoing.encoded.begin();
+  return StateChunk{
+      outgoing.digest, offset, outgoing.encoded.size(),
+      Bytes(begin + static_cast<std::ptrdiff_t>(offset), begin + static_cast<std::ptrdiff_t>(end))};
+}
+
+bool StateReceiver::well_formed(const StateChunk& chunk) const {
+  // Whole pieces only: every replica uses the same chunk_bytes, and a piece is that long unless
+  // it is the last (a faulty donor cannot dribble a byte at a time).
+  return chunk.total > options_.chunk_bytes && chunk.total <= options_.state_bytes_max &&
+         chunk.offset < chunk.total &&
+         chunk.data.size() == std::min<uint64_t>(options_.chunk_bytes, chunk.total - chunk.offset);
 }
 
 StateReceiver::Outcome StateReceiver::on_chunk(uint64_t now_ns, ReplicaId from, StateChunk chunk) {
-  if (chunk.data.empty() || chunk.offset > chunk.total ||
-      chunk.data.size() > chunk.total - chunk.offset) {
-    return std::monostate{};
-  }
+  if (!well_formed(chunk)) return std::monostate{};
+  auto it = incoming_.find(from);
   if (chunk.offset == 0) {
-    // A donor starting over (a new view, or it restarted) replaces its own transfer; another
-    // donor's offer waits while the current one makes progress.
-    if (!active_ || active_->donor == from || now_ns >= active_->progress_ns + options_.stall_ns) {
-      return begin(now_ns, from, std::move(chunk));
-    }
-    offers_.insert_or_assign(from, std::move(chunk));
-    return std::monostate{};
+    // A first piece starts this donor's transfer, or starts it over (a new view, a restart).
+    it = incoming_.insert_or_assign(from, Incoming{chunk.digest, chunk.total, {}, 0}).first;
+  } else if (it == incoming_.end() || it->second.digest != chunk.digest ||
+             it->second.total != chunk.total || chunk.offset != it->second.bytes.size()) {
+    return std::monostate{};  // only the piece asked for, of the transfer under way
   }
-  // Only the piece this replica asked for: at the end of what it holds, of the same transfer.
-  if (!active_ || active_->donor != from || active_->digest != chunk.digest ||
-      active_->total != chunk.total || chunk.offset != active_->bytes.size()) {
-    return std::monostate{};
+  Incoming& incoming = it->second;
+  incoming.bytes.insert(incoming.bytes.end(), chunk.data.begin(), chunk.data.end());
+  if (incoming.bytes.size() < incoming.total) {
+    incoming.asked_ns = now_ns;
+    return Progress{from, Ask{from, StateChunkRequest{incoming.digest, incoming.bytes.size()}}};
   }
-  active_->bytes.insert(active_->bytes.end(), chunk.data.begin(), chunk.data.end());
-  active_->progress_ns = now_ns;
-  return continue_or_finish();
-}
-
-StateReceiver::Outcome StateReceiver::on_tick(uint64_t now_ns) {
-  if (active_ && now_ns < active_->progress_ns + options_.stall_ns) return std::monostate{};
-  if (!offers_.empty()) {
-    auto first = offers_.begin();
-    const ReplicaId donor = first->first;
-    StateChunk chunk = std::move(first->second);
-    offers_.erase(first);
-    return begin(now_ns, donor, std::move(chunk));
-  }
-  if (!active_) return std::monostate{};
-  // The request or the answer may have gone with a dropped connection: ask again.
-  active_->progress_ns = now_ns;
-  return Ask{active_->donor, StateChunkRequest{active_->digest, active_->bytes.size()}};
-}
-
-void StateReceiver::reset() {
-  active_.reset();
-  offers_.clear();
-}
-
-std::optional<ReplicaId> StateReceiver::donor() const {
-  if (!active_) return std::nullopt;
-  return active_->donor;
-}
-
-uint64_t StateReceiver::bytes_held() const {
-  return active_ ? active_->bytes.size() : 0;
-}
-
-StateReceiver::Outcome StateReceiver::begin(uint64_t now_ns, ReplicaId from, StateChunk chunk) {
-  offers_.erase(from);
-  active_ = Incoming{from, chunk.digest, chunk.total, std::move(chunk.data), now_ns};
-  return continue_or_finish();
-}
-
-StateReceiver::Outcome StateReceiver::continue_or_finish() {
-  if (active_->bytes.size() < active_->total) {
-    return Ask{active_->donor, StateChunkRequest{active_->digest, active_->bytes.size()}};
-  }
-  const Incoming whole = std::move(*active_);
-  active_.reset();
+  const Incoming whole = std::move(incoming);
+  incoming_.erase(it);
   if (crypto::digest(whole.bytes) != whole.digest) return Malformed{};
   auto decoded = decode_replica_message(whole.bytes);
   auto* message = std::get_if<ReplicaMessage>(&decoded);
   auto* transfer = message == nullptr ? nullptr : std::get_if<StateTransfer>(message);
-  if (transfer == nullptr || transfer->sender != whole.donor) return Malformed{};
+  if (transfer == nullptr) return Malformed{};
+  if (transfer == nullptr || transfer->sender != from) return Malformed{};
   return std::move(*transfer);
+}
+
+std::vector<StateReceiver::Ask> StateReceiver::on_tick(uint64_t now_ns) {
+  std::vector<Ask> asks;
+  for (auto& [donor, incoming] : incoming_) {
+    if (now_ns < incoming.asked_ns + options_.stall_ns) continue;
+    incoming.asked_ns = now_ns;
+    asks.push_back(Ask{donor, StateChunkRequest{incoming.digest, incoming.bytes.size()}});
+  }
+  return asks;
+}
+
+uint64_t StateReceiver::bytes_held() const {
+  uint64_t held = 0;
+  for (const auto& [donor, incoming] : incoming_)
+    held += incoming.bytes.size();
+  return held;
 }
 
 }  // namespace lockstep

@@ -5,17 +5,19 @@
 // one (StateChunkRequest) when the previous is in. At most one piece per joiner is in flight, and a
 // joiner that stops asking costs the donor one copy of the state until it expires.
 //
-// The joiner checks the whole (BLAKE2b against the digest every chunk names) before decoding it,
-// then hands the StateTransfer to the core as if it had come in one message: the core's own checks
-// (the failstop view, the byzantine digest vouched for by t+1 votes) are unchanged.
+// A transfer is named by the BLAKE2b of its encoding. The joiner checks the whole against it
+// before decoding it, then hands the StateTransfer to the core as if it had come in one message:
+// the core's own checks (the failstop view, the byzantine digest t+1 votes signed) are unchanged.
 //
-// Pure: no I/O, no clock; times come from the caller.
+// Every replica must use the same chunk_bytes: a joiner takes only whole pieces (a faulty donor
+// cannot dribble a byte at a time). Pure: no I/O, no clock; times come from the caller.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <variant>
+#include <vector>
 
 #include "core/messages.h"
 
@@ -24,8 +26,10 @@ namespace lockstep {
 struct StateChunkOptions {
   // Transfers whose encoding is larger than this go in pieces of this size.
   size_t chunk_bytes = size_t{1} << 20;
-  // The joiner gives up on a donor that sent nothing for this long: it asks again, or takes
-  // another donor's offer (byzantine: every signer of the checkpoint offers it).
+  // A joiner takes no transfer claiming to be larger (a faulty donor's claim costs memory only
+  // as far as it really sends).
+  uint64_t state_bytes_max = uint64_t{1} << 36;
+  // A piece not in this long after the joiner asked: it asks again.
   uint64_t stall_ns = 500'000'000;
   // The donor drops a transfer nobody asked a piece of for this long.
   uint64_t idle_ns = 5'000'000'000;
@@ -34,14 +38,20 @@ struct StateChunkOptions {
 // The donor's side: one transfer in progress per joiner.
 class StateSender {
  public:
-  explicit StateSender(StateChunkOptions options) : options_(options) {}
+  // keep_under_way: a transfer being asked for is not replaced by a newer one (byzantine: the
+  // joiner can load any boundary t+1 replicas vouched for, and a snapshot that takes longer than
+  // an interval to send would otherwise never arrive). Failstop replaces it on a new view, which
+  // the joiner needs.
+  StateSender(StateChunkOptions options, bool keep_under_way)
+      : options_(options), keep_under_way_(keep_under_way) {}
 
+  // Whether a transfer the core now addresses to `to` for `view` is dropped because one is under
+  // way; checked before the state is built, which can be costly.
+  bool under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const;
   // The core addressed `transfer` (blobs filled) to `to`. Returns what to send instead: the
-  // transfer itself when it is small, else its first chunk; or nothing when a transfer of the same
-  // view is already going to `to` (the failstop core answers every retry interval; the one in
-  // progress is as good, and starting over would never finish a large state).
-  std::optional<ReplicaMessage> start(uint64_t now_ns, ReplicaId to, const StateTransfer& transfer);
-  // The next chunk `from` asks for, if this replica is sending it that transfer.
+  // transfer itself when it is small, else its first chunk.
+  ReplicaMessage start(uint64_t now_ns, ReplicaId to, const StateTransfer& transfer);
+  // The piece `from` asks for, if this replica is sending it that transfer.
   std::optional<StateChunk> on_request(uint64_t now_ns, ReplicaId from,
                                        const StateChunkRequest& request);
   // Drops transfers idle for StateChunkOptions::idle_ns.
@@ -58,11 +68,14 @@ class StateSender {
   StateChunk chunk_at(const Outgoing& outgoing, uint64_t offset) const;
 
   StateChunkOptions options_;
+  bool keep_under_way_;
   std::map<ReplicaId, Outgoing> outgoing_;
 };
 
-// The joiner's side: assembles one transfer at a time; offers from other donors wait (first
-// chunk only) until the one in progress stalls.
+// The joiner's side: one transfer per donor, assembled side by side (byzantine: every signer of
+// the checkpoint offers it, and a faulty one must not hold up or spoil an honest one's; this is
+// the memory the whole snapshots from each of them took before pieces). The first whole one
+// that checks out is loaded.
 class StateReceiver {
  public:
   explicit StateReceiver(StateChunkOptions options) : options_(options) {}
@@ -70,35 +83,41 @@ class StateReceiver {
   struct Ask {
     ReplicaId donor;
     StateChunkRequest request;
+    bool operator==(const Ask&) const = default;
   };
-  struct Malformed {};  // the pieces did not make the transfer they named, or did not decode
-  // What a chunk leads to: nothing (ignored), a request for the next one, the whole transfer, or a
-  // transfer that failed its checks (the core keeps asking for another).
-  using Outcome = std::variant<std::monostate, Ask, StateTransfer, Malformed>;
+  // The pieces did not make the transfer they named, or did not decode.
+  struct Malformed {
+    bool operator==(const Malformed&) const = default;
+  };
+  // A piece arrived from `donor` (progress, for the core); `next` asks for the one after it.
+  struct Progress {
+    ReplicaId donor;
+    Ask next;
+    bool operator==(const Progress&) const = default;
+  };
+  // What a piece leads to: nothing (not taken), progress, the whole transfer, or a transfer that
+  // failed its checks (that donor's; the others go on, and the core keeps asking).
+  using Outcome = std::variant<std::monostate, Progress, StateTransfer, Malformed>;
 
   Outcome on_chunk(uint64_t now_ns, ReplicaId from, StateChunk chunk);
-  // Called every tick: asks a stalled donor again, or moves on to a waiting offer.
-  Outcome on_tick(uint64_t now_ns);
+  // Called every tick: asks again every donor whose piece is late (the request or the answer may
+  // have gone with a dropped connection).
+  std::vector<Ask> on_tick(uint64_t now_ns);
   // The state is loaded (or no longer wanted): forget every transfer.
-  void reset();
-  // The donor whose transfer is being assembled, for progress reports.
-  std::optional<ReplicaId> donor() const;
+  void reset() { incoming_.clear(); }
   uint64_t bytes_held() const;
 
  private:
   struct Incoming {
-    ReplicaId donor{};
     Digest digest{};
     uint64_t total = 0;
     Bytes bytes;
-    uint64_t progress_ns = 0;
+    uint64_t asked_ns = 0;
   };
-  Outcome begin(uint64_t now_ns, ReplicaId from, StateChunk chunk);
-  Outcome continue_or_finish();
+  bool well_formed(const StateChunk& chunk) const;
 
   StateChunkOptions options_;
-  std::optional<Incoming> active_;
-  std::map<ReplicaId, StateChunk> offers_;  // first chunks from other donors
+  std::map<ReplicaId, Incoming> incoming_;  // per donor
 };
 
 }  // namespace lockstep

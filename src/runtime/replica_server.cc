@@ -437,6 +437,9 @@ void ReplicaServer::after_iteration() {
     channels_[message.to.value]->send(std::move(message.message));
   }
   send_replies(output.to_clients);
+  for (auto& [connection, reply] : admin_replies_)
+    connection->send(std::move(reply));
+  admin_replies_.clear();
   executed_ += output.executed.size();
   const OrderingCore& core = replica_->core();
   if (core.view() != logged_view_) {
@@ -628,12 +631,13 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
     return;
   }
   if (auto* admin = std::get_if<AdminRequest>(&message)) {
-    // Answered at once; what the change makes the core send leaves with this iteration's output.
     AdminReply reply = replica_->on_admin(now(), *admin);
     spdlog::info("admin: {} replica {} from {}: {}: {}",
                  admin->change == MembershipChange::kAdd ? "add" : "remove", admin->replica.value,
                  connection.peer_name(), reply.accepted ? "accepted" : "refused", reply.detail);
-    connection.send(std::move(reply));
+    // Sent with this iteration's output, after its records are durable: the change is on disk
+    // (a durable member logs its barred set) before the operator is told it was accepted.
+    admin_replies_.emplace_back(&connection, std::move(reply));
     return;
   }
   auto* request = std::get_if<ClientRequest>(&message);
@@ -684,6 +688,7 @@ void ReplicaServer::on_closed(net::Connection& connection, const std::string& re
   if (it == clients_.end()) return;
   spdlog::debug("{} disconnected: {}", connection.peer_name(), reason);
   std::erase_if(reply_routes_, [&](const auto& route) { return route.second == &connection; });
+  std::erase_if(admin_replies_, [&](const auto& pending) { return pending.first == &connection; });
   loop_.dispose(std::move(it->second.connection));
   clients_.erase(it);
 }

@@ -217,6 +217,8 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t inputs_wait_until_ns_ = 0;
   uint64_t inputs_dropped_ = 0;
   bool halted_reported_ = false;
+  // Answers to `lockstep admin`, sent once this iteration's records are durable.
+  std::vector<std::pair<net::Connection*, AdminReply>> admin_replies_;
   // Reconfiguration, for the log: what was last said about state transfers and joining.
   uint64_t rejected_transfers_logged_ = 0;
   bool logged_joining_ = false;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 
 namespace lockstep {
@@ -31,91 +32,93 @@ T expect(const StateReceiver::Outcome& outcome) {
   return value == nullptr ? T{} : *value;
 }
 
-// Runs a transfer from `sender` to `receiver` to its end; returns the pieces it took.
-int transfer_all(StateSender& sender, ReplicaId donor, StateReceiver& receiver, StateChunk first,
-                 StateTransfer& out) {
-  int pieces = 1;
-  StateReceiver::Outcome outcome = receiver.on_chunk(0, donor, std::move(first));
-  while (const auto* ask = std::get_if<StateReceiver::Ask>(&outcome)) {
-    EXPECT_EQ(ask->donor, donor);
-    std::optional<StateChunk> next = sender.on_request(0, kJoiner, ask->request);
-    if (!next) return -1;
-    ++pieces;
+StateChunk first_piece(StateSender& sender, ReplicaId to, const StateTransfer& transfer) {
+  return std::get<StateChunk>(sender.start(0, to, transfer));
+}
+
+// Runs `donor`'s transfer to its end; returns the outcome of its last piece.
+StateReceiver::Outcome transfer_all(StateSender& sender, ReplicaId donor, StateReceiver& receiver,
+                                    StateReceiver::Outcome outcome) {
+  while (const auto* progress = std::get_if<StateReceiver::Progress>(&outcome)) {
+    EXPECT_EQ(progress->next.donor, donor);
+    std::optional<StateChunk> next = sender.on_request(0, kJoiner, progress->next.request);
+    if (!next) return std::monostate{};
     outcome = receiver.on_chunk(0, donor, std::move(*next));
   }
-  out = expect<StateTransfer>(outcome);
-  return pieces;
+  return outcome;
 }
 
 TEST(StateChunksTest, ASmallTransferGoesWhole) {
-  StateSender sender(small_pieces());
+  StateSender sender(small_pieces(), false);
   const StateTransfer transfer = transfer_of(kDonor, 3, 20);
-  std::optional<ReplicaMessage> message = sender.start(0, kJoiner, transfer);
-  ASSERT_TRUE(message.has_value());
-  EXPECT_EQ(std::get<StateTransfer>(*message), transfer);
+  EXPECT_EQ(std::get<StateTransfer>(sender.start(0, kJoiner, transfer)), transfer);
   EXPECT_EQ(sender.in_progress(), 0u);
 }
 
 TEST(StateChunksTest, ALargeTransferArrivesWholeOnePieceAtATime) {
-  StateSender sender(small_pieces());
+  StateSender sender(small_pieces(), false);
   StateReceiver receiver(small_pieces());
   const StateTransfer transfer = transfer_of(kDonor, 3, 1000);
-  std::optional<ReplicaMessage> first = sender.start(0, kJoiner, transfer);
-  ASSERT_TRUE(first.has_value());
-  StateChunk chunk = std::get<StateChunk>(*first);
-  EXPECT_EQ(chunk.offset, 0u);
-  EXPECT_EQ(chunk.data.size(), 100u);
-  EXPECT_GT(chunk.total, 1000u);
-  StateTransfer received;
-  const int pieces = transfer_all(sender, kDonor, receiver, chunk, received);
-  EXPECT_EQ(pieces, static_cast<int>((chunk.total + 99) / 100));
-  EXPECT_EQ(received, transfer);
+  const StateChunk first = first_piece(sender, kJoiner, transfer);
+  EXPECT_EQ(first.offset, 0u);
+  EXPECT_EQ(first.data.size(), 100u);
+  EXPECT_GT(first.total, 1000u);
+  const StateReceiver::Outcome outcome = receiver.on_chunk(0, kDonor, first);
+  const auto progress = expect<StateReceiver::Progress>(outcome);
+  EXPECT_EQ(progress.donor, kDonor);
+  EXPECT_EQ(progress.next.request.offset, 100u);
+  EXPECT_EQ(transfer_all(sender, kDonor, receiver, outcome), StateReceiver::Outcome{transfer});
   EXPECT_EQ(sender.in_progress(), 0u) << "the last piece ends the transfer at the donor";
   EXPECT_EQ(receiver.bytes_held(), 0u);
 }
 
-TEST(StateChunksTest, ARetryOfTheSameViewDoesNotRestartATransferUnderWay) {
-  StateSender sender(small_pieces());
-  ASSERT_TRUE(sender.start(0, kJoiner, transfer_of(kDonor, 3, 1000)).has_value());
-  EXPECT_FALSE(sender.start(10 * kMs, kJoiner, transfer_of(kDonor, 3, 1000, 'y')).has_value());
-  // A new view starts over.
-  std::optional<ReplicaMessage> next =
-      sender.start(20 * kMs, kJoiner, transfer_of(kDonor, 4, 1000));
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(std::get<StateChunk>(*next).offset, 0u);
-  // So does the same view once the old one has been idle too long.
-  sender.expire(2000 * kMs);
-  EXPECT_EQ(sender.in_progress(), 0u);
-  EXPECT_TRUE(sender.start(2000 * kMs, kJoiner, transfer_of(kDonor, 4, 1000)).has_value());
+TEST(StateChunksTest, ATransferUnderWayIsNotBuiltAgain) {
+  StateSender failstop(small_pieces(), false);
+  StateSender byzantine(small_pieces(), true);
+  for (StateSender* sender : {&failstop, &byzantine})
+    first_piece(*sender, kJoiner, transfer_of(kDonor, 3, 1000));
+  EXPECT_TRUE(failstop.under_way(10 * kMs, kJoiner, 3)) << "a retry of the same view";
+  EXPECT_FALSE(failstop.under_way(10 * kMs, kJoiner, 4)) << "failstop: a new view starts over";
+  EXPECT_TRUE(byzantine.under_way(10 * kMs, kJoiner, 4))
+      << "byzantine: a later boundary waits for the one under way";
+  EXPECT_FALSE(failstop.under_way(10 * kMs, kOther, 3));
+  // Idle too long: dropped.
+  EXPECT_FALSE(byzantine.under_way(2000 * kMs, kJoiner, 3));
+  byzantine.expire(2000 * kMs);
+  EXPECT_EQ(byzantine.in_progress(), 0u);
 }
 
-TEST(StateChunksTest, OnlyTheAskedForPieceOfTheActiveTransferIsTaken) {
-  StateSender sender(small_pieces());
+TEST(StateChunksTest, OnlyWholePiecesAtTheEndOfWhatItHoldsAreTaken) {
+  StateSender sender(small_pieces(), false);
   StateReceiver receiver(small_pieces());
-  StateChunk first = std::get<StateChunk>(*sender.start(0, kJoiner, transfer_of(kDonor, 3, 1000)));
-  const auto ask = expect<StateReceiver::Ask>(receiver.on_chunk(0, kDonor, first));
-  EXPECT_EQ(ask.request.offset, 100u);
-  StateChunk second = *sender.on_request(0, kJoiner, ask.request);
-  StateChunk skipped = *sender.on_request(0, kJoiner, StateChunkRequest{first.digest, 200});
+  const StateChunk first = first_piece(sender, kJoiner, transfer_of(kDonor, 3, 1000));
+  const auto ask = expect<StateReceiver::Progress>(receiver.on_chunk(0, kDonor, first)).next;
+  const StateChunk second = *sender.on_request(0, kJoiner, ask.request);
+  const StateChunk skipped = *sender.on_request(0, kJoiner, StateChunkRequest{first.digest, 200});
   EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kDonor, skipped)));
-  StateChunk from_elsewhere = second;
-  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kOther, from_elsewhere)));
-  StateChunk overlong = second;
-  overlong.total = second.offset + 1;  // claims to end inside its own data
-  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kDonor, overlong)));
+  StateChunk dribble = second;
+  dribble.data.resize(1);  // a faulty donor's byte at a time
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kDonor, dribble)));
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kOther, second)))
+      << "a piece of a transfer another donor started";
+  StateChunk huge = first;
+  huge.total = small_pieces().state_bytes_max + 1;
+  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(0, kOther, huge)));
   EXPECT_EQ(receiver.bytes_held(), 100u);
-  EXPECT_EQ(expect<StateReceiver::Ask>(receiver.on_chunk(0, kDonor, second)).request.offset, 200u);
+  EXPECT_EQ(
+      expect<StateReceiver::Progress>(receiver.on_chunk(0, kDonor, second)).next.request.offset,
+      200u);
   // A request naming another transfer gets nothing.
   EXPECT_FALSE(sender.on_request(0, kJoiner, StateChunkRequest{Digest{1}, 200}).has_value());
 }
 
 TEST(StateChunksTest, AlteredPiecesAreCaughtByTheDigest) {
-  StateSender sender(small_pieces());
+  StateSender sender(small_pieces(), false);
   StateReceiver receiver(small_pieces());
-  StateChunk chunk = std::get<StateChunk>(*sender.start(0, kJoiner, transfer_of(kDonor, 3, 1000)));
-  StateReceiver::Outcome outcome = receiver.on_chunk(0, kDonor, chunk);
-  while (const auto* ask = std::get_if<StateReceiver::Ask>(&outcome)) {
-    StateChunk next = *sender.on_request(0, kJoiner, ask->request);
+  const StateChunk first = first_piece(sender, kJoiner, transfer_of(kDonor, 3, 1000));
+  StateReceiver::Outcome outcome = receiver.on_chunk(0, kDonor, first);
+  while (const auto* progress = std::get_if<StateReceiver::Progress>(&outcome)) {
+    StateChunk next = *sender.on_request(0, kJoiner, progress->next.request);
     if (next.offset == 300) next.data[7] ^= 1;
     outcome = receiver.on_chunk(0, kDonor, std::move(next));
   }
@@ -124,57 +127,57 @@ TEST(StateChunksTest, AlteredPiecesAreCaughtByTheDigest) {
 }
 
 TEST(StateChunksTest, AWholeThatIsNotTheDonorsStateTransferIsRefused) {
-  StateSender sender(small_pieces());
+  StateSender sender(small_pieces(), false);
   StateReceiver receiver(small_pieces());
-  // Replica 2's state relayed by replica 0: the pieces are intact, but the sender field says it
-  // is not replica 0's own.
-  StateChunk chunk = std::get<StateChunk>(*sender.start(0, kJoiner, transfer_of(kOther, 3, 1000)));
-  StateReceiver::Outcome outcome = receiver.on_chunk(0, kDonor, chunk);
-  while (const auto* ask = std::get_if<StateReceiver::Ask>(&outcome))
-    outcome = receiver.on_chunk(0, kDonor, *sender.on_request(0, kJoiner, ask->request));
-  EXPECT_TRUE(std::holds_alternative<StateReceiver::Malformed>(outcome));
+  // Replica 2's state relayed by replica 0: the pieces are intact, but not replica 0's own.
+  const StateChunk first = first_piece(sender, kJoiner, transfer_of(kOther, 3, 1000));
+  EXPECT_TRUE(std::holds_alternative<StateReceiver::Malformed>(
+      transfer_all(sender, kDonor, receiver, receiver.on_chunk(0, kDonor, first))));
 }
 
-TEST(StateChunksTest, AStalledDonorIsAskedAgainThenAnotherOfferIsTaken) {
-  StateSender donor(small_pieces());
-  StateSender other(small_pieces());
+TEST(StateChunksTest, EachDonorsTransferGoesOnAloneSoAFaultyOneSpoilsOnlyItsOwn) {
+  StateSender honest(small_pieces(), true);
+  StateSender faulty(small_pieces(), true);
   StateReceiver receiver(small_pieces());
-  StateChunk first = std::get<StateChunk>(*donor.start(0, kJoiner, transfer_of(kDonor, 3, 1000)));
-  const auto ask = expect<StateReceiver::Ask>(receiver.on_chunk(0, kDonor, first));
-  // Another donor's offer waits while the first one makes progress.
-  StateChunk offer = std::get<StateChunk>(*other.start(0, kJoiner, transfer_of(kOther, 3, 1000)));
-  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_chunk(10 * kMs, kOther, offer)));
-  EXPECT_EQ(receiver.donor(), kDonor);
-  EXPECT_TRUE(std::holds_alternative<std::monostate>(receiver.on_tick(20 * kMs)));
-  // Stalled: the offer is taken, and its next piece asked for.
-  const auto moved = expect<StateReceiver::Ask>(receiver.on_tick(60 * kMs));
-  EXPECT_EQ(moved.donor, kOther);
-  EXPECT_EQ(moved.request.offset, 100u);
-  EXPECT_EQ(receiver.donor(), kOther);
-  // With no other offer, a stalled donor is asked again for the same piece.
-  const auto again = expect<StateReceiver::Ask>(receiver.on_tick(120 * kMs));
-  EXPECT_EQ(again.donor, kOther);
-  EXPECT_EQ(again.request.offset, 100u);
-  StateTransfer received;
-  StateChunk next = *other.on_request(0, kJoiner, again.request);
-  StateReceiver::Outcome outcome = receiver.on_chunk(120 * kMs, kOther, next);
-  while (const auto* more = std::get_if<StateReceiver::Ask>(&outcome))
-    outcome = receiver.on_chunk(120 * kMs, kOther, *other.on_request(0, kJoiner, more->request));
-  EXPECT_EQ(expect<StateTransfer>(outcome), transfer_of(kOther, 3, 1000));
-  (void)ask;
+  const StateTransfer state = transfer_of(kDonor, 3, 1000);
+  StateTransfer lie = state;
+  lie.sender = kOther;
+  lie.service_snapshot[5] = 'L';
+  StateReceiver::Outcome from_faulty =
+      receiver.on_chunk(0, kOther, first_piece(faulty, kJoiner, lie));
+  StateReceiver::Outcome from_honest =
+      receiver.on_chunk(0, kDonor, first_piece(honest, kJoiner, state));
+  // The faulty donor answers every request with a piece of garbage; the honest one is slow.
+  while (const auto* progress = std::get_if<StateReceiver::Progress>(&from_faulty)) {
+    StateChunk piece = *faulty.on_request(0, kJoiner, progress->next.request);
+    piece.data[0] ^= 0xff;
+    from_faulty = receiver.on_chunk(0, kOther, std::move(piece));
+  }
+  EXPECT_TRUE(std::holds_alternative<StateReceiver::Malformed>(from_faulty));
+  EXPECT_EQ(transfer_all(honest, kDonor, receiver, from_honest), StateReceiver::Outcome{state});
+}
+
+TEST(StateChunksTest, ADonorWhosePieceIsLateIsAskedAgain) {
+  StateSender sender(small_pieces(), false);
+  StateReceiver receiver(small_pieces());
+  receiver.on_chunk(0, kDonor, first_piece(sender, kJoiner, transfer_of(kDonor, 3, 1000)));
+  EXPECT_TRUE(receiver.on_tick(40 * kMs).empty());
+  const std::vector<StateReceiver::Ask> again = receiver.on_tick(60 * kMs);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].donor, kDonor);
+  EXPECT_EQ(again[0].request.offset, 100u);
+  EXPECT_TRUE(receiver.on_tick(70 * kMs).empty()) << "once per stall interval";
 }
 
 TEST(StateChunksTest, ADonorStartingOverReplacesItsOwnTransfer) {
-  StateSender sender(small_pieces());
+  StateSender sender(small_pieces(), false);
   StateReceiver receiver(small_pieces());
-  StateChunk old_first =
-      std::get<StateChunk>(*sender.start(0, kJoiner, transfer_of(kDonor, 3, 1000)));
-  expect<StateReceiver::Ask>(receiver.on_chunk(0, kDonor, old_first));
-  StateChunk new_first =
-      std::get<StateChunk>(*sender.start(1 * kMs, kJoiner, transfer_of(kDonor, 4, 1000, 'z')));
-  StateTransfer received;
-  ASSERT_GT(transfer_all(sender, kDonor, receiver, new_first, received), 0);
-  EXPECT_EQ(received, transfer_of(kDonor, 4, 1000, 'z'));
+  receiver.on_chunk(0, kDonor, first_piece(sender, kJoiner, transfer_of(kDonor, 3, 1000)));
+  const StateChunk restarted =
+      std::get<StateChunk>(sender.start(1 * kMs, kJoiner, transfer_of(kDonor, 4, 1000, 'z')));
+  const StateReceiver::Outcome outcome = receiver.on_chunk(1 * kMs, kDonor, restarted);
+  EXPECT_EQ(transfer_all(sender, kDonor, receiver, outcome),
+            StateReceiver::Outcome{transfer_of(kDonor, 4, 1000, 'z')});
 }
 
 }  // namespace

@@ -204,6 +204,9 @@ class Core final : public OrderingCore {
     std::vector<ReplicaId> signers;
   };
   std::optional<Target> target_;  // a vouched-for boundary whose snapshot it is asking for
+  // Every boundary t+1 replicas vouched for lately, with the digest: a snapshot asked for at an
+  // earlier target may take longer than an interval to arrive (in pieces), and is as good.
+  std::map<uint64_t, Digest> vouched_;
   uint64_t state_requested_us_ = 0;
 };
 

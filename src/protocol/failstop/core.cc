@@ -720,10 +720,6 @@ void Core::install(Now now, const NewView& decision) {
     joined_unheard_[r.value] = true;
     connected_[r.value] = false;
     resend_own_stream_[r.value] = false;
-    // Replaying a decision that added a replica lifts its bar: the operator's add that let it in
-    // may postdate this member's last checkpoint, which would otherwise bar it anew (found by the
-    // simulator, seed 4400). Live, bars change only on an operator's word.
-    if (replaying_) barred_.erase(r);
   }
   members_ = decision.members;
   view_ = decision.view;

@@ -165,8 +165,11 @@ void Core::joiner_tick(Now now) {
 
 void Core::state_arriving(Now now, ReplicaId donor) {
   // Moving on to another donor is for one that failed; a large state in pieces takes longer than
-  // the retry interval.
-  if (awaits_state() && donor == state_donor_) donor_since_ns_ = now.monotonic_ns;
+  // the retry interval. Any member that installed the view is a good donor (§12.2): the one
+  // sending becomes the one asked, so that the others do not build a copy as well.
+  if (!awaits_state() || donor == options_.self || !is_member(donor)) return;
+  state_donor_ = donor;
+  donor_since_ns_ = now.monotonic_ns;
 }
 
 void Core::load_state(Now now, const StateTransfer& transfer) {
