@@ -278,6 +278,16 @@ TEST(FailstopDurability, AReplicaRemovedWhileDownNeverFormsAViewOfItsOwn) {
   EXPECT_TRUE(h.core(0).halted()) << "the members it waited for tell it that it was removed";
   EXPECT_EQ(h.core(1).view(), ViewNumber{1});
   EXPECT_FALSE(h.core(1).halted());
+  // Restarted from the same disk once more (an operator, a supervisor), it does not recover the
+  // old view to halt again: its disk says it halted, so it asks to be added back (§12).
+  h.flush();
+  h.crash(0);
+  h.restart(0);
+  EXPECT_FALSE(h.core(0).halted());
+  EXPECT_TRUE(h.core(0).joining());
+  h.run_for(50 * kMs);
+  EXPECT_TRUE(h.core(0).joining()) << "it waits for a member's state";
+  EXPECT_EQ(h.core(1).members().size(), 3u) << "the members admitted it";
 }
 
 TEST(FailstopDurability, AReplicaWhoseDiskWasWipedIsTreatedAsFailed) {

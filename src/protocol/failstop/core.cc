@@ -766,6 +766,12 @@ void Core::halt() {
   outbox_.clear();
   unsent_.clear();
   executable_.clear();
+  if (options_.durable && !replaying_) {
+    // Restarted from this disk, it would otherwise recover as a member of a view the others left
+    // and halt again on their word, for good (found by a soak: two replicas removed while the
+    // machine was overloaded could not come back). With this record it asks to join instead.
+    persist_.push_back(PersistRecord{static_cast<uint8_t>(RecordType::kHalted), {}});
+  }
 }
 
 // ---- invariants -----------------------------------------------------------------------------
@@ -860,11 +866,17 @@ void Core::flush_entry_records() {
 }
 
 std::vector<OrderingCore::PersistRecord> Core::take_persist() {
-  if (halted_ || !options_.durable) {
+  if (!options_.durable) {
     for (auto& entries : unpersisted_entries_)
       entries.clear();
     persist_.clear();
     return {};
+  }
+  if (halted_) {
+    // What it logged up to halting, the kHalted record last; nothing after.
+    for (auto& entries : unpersisted_entries_)
+      entries.clear();
+    return std::exchange(persist_, {});
   }
   flush_entry_records();
   return std::exchange(persist_, {});
@@ -1014,6 +1026,10 @@ void Core::apply_record(const PersistRecord& record) {
       clock_ceiling_ = std::max(clock_ceiling_, ceiling);
       return;
     }
+    case RecordType::kHalted:
+      if (!record.payload.empty()) recovery_error("halted record: malformed");
+      halted_ = true;
+      return;
     case RecordType::kBars: {
       Reader r(record.payload);
       std::set<ReplicaId> barred;

@@ -108,8 +108,15 @@ class Core final : public OrderingCore {
 
   // Durability: log records (kEntries, kNewView, kClockLease), checkpoints, recovery.
   // kBars: the whole barred set after an operator changed it (§12.3), so that a restart keeps the
-  // operator's word even when no checkpoint followed it.
-  enum class RecordType : uint8_t { kEntries = 1, kNewView = 2, kClockLease = 3, kBars = 4 };
+  // operator's word even when no checkpoint followed it. kHalted: this replica halted (removed,
+  // or its state found wrong); restarted from this disk it asks to join again (§10.3).
+  enum class RecordType : uint8_t {
+    kEntries = 1,
+    kNewView = 2,
+    kClockLease = 3,
+    kBars = 4,
+    kHalted = 5,
+  };
   std::vector<PersistRecord> take_persist() override;
   Bytes checkpoint_state() const override;
   void recover(std::span<const uint8_t> checkpoint_state,
