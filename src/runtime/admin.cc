@@ -1,50 +1,17 @@
 #include "runtime/admin.h"
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
 
+#include "client/blocking_exchange.h"
 #include "client/status.h"
-#include "core/codec.h"
 #include "net/event_loop.h"
 
 namespace lockstep::runtime {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Waits for `events` on `fd` until `deadline_ns`; false on timeout or error.
-bool wait_for(int fd, short events, uint64_t deadline_ns) {
-  for (;;) {
-    const uint64_t now = net::monotonic_now_ns();
-    if (now >= deadline_ns) return false;
-    pollfd p{fd, events, 0};
-    const int timeout_ms = static_cast<int>((deadline_ns - now) / 1'000'000 + 1);
-    const int n = ::poll(&p, 1, timeout_ms);
-    if (n > 0) return true;
-    if (n < 0 && errno != EINTR) return false;
-  }
-}
 
 uint64_t random_nonce() {
   std::random_device device;
@@ -98,87 +65,8 @@ bool change_visible(const ClusterConfig& config, MembershipChange change, Replic
 std::optional<AdminReply> send_admin_request(const net::Address& address,
                                              const AdminRequest& request, uint64_t timeout_ms,
                                              std::string& error) {
-  const uint64_t deadline_ns = net::monotonic_now_ns() + timeout_ms * 1'000'000;
-  const std::string where = net::format_address(address);
-  std::optional<net::ResolvedAddress> resolved = net::resolve(address, error);
-  if (!resolved) return std::nullopt;
-  Fd fd(::socket(resolved->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (fd.get() < 0) {
-    error = std::string("socket: ") + std::strerror(errno);
-    return std::nullopt;
-  }
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&resolved->storage),
-                resolved->length) != 0 &&
-      errno != EINPROGRESS) {
-    error = where + ": connect: " + std::strerror(errno);
-    return std::nullopt;
-  }
-  if (!wait_for(fd.get(), POLLOUT, deadline_ns)) {
-    error = where + ": connect timed out";
-    return std::nullopt;
-  }
-  int socket_error = 0;
-  socklen_t length = sizeof socket_error;
-  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &socket_error, &length);
-  if (socket_error != 0) {
-    error = where + ": connect: " + std::strerror(socket_error);
-    return std::nullopt;
-  }
-  Bytes out;
-  encode_frame(Hello{PeerRole::kClient, request.nonce, request.nonce, 0}, out);
-  encode_frame(request, out);
-  size_t sent = 0;
-  while (sent < out.size()) {
-    const ssize_t n = ::send(fd.get(), out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      if (!wait_for(fd.get(), POLLOUT, deadline_ns)) {
-        error = where + ": send timed out";
-        return std::nullopt;
-      }
-    } else {
-      error = where + ": send: " + std::strerror(errno);
-      return std::nullopt;
-    }
-  }
-  Bytes in;
-  for (;;) {
-    // Frames before the reply (the replica's Hello) are skipped.
-    for (;;) {
-      auto size = frame_size(in);
-      if (auto* bad = std::get_if<DecodeError>(&size)) {
-        error = where + ": bad frame: " + bad->reason;
-        return std::nullopt;
-      }
-      const size_t frame_bytes = std::get<size_t>(size);
-      if (frame_bytes == 0) break;
-      auto decoded = decode_frame(std::span<const uint8_t>(in.data(), frame_bytes));
-      in.erase(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(frame_bytes));
-      if (auto* message = std::get_if<WireMessage>(&decoded)) {
-        if (auto* reply = std::get_if<AdminReply>(message);
-            reply && reply->nonce == request.nonce) {
-          return *reply;
-        }
-      }
-    }
-    if (!wait_for(fd.get(), POLLIN, deadline_ns)) {
-      error = where + ": no answer within " + std::to_string(timeout_ms) + " ms";
-      return std::nullopt;
-    }
-    uint8_t buffer[4096];
-    const ssize_t n = ::recv(fd.get(), buffer, sizeof buffer, 0);
-    if (n == 0) {
-      error = where + ": connection closed before the answer";
-      return std::nullopt;
-    }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) continue;
-      error = where + ": recv: " + std::strerror(errno);
-      return std::nullopt;
-    }
-    in.insert(in.end(), buffer, buffer + n);
-  }
+  return blocking_exchange_for<AdminReply>(address, request.nonce, request, timeout_ms, "answer",
+                                           error);
 }
 
 int run_admin(const ClusterConfig& config, MembershipChange change, ReplicaId replica,

@@ -5,126 +5,52 @@
 // lost, the honest replicas hold identical state, and (for a liar) the clients' dissent names
 // exactly the replica that lied while no accepted output carries its signature.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <future>
-#include <map>
-#include <memory>
-#include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
-#include "check/linearizability.h"
 #include "client/certificate.h"
-#include "client/status.h"
-#include "net/event_loop.h"
-#include "runtime/local_cluster.h"
-#include "workload/verify.h"
-#include "workload/workload.h"
+#include "cluster_fixture.h"
 
 namespace lockstep {
 namespace {
 
-class ByzantineTest : public ::testing::Test {
+class ByzantineTest : public integration::ClusterTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lockstep-byzantine-" + std::to_string(getpid()) + "-" + test->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override {
-    cluster_.reset();  // kills and reaps every replica still running
-    if (!HasFailure()) {
-      std::filesystem::remove_all(dir_);
-    } else {
-      std::cerr << "replica logs kept in " << dir_ << "\n";
-    }
-  }
+  ByzantineTest() : ClusterTest("lockstep-byzantine") {}
 
   // No replica faulty on purpose.
   void start_cluster() { start_cluster(ReplicaId{0}, runtime::Misbehaviour::kNone); }
 
   void start_cluster(ReplicaId faulty, runtime::Misbehaviour misbehaviour) {
-    runtime::LocalClusterOptions options;
+    runtime::LocalClusterOptions options = cluster_options();
     options.mode = runtime::Mode::kByzantine;
     options.replicas = 3;
-    options.dir = dir_;
-    options.binary = LOCKSTEP_BINARY;
     options.client.retry_interval_ms = 200;
-    options.client.deadline_ms = 10'000;
     options.misbehave[faulty.value] = misbehaviour;
     // Twice the default Δ: the test machine may be running other tests, and Δ is an assumption
     // the protocol's safety rests on, not something it can survive being wrong about.
     options.byzantine.delta_ms = 20;
-    cluster_ = std::make_unique<runtime::LocalCluster>(options);
-    cluster_->start_all();
-    cluster_->wait_until_listening();
+    start_cluster_with(options);
   }
 
   workload::Report run_load(double duration_s, uint32_t clients = 8) {
     return workload::run(load_options(duration_s, clients));
   }
 
-  workload::Options load_options(double duration_s, uint32_t clients = 8) {
-    workload::Options load;
-    load.client = cluster_->client_options();
-    load.clients = clients;
-    load.keys = 20;
-    load.duration_s = duration_s;
-    load.get_percent = 40;
+  workload::Options load_options(double duration_s, uint32_t clients = 8) const {
+    workload::Options load = ClusterTest::load_options(duration_s, clients);
     load.append_percent = 50;
-    load.progress = false;
     return load;
   }
 
-  // Polls replica `id` until it reports itself among the members, i.e. it serves (a replica
-  // catching up reports the members without itself), at most `timeout_ms`.
-  bool wait_until_serving(ReplicaId id, uint64_t timeout_ms) {
-    const uint64_t deadline = net::monotonic_now_ns() + timeout_ms * 1'000'000;
-    const net::Address& address = cluster_->config().replicas[id.value].address;
-    while (net::monotonic_now_ns() < deadline) {
-      std::string error;
-      const std::optional<StatusReply> status = query_status(address, 1000, error);
-      if (status &&
-          std::find(status->members.begin(), status->members.end(), id) != status->members.end()) {
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
-  std::string log_of(ReplicaId id) const {
-    std::ifstream in(cluster_->log_path(id));
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  // Final reads, the append audit, linearizability, and equal digests among `honest`.
+  // The history's checks (check_history), and equal digests among `honest`.
   void check_outcome(const workload::Report& report, const std::vector<ReplicaId>& honest) {
-    std::vector<std::string> keys;
-    for (uint32_t k = 0; k < 20; ++k)
-      keys.push_back(workload::key_name(k, workload::Options{}.key_bytes));
-    std::vector<check::Operation> history = report.history;
-    const workload::FinalState final_state =
-        workload::read_final_state(cluster_->client_options(), keys, history);
-    EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
-
-    const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
-    EXPECT_GT(audit.checked, 0u);
-    EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
-
-    const check::CheckResult verdict = check::check_linearizability(history);
-    EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
-        << (verdict.window ? check::format_window(*verdict.window, history) : "");
-
-    std::vector<std::pair<uint32_t, net::Address>> addresses;
-    for (ReplicaId id : honest)
-      addresses.emplace_back(id.value, cluster_->config().replicas[id.value].address);
-    const auto statuses = workload::converged_statuses(addresses);
+    check_history(load_options(/*duration_s=*/0), report);  // the keys of every load here
+    const auto statuses = converged_statuses(honest);
     ASSERT_EQ(statuses.size(), honest.size()) << "honest replicas did not all answer";
     EXPECT_TRUE(workload::digests_equal(statuses));
     for (const auto& [id, status] : statuses) {
@@ -132,9 +58,6 @@ class ByzantineTest : public ::testing::Test {
       EXPECT_FALSE(status.halted);
     }
   }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<runtime::LocalCluster> cluster_;
 };
 
 TEST_F(ByzantineTest, ClientsOutvoteAReplicaThatLiesAboutEveryOutput) {

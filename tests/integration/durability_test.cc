@@ -4,94 +4,42 @@
 // promises: the history (before and after the crash) is linearizable, no acknowledged append is
 // lost, and every replica, the restarted ones included, ends with the same state in view 0.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "check/linearizability.h"
-#include "runtime/local_cluster.h"
+#include "cluster_fixture.h"
 #include "storage/wal.h"
-#include "workload/verify.h"
-#include "workload/workload.h"
 
 namespace lockstep {
 namespace {
 
-class DurabilityTest : public ::testing::Test {
+class DurabilityTest : public integration::ClusterTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lockstep-durability-" + std::to_string(getpid()) + "-" + test->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override {
-    cluster_.reset();  // kills and reaps whatever still runs
-    if (!HasFailure()) std::filesystem::remove_all(dir_);
-  }
+  DurabilityTest() : ClusterTest("lockstep-durability") {}
 
   void start_cluster(uint64_t checkpoint_entries = 100'000, uint64_t segment_mb = 64) {
-    runtime::LocalClusterOptions options;
+    runtime::LocalClusterOptions options = cluster_options();
     options.replicas = 3;
-    options.dir = dir_;
-    options.binary = LOCKSTEP_BINARY;
     // Generous: a restart on a loaded machine must not be mistaken for a failure (which would
     // remove the replica, and this test is about it staying a member).
     options.timeouts.failure_timeout_ms = 2000;
     options.timeouts.relay_timeout_ms = 30;
-    options.client.retry_interval_ms = 100;
-    options.client.deadline_ms = 10'000;
     options.storage.data_dir = "data";
     options.storage.sync = storage::SyncPolicy::kAlways;
     options.storage.checkpoint_entries = checkpoint_entries;
     options.storage.segment_mb = segment_mb;
-    cluster_ = std::make_unique<runtime::LocalCluster>(options);
-    cluster_->start_all();
-    cluster_->wait_until_listening();
+    start_cluster_with(options);
   }
 
-  workload::Options load_options() {
-    workload::Options load;
-    load.client = cluster_->client_options();
-    load.clients = 16;
-    load.keys = 20;
-    load.duration_s = 4;
-    // Mostly appends, few puts: the audit can only vouch for appends no later put overwrote.
-    load.get_percent = 40;
-    load.append_percent = 55;
-    load.progress = false;
-    return load;
-  }
+  workload::Options load_options() { return ClusterTest::load_options(/*duration_s=*/4); }
 
-  // Reads every key back into the history, then checks the whole history: nothing acknowledged
-  // lost, linearizable, and every replica converged to one state in view 0 with all members.
+  // Checks the whole history (check_history), then that every replica converged to one state in
+  // view 0 with all members.
   void verify(const workload::Options& load, const workload::Report& report) {
-    std::vector<std::string> keys;
-    for (uint32_t k = 0; k < load.keys; ++k)
-      keys.push_back(workload::key_name(k, load.key_bytes));
-    std::vector<check::Operation> history = report.history;
-    const workload::FinalState final_state =
-        workload::read_final_state(cluster_->client_options(), keys, history);
-    EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
-
-    const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
-    EXPECT_GT(audit.checked, 0u);
-    EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
-    RecordProperty("appends_checked", static_cast<int>(audit.checked));
-    RecordProperty("completed", static_cast<int>(report.completed));
-
-    const check::CheckResult verdict = check::check_linearizability(history);
-    EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
-        << (verdict.window ? check::format_window(*verdict.window, history) : "");
-
-    std::vector<std::pair<uint32_t, net::Address>> addresses;
-    for (const runtime::ReplicaConfig& replica : cluster_->config().replicas)
-      addresses.emplace_back(replica.id.value, replica.address);
-    const auto statuses = workload::converged_statuses(addresses);
+    check_history(load, report);
+    const auto statuses = converged_statuses(listed());
     ASSERT_EQ(statuses.size(), 3u) << "replicas did not all answer";
     EXPECT_TRUE(workload::digests_equal(statuses));
     const std::vector<ReplicaId> everyone{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}};
@@ -107,14 +55,6 @@ class DurabilityTest : public ::testing::Test {
                                                    << cluster_->log_tail(ReplicaId{i});
     }
   }
-
-  std::string log_of(ReplicaId id) const {
-    std::ifstream in(cluster_->log_path(id));
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<runtime::LocalCluster> cluster_;
 };
 
 TEST_F(DurabilityTest, AReplicaKilledUnderLoadAndRestartedCarriesOnAsTheSameMember) {

@@ -11,61 +11,29 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <thread>
+#include <vector>
 
 #include "apps/kv/kv_machine.h"
-#include "check/linearizability.h"
 #include "client/client.h"
-#include "client/status.h"
+#include "cluster_fixture.h"
 #include "core/codec.h"
 #include "protocol/failstop/core.h"
-#include "runtime/local_cluster.h"
-#include "workload/verify.h"
-#include "workload/workload.h"
 
 namespace lockstep {
 namespace {
 
-class FaultsUnderLoadTest : public ::testing::Test {
+class FaultsUnderLoadTest : public integration::ClusterTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lockstep-faults-" + std::to_string(getpid()) + "-" + test->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override {
-    cluster_.reset();
-    if (!HasFailure()) std::filesystem::remove_all(dir_);
-  }
+  FaultsUnderLoadTest() : ClusterTest("lockstep-faults") {}
 
   void start_cluster(uint32_t replicas) {
-    runtime::LocalClusterOptions options;
+    runtime::LocalClusterOptions options = cluster_options();
     options.replicas = replicas;
-    options.dir = dir_;
-    options.binary = LOCKSTEP_BINARY;
     options.timeouts.failure_timeout_ms = 300;
     options.timeouts.relay_timeout_ms = 30;
-    options.client.retry_interval_ms = 100;
-    options.client.deadline_ms = 10'000;
-    cluster_ = std::make_unique<runtime::LocalCluster>(options);
-    cluster_->start_all();
-    cluster_->wait_until_listening();
+    start_cluster_with(options);
   }
-
-  std::map<uint32_t, StatusReply> converged_statuses(const std::vector<ReplicaId>& replicas) {
-    std::vector<std::pair<uint32_t, net::Address>> addresses;
-    for (ReplicaId id : replicas) {
-      addresses.emplace_back(id.value, cluster_->config().replicas[id.value].address);
-    }
-    auto statuses = workload::converged_statuses(addresses);
-    EXPECT_EQ(statuses.size(), replicas.size()) << "replicas did not all answer";
-    return statuses;
-  }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<runtime::LocalCluster> cluster_;
 };
 
 TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
@@ -82,23 +50,7 @@ TEST_F(FaultsUnderLoadTest, SigkillOfAReplicaUnderLoadLosesNothing) {
   ASSERT_GT(report.completed, 100u);
   EXPECT_EQ(report.unknown, 0u) << "survivors answer every request once the view changes";
 
-  // Read every key at the end; the reads join the history so the checker judges them too.
-  std::vector<std::string> keys;
-  for (uint32_t k = 0; k < load.keys; ++k)
-    keys.push_back(workload::key_name(k, load.key_bytes));
-  std::vector<check::Operation> history = report.history;
-  const workload::FinalState final_state =
-      workload::read_final_state(cluster_->client_options(), keys, history);
-  EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
-
-  const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
-  EXPECT_GT(audit.checked, 0u);
-  EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
-  RecordProperty("appends_checked", static_cast<int>(audit.checked));
-
-  const check::CheckResult verdict = check::check_linearizability(history);
-  EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
-      << (verdict.window ? check::format_window(*verdict.window, history) : "");
+  const std::vector<check::Operation> history = check_history(load, report);
 
   // The independent checker agrees. It is slow (plain Python), so it gets the operations on a few
   // keys: each key is an independent register, so a history is linearizable exactly when each

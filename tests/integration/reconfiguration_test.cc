@@ -5,25 +5,17 @@
 // of the final view are the expected ones, serve, and hold the same state.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "check/linearizability.h"
-#include "client/status.h"
-#include "net/event_loop.h"
+#include "cluster_fixture.h"
 #include "runtime/admin.h"
-#include "runtime/local_cluster.h"
-#include "workload/verify.h"
-#include "workload/workload.h"
 
 namespace lockstep {
 namespace {
@@ -34,53 +26,23 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-class ReconfigurationTest : public ::testing::Test {
+class ReconfigurationTest : public integration::ClusterTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lockstep-reconfiguration-" + std::to_string(getpid()) + "-" + test->name());
-    std::filesystem::remove_all(dir_);
-  }
-  void TearDown() override {
-    cluster_.reset();  // kills and reaps whatever still runs
-    if (!HasFailure()) {
-      std::filesystem::remove_all(dir_);
-    } else {
-      std::cerr << "replica logs kept in " << dir_ << "\n";
-    }
-  }
+  ReconfigurationTest() : ClusterTest("lockstep-reconfiguration") {}
 
   void make_cluster(uint32_t replicas, uint32_t spares, bool durable) {
-    runtime::LocalClusterOptions options;
+    runtime::LocalClusterOptions options = cluster_options();
     options.replicas = replicas;
     options.spares = spares;
-    options.dir = dir_;
-    options.binary = LOCKSTEP_BINARY;
     // Generous: a loaded machine must not make a member look failed (which would remove it and
     // change the membership this test checks).
     options.timeouts.failure_timeout_ms = 2000;
     options.timeouts.relay_timeout_ms = 30;
-    options.client.retry_interval_ms = 100;
-    options.client.deadline_ms = 10'000;
     if (durable) {
       options.storage.data_dir = "data";
       options.storage.sync = storage::SyncPolicy::kAlways;
     }
     cluster_ = std::make_unique<runtime::LocalCluster>(options);
-  }
-
-  workload::Options load_options(double duration_s) {
-    workload::Options load;
-    load.client = cluster_->client_options();
-    load.clients = 16;
-    load.keys = 20;
-    load.duration_s = duration_s;
-    // Mostly appends, few puts: the audit can only vouch for appends no later put overwrote.
-    load.get_percent = 40;
-    load.append_percent = 55;
-    load.progress = false;
-    return load;
   }
 
   runtime::AdminOptions admin_options() const {
@@ -100,54 +62,12 @@ class ReconfigurationTest : public ::testing::Test {
     return code;
   }
 
-  // Polls replica `id` until it answers as a serving member, at most `timeout_ms`.
-  bool wait_until_serving(ReplicaId id, uint64_t timeout_ms) {
-    const uint64_t deadline = net::monotonic_now_ns() + timeout_ms * 1'000'000;
-    const net::Address& address = cluster_->config().replicas[id.value].address;
-    while (net::monotonic_now_ns() < deadline) {
-      std::string error;
-      std::optional<StatusReply> status = query_status(address, 1000, error);
-      if (status && !status->halted &&
-          std::find(status->members.begin(), status->members.end(), id) != status->members.end()) {
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
-  std::string log_of(ReplicaId id) const {
-    std::ifstream in(cluster_->log_path(id));
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  // Reads every key back into the history and checks it: nothing acknowledged lost,
-  // linearizable; then every replica of `members` serves in one view whose members are exactly
-  // `members`, and all hold the same state.
+  // Checks the whole history (check_history); then every replica of `members` serves in one view
+  // whose members are exactly `members`, and all hold the same state.
   void verify(const workload::Options& load, const workload::Report& report,
               const std::vector<ReplicaId>& members) {
-    std::vector<std::string> keys;
-    for (uint32_t k = 0; k < load.keys; ++k)
-      keys.push_back(workload::key_name(k, load.key_bytes));
-    std::vector<check::Operation> history = report.history;
-    const workload::FinalState final_state =
-        workload::read_final_state(cluster_->client_options(), keys, history);
-    EXPECT_TRUE(final_state.errors.empty()) << final_state.errors.front();
-
-    const workload::AppendAudit audit = workload::audit_appends(history, final_state.values);
-    EXPECT_GT(audit.checked, 0u);
-    EXPECT_TRUE(audit.lost.empty()) << "lost: " << audit.lost.front();
-    RecordProperty("appends_checked", static_cast<int>(audit.checked));
-    RecordProperty("completed", static_cast<int>(report.completed));
-
-    const check::CheckResult verdict = check::check_linearizability(history);
-    EXPECT_EQ(verdict.verdict, check::Verdict::kLinearizable)
-        << (verdict.window ? check::format_window(*verdict.window, history) : "");
-
-    std::vector<std::pair<uint32_t, net::Address>> addresses;
-    for (ReplicaId id : members)
-      addresses.emplace_back(id.value, cluster_->config().replicas[id.value].address);
-    const auto statuses = workload::converged_statuses(addresses);
+    check_history(load, report);
+    const auto statuses = converged_statuses(members);
     ASSERT_EQ(statuses.size(), members.size()) << "members did not all answer";
     EXPECT_TRUE(workload::digests_equal(statuses));
     for (const auto& [id, status] : statuses) {
@@ -159,9 +79,6 @@ class ReconfigurationTest : public ::testing::Test {
       EXPECT_TRUE(cluster_->running(ReplicaId{id})) << "replica " << id << " exited";
     }
   }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<runtime::LocalCluster> cluster_;
 };
 
 TEST_F(ReconfigurationTest, AWipedReplicaRejoinsByStateTransferUnderLoad) {
@@ -200,10 +117,7 @@ TEST_F(ReconfigurationTest, AWipedReplicaRejoinsByStateTransferUnderLoad) {
   cluster_->kill(victim);
   cluster_->start(victim);
   EXPECT_TRUE(wait_until_serving(victim, 15'000)) << cluster_->log_tail(victim, 40);
-  std::vector<std::pair<uint32_t, net::Address>> addresses;
-  for (const runtime::ReplicaConfig& replica : cluster_->config().replicas)
-    addresses.emplace_back(replica.id.value, replica.address);
-  const auto statuses = workload::converged_statuses(addresses);
+  const auto statuses = converged_statuses(listed());
   ASSERT_EQ(statuses.size(), 3u);
   EXPECT_TRUE(workload::digests_equal(statuses));
   RecordProperty("rejoin_ms", static_cast<int>(rejoin_s * 1000));
@@ -257,15 +171,10 @@ TEST_F(ReconfigurationTest, AnOperatorAddsASpareAndRemovesAMemberUnderLoad) {
 
 // Runs the real `lockstep` binary; its exit code, with stdout and stderr in `output`.
 int run_tool(const std::string& arguments, std::string& output) {
-  const std::string command_line = std::string(LOCKSTEP_BINARY) + " " + arguments + " 2>&1";
-  FILE* pipe = popen(command_line.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0)
-    output.append(buffer, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto [code, printed] =
+      integration::run_command(std::string(LOCKSTEP_BINARY) + " " + arguments + " 2>&1");
+  output += printed;
+  return code;
 }
 
 TEST_F(ReconfigurationTest, RefusesToRemoveTheLastMemberOrToAddAnUnlistedReplica) {

@@ -8,18 +8,14 @@
 
 #include <array>
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include "apps/kv/kv_machine.h"
 #include "client/client.h"
+#include "cluster_fixture.h"
 #include "core/codec.h"
-#include "runtime/local_cluster.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -29,35 +25,15 @@ Bytes command(kv::Op op, const std::string& key, const std::string& value = {},
   return kv::encode_command(kv::Command{op, key, value, expected, delta});
 }
 
-class RuntimeBasicTest : public ::testing::Test {
+class RuntimeBasicTest : public integration::ClusterTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path() /
-           ("lockstep-it-" + std::to_string(getpid()) + "-" + test->name());
-    std::filesystem::remove_all(dir_);
-  }
-
-  void TearDown() override {
-    cluster_.reset();  // kills and reaps every replica still running
-    if (!HasFailure()) {
-      std::filesystem::remove_all(dir_);
-    } else {
-      std::cerr << "replica logs kept in " << dir_ << "\n";
-    }
-  }
+  RuntimeBasicTest() : ClusterTest("lockstep-it") {}
 
   void start_cluster(uint32_t replicas, uint64_t failure_timeout_ms = 500) {
-    LocalClusterOptions options;
+    LocalClusterOptions options = cluster_options();
     options.replicas = replicas;
-    options.dir = dir_;
-    options.binary = LOCKSTEP_BINARY;
     options.timeouts.failure_timeout_ms = failure_timeout_ms;
-    options.client.deadline_ms = 10'000;
-    options.client.retry_interval_ms = 100;
-    cluster_ = std::make_unique<LocalCluster>(options);
-    cluster_->start_all();
-    cluster_->wait_until_listening();
+    start_cluster_with(options);
   }
 
   // A call that must succeed; returns the decoded KV result.
@@ -67,16 +43,6 @@ class RuntimeBasicTest : public ::testing::Test {
     if (!outcome.ok) return kv::Result{kv::ResultCode::kError, outcome.error};
     return kv::decode_result(outcome.result).value_or(kv::Result{kv::ResultCode::kError, "?"});
   }
-
-  std::string read_log(ReplicaId id) {
-    std::ifstream in(cluster_->log_path(id));
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
-  std::filesystem::path dir_;
-  std::unique_ptr<LocalCluster> cluster_;
 };
 
 TEST_F(RuntimeBasicTest, PutsAndGetsThroughThreeReplicas) {
@@ -161,7 +127,7 @@ TEST_F(RuntimeBasicTest, CorruptedFrameClosesOnlyThatConnection) {
   close(fd);
 
   EXPECT_TRUE(cluster_->running(ReplicaId{0}));
-  EXPECT_NE(read_log(ReplicaId{0}).find("malformed frame: bad checksum"), std::string::npos);
+  EXPECT_NE(log_of(ReplicaId{0}).find("malformed frame: bad checksum"), std::string::npos);
   // It still serves, and the corrupted request never ran.
   EXPECT_EQ(call(client, command(kv::Op::kPut, "after", "2")).code, kv::ResultCode::kOk);
   EXPECT_EQ(call(client, command(kv::Op::kGet, "after")), (kv::Result{kv::ResultCode::kOk, "2"}));
@@ -190,7 +156,7 @@ TEST_F(RuntimeBasicTest, SurvivorsKeepServingAfterSigkill) {
   EXPECT_EQ(call(fresh, command(kv::Op::kGet, "a")), (kv::Result{kv::ResultCode::kOk, "1"}));
   EXPECT_TRUE(cluster_->running(ReplicaId{0}));
   EXPECT_TRUE(cluster_->running(ReplicaId{2}));
-  EXPECT_NE(read_log(ReplicaId{0}).find("installed view 1: members [0, 2]"), std::string::npos);
+  EXPECT_NE(log_of(ReplicaId{0}).find("installed view 1: members [0, 2]"), std::string::npos);
   std::optional<StatusReply> zero = fresh.status(ReplicaId{0});
   std::optional<StatusReply> two = fresh.status(ReplicaId{2});
   ASSERT_TRUE(zero && two);
@@ -212,22 +178,11 @@ TEST_F(RuntimeBasicTest, ReplicaRemovedWhilePausedHaltsWithExitCode3) {
   std::optional<int> status = cluster_->wait(ReplicaId{2}, 10'000);
   ASSERT_TRUE(status) << "replica 2 did not exit; log:\n" << cluster_->log_tail(ReplicaId{2});
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 3) << describe_wait_status(*status);
-  EXPECT_NE(read_log(ReplicaId{2}).find("removed from the membership; halting"), std::string::npos);
+  EXPECT_NE(log_of(ReplicaId{2}).find("removed from the membership; halting"), std::string::npos);
   EXPECT_EQ(call(client, command(kv::Op::kGet, "b")), (kv::Result{kv::ResultCode::kOk, "2"}));
 }
 
-// Runs a shell command; returns (exit code, stdout).
-std::pair<int, std::string> run_command(const std::string& command_line) {
-  std::string output;
-  FILE* pipe = popen(command_line.c_str(), "r");
-  if (pipe == nullptr) return {-1, ""};
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    output.append(buffer.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using integration::run_command;
 
 TEST_F(RuntimeBasicTest, KvCommandLine) {
   start_cluster(2);
