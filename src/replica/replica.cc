@@ -118,6 +118,7 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
   }
   output_.loaded_state = true;
   receiver_.reset();
+  if (observer_.loaded) observer_.loaded(transfer);
   last_loaded_ = LoadedTransfer{transfer.sender, transfer.view.value,
                                 transfer.protocol_state.size(), transfer.service_snapshot.size()};
   if (byzantine_ != nullptr) {
@@ -172,6 +173,7 @@ void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
     }
     transfer->protocol_state = protocol_state;
     transfer->service_snapshot = service_snapshot;
+    if (observer_.built) observer_.built(it->to, *transfer);
     it->message = sender_.start(last_now_.monotonic_ns, it->to, *transfer);
     ++it;
   }

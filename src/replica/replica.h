@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -111,6 +112,13 @@ class Replica {
     size_t service_snapshot_bytes = 0;
   };
   const std::optional<LoadedTransfer>& last_loaded_transfer() const { return last_loaded_; }
+  // For checkers (the simulator): every StateTransfer this replica builds as a donor (blobs
+  // filled, before it leaves whole or in pieces) and every one it loads, however it arrived.
+  struct StateTransferObserver {
+    std::function<void(ReplicaId to, const StateTransfer&)> built;
+    std::function<void(const StateTransfer&)> loaded;
+  };
+  void observe_state_transfers(StateTransferObserver observer) { observer_ = std::move(observer); }
   // Bytes of a state being received in pieces, and transfers this replica is sending in pieces.
   uint64_t state_bytes_arriving() const { return receiver_.bytes_held(); }
   size_t state_transfers_sending() const { return sender_.in_progress(); }
@@ -148,6 +156,7 @@ class Replica {
   StateSender sender_;
   StateReceiver receiver_;
   std::vector<PeerMessage> chunk_messages_;  // chunks and requests for them, sent with the output
+  StateTransferObserver observer_;
   // Byzantine mode: the service snapshot at the latest checkpoint boundary, served to replicas
   // that catch up (docs/DESIGN.md §11.7).
   Bytes checkpoint_snapshot_;

@@ -6,6 +6,7 @@
 #include "apps/kv/kv_machine.h"
 #include "core/assert.h"
 #include "crypto/signing.h"
+#include "statemachine/service.h"
 
 namespace lockstep::sim {
 namespace {
@@ -42,6 +43,17 @@ ClientRequest junk_request(Random& random) {
 
 }  // namespace
 
+Bytes forged_snapshot(uint64_t boundary_us) {
+  Service service(std::make_unique<kv::KvMachine>());
+  ClientRequest request;
+  request.client = client_id_of(kJunkPrincipal, 0);
+  request.sequence = Sequence{1};
+  request.command = kv::encode_command(
+      kv::Command{kv::Op::kPut, "byz-forged", "at" + std::to_string(boundary_us), "", 0});
+  service.execute(request, boundary_us);
+  return service.snapshot();
+}
+
 std::string_view behaviour_name(Behaviour behaviour) {
   switch (behaviour) {
     case Behaviour::kWrongReplies:
@@ -64,6 +76,8 @@ std::string_view behaviour_name(Behaviour behaviour) {
       return "late_relay";
     case Behaviour::kFlood:
       return "flood";
+    case Behaviour::kForgeState:
+      return "forge_state";
   }
   return "unknown";
 }
@@ -78,11 +92,13 @@ DrawnByzantineHook::DrawnByzantineHook(AdversarySetup setup, Random& draw)
     Faulty f;
     f.signer = signer;
     bool any = false;
-    for (size_t b = 0; b < kBehaviourCount; ++b) {
+    // The behaviours before forge_state, drawn as they were before it existed.
+    constexpr size_t kOriginalBehaviours = static_cast<size_t>(Behaviour::kForgeState);
+    for (size_t b = 0; b < kOriginalBehaviours; ++b) {
       f.on[b] = draw.chance(350'000);
       any |= f.on[b];
     }
-    if (!any) f.on[draw.below(kBehaviourCount)] = true;
+    if (!any) f.on[draw.below(kOriginalBehaviours)] = true;
     // Silence: towards all peers or a few, always or now and then.
     const bool all_peers = draw.chance(300'000);
     for (uint32_t r = 0; r < setup_.replica_count; ++r) {
@@ -106,6 +122,14 @@ DrawnByzantineHook::DrawnByzantineHook(AdversarySetup setup, Random& draw)
       f.shift_high_us = -slot;
     }
     faulty_.emplace(replica, std::move(f));
+  }
+}
+
+void DrawnByzantineHook::draw_late_behaviours(Random& draw) {
+  for (auto& [replica, f] : faulty_) {
+    f.on[static_cast<size_t>(Behaviour::kForgeState)] = draw.chance(350'000);
+    f.forge_vote_per_million = static_cast<uint32_t>(draw.between(200'000, 1'000'000));
+    f.forge_inject_per_million = static_cast<uint32_t>(draw.between(200'000, 1'000'000));
   }
 }
 
@@ -277,6 +301,9 @@ bool DrawnByzantineHook::on_peer_send(ReplicaId from, ReplicaId to, ReplicaMessa
       random.chance(f.silence_per_million)) {
     return false;
   }
+  if (f.on[static_cast<size_t>(Behaviour::kForgeState)] && forge_state(f, from, message, random)) {
+    return true;
+  }
   auto* signed_proposal = std::get_if<SignedProposal>(&message);
   if (signed_proposal == nullptr) return true;
   remember(f, *signed_proposal);
@@ -313,6 +340,41 @@ bool DrawnByzantineHook::on_peer_send(ReplicaId from, ReplicaId to, ReplicaMessa
     endorsement.signature[random.below(32)] ^= static_cast<uint8_t>(random.between(1, 255));
   }
   return true;
+}
+
+bool DrawnByzantineHook::forge_state(Faulty& f, ReplicaId from, ReplicaMessage& message,
+                                     Random& random) {
+  if (auto* vote = std::get_if<CheckpointVote>(&message)) {
+    if (vote->boundary_us > f.boundary_us) {
+      // Unasked snapshots for this boundary, timed to reach a joiner while it waits for one.
+      f.boundary_us = vote->boundary_us;
+      for (uint32_t r = 0; r < setup_.replica_count; ++r) {
+        if (r != from.value && random.chance(f.forge_inject_per_million))
+          f.forged_due.emplace_back(ReplicaId{r}, vote->boundary_us);
+      }
+    }
+    // The colluders forge the same snapshot for a boundary, so their votes add up (to t at most:
+    // a joiner needs t+1). An honest vote now and then makes this replica a signer that joiners
+    // ask for the snapshot, which it then forges.
+    if (random.chance(f.forge_vote_per_million)) {
+      vote->digest = crypto::digest(forged_snapshot(vote->boundary_us));
+      vote->signature = f.signer->sign(
+          crypto::checkpoint_vote_signing_bytes(from, vote->boundary_us, vote->digest));
+    }
+    return true;
+  }
+  if (auto* transfer = std::get_if<StateTransfer>(&message)) {
+    // Either the snapshot its votes named, or the real one with a byte flipped (which may not
+    // even decode).
+    if (random.chance(500'000) || transfer->service_snapshot.empty()) {
+      transfer->service_snapshot = forged_snapshot(transfer->view.value);
+    } else {
+      transfer->service_snapshot[random.below(transfer->service_snapshot.size())] ^=
+          static_cast<uint8_t>(random.between(1, 255));
+    }
+    return true;
+  }
+  return false;
 }
 
 bool DrawnByzantineHook::on_client_reply(ReplicaId from, ClientReply& reply, Random& random) {
@@ -404,6 +466,15 @@ std::vector<ByzantineHook::Injection> DrawnByzantineHook::on_step(const Step& st
     }
     send_to_some(forged);
   }
+
+  // Unasked forged snapshots: a joiner takes t+1 votes for a boundary within about Δ of the
+  // votes going out, and asks for the snapshot then; these arrive around that time.
+  for (const auto& [to, boundary] : f.forged_due) {
+    out.push_back(Injection{
+        to, StateTransfer{step.replica, ViewNumber{boundary}, {}, forged_snapshot(boundary)},
+        step.sim_ns + random.between(0, 3 * d_ns)});
+  }
+  f.forged_due.clear();
 
   if (f.on[static_cast<size_t>(Behaviour::kFlood)] && random.chance(f.flood_per_million)) {
     // Proposals of our own in recent slots (inside the window for one signature, so honest

@@ -19,6 +19,10 @@
 //   late_relay        holds relayed values back from some peers, releasing them near the end of
 //                     the window
 //   flood             many extra validly-signed proposals of duplicate or junk requests
+//   forge_state       checkpoints (docs/DESIGN.md §11.7): votes for a forged snapshot's digest
+//                     (validly signed by itself, per peer), answers StateRequests with a forged
+//                     snapshot, and sends forged StateTransfers unasked: a replica catching up
+//                     must never load one (drawn after the others, from draw_late_behaviours)
 //
 // Faulty replicas collude: the hook holds every faulty replica's Signer, never an honest one's.
 #pragma once
@@ -48,9 +52,15 @@ enum class Behaviour : uint8_t {
   kShiftTimestamps,
   kLateRelay,
   kFlood,
+  kForgeState,
 };
-inline constexpr size_t kBehaviourCount = 10;
+inline constexpr size_t kBehaviourCount = 11;
 std::string_view behaviour_name(Behaviour behaviour);
+
+// A valid service snapshot (a KV state with one key, "byz-forged", that no honest client writes)
+// that no honest replica ever has: what forge_state serves for `boundary_us`, and what the
+// simulator's planted `load_forged_state` feeds a joiner.
+Bytes forged_snapshot(uint64_t boundary_us);
 
 struct AdversarySetup {
   uint32_t t = 0;
@@ -66,6 +76,9 @@ class DrawnByzantineHook final : public ByzantineHook {
  public:
   // Draws each faulty replica's behaviours (at least one each) from `draw`.
   DrawnByzantineHook(AdversarySetup setup, Random& draw);
+  // Behaviours added after the others (forge_state), drawn from a stream of their own so that
+  // adding them left the older draws of every seed as they were.
+  void draw_late_behaviours(Random& draw);
 
   bool is_byzantine(ReplicaId replica) const override { return setup_.faulty.contains(replica); }
   bool on_peer_send(ReplicaId from, ReplicaId to, ReplicaMessage& message, Random& random) override;
@@ -114,9 +127,16 @@ class DrawnByzantineHook final : public ByzantineHook {
     };
     std::vector<Planned> outbox;
     uint64_t flood_slot_us = 0;  // last timestamp used by a flood, so floods never reuse one
+    // forge_state: how often a vote names the forged digest (else it is honest, which makes this
+    // replica one of the signers a joiner asks for the snapshot), and the latest boundary seen.
+    uint32_t forge_vote_per_million = 0;
+    uint32_t forge_inject_per_million = 0;  // per boundary and peer: an unasked forged snapshot
+    uint64_t boundary_us = 0;
+    std::vector<std::pair<ReplicaId, uint64_t>> forged_due;  // (peer, boundary), sent next step
   };
 
   Faulty& faulty(ReplicaId replica);
+  bool forge_state(Faulty& f, ReplicaId from, ReplicaMessage& message, Random& random);
   Faulty::Rewrite& rewrite_for(Faulty& f, ReplicaId self, const SignedProposal& original,
                                Random& random);
   SignedProposal sign_as(ReplicaId origin, Proposal proposal,

@@ -77,8 +77,9 @@ std::string encode_result(const RunResult& r) {
       << r.profile.byzantine_clients << ' ' << r.profile.durable << ' '
       << r.profile.checkpoint_interval << ' ' << r.profile.sync_latency_ns << ' ' << r.final_view
       << ' ' << r.profile.reconfiguration << ' ' << r.profile.spare << ' '
-      << r.state_transfers_loaded << ' ' << escape(r.profile.behaviours).size() << ':'
-      << escape(r.profile.behaviours);
+      << r.state_transfers_loaded << ' ' << r.profile.checkpoint_interval_us << ' '
+      << r.profile.restarts << ' ' << r.snapshots_refused << ' ' << r.state_chunks_sent << ' '
+      << escape(r.profile.behaviours).size() << ':' << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
   out << ' ' << r.trace_tail.size();
@@ -99,7 +100,8 @@ std::optional<RunResult> decode_result(std::string_view line) {
   in >> mode >> r.profile.delta_us >> r.profile.epsilon_us >> r.profile.byzantine_replicas >>
       r.profile.byzantine_clients >> r.profile.durable >> r.profile.checkpoint_interval >>
       r.profile.sync_latency_ns >> r.final_view >> r.profile.reconfiguration >> r.profile.spare >>
-      r.state_transfers_loaded;
+      r.state_transfers_loaded >> r.profile.checkpoint_interval_us >> r.profile.restarts >>
+      r.snapshots_refused >> r.state_chunks_sent;
   r.profile.mode = static_cast<Mode>(mode);
   {
     size_t size = 0;
@@ -371,6 +373,7 @@ bool* planted_flag(PlantedBugs& planted, std::string_view name) {
   if (name == "ignore_equivocation") return &planted.byzantine.ignore_equivocation;
   if (name == "accept_short_quorum") return &planted.accept_short_quorum;
   if (name == "persist_after_send") return &planted.persist_after_send;
+  if (name == "load_forged_state") return &planted.load_forged_state;
   return nullptr;
 }
 
@@ -393,13 +396,14 @@ std::vector<std::string> planted_bug_names(const PlantedBugs& planted) {
 }
 
 std::vector<std::string> all_planted_bug_names() {
-  return {"execute_before_stable", "skip_relay",   "reply_before_execute", "drop_session_entry",
-          "persist_after_send",    "decide_early", "ignore_equivocation",  "accept_short_quorum"};
+  return {"execute_before_stable", "skip_relay",          "reply_before_execute",
+          "drop_session_entry",    "persist_after_send",  "decide_early",
+          "ignore_equivocation",   "accept_short_quorum", "load_forged_state"};
 }
 
 std::vector<std::string> planted_bug_names_for(Mode mode) {
   if (mode == Mode::kByzantine)
-    return {"decide_early", "ignore_equivocation", "accept_short_quorum"};
+    return {"decide_early", "ignore_equivocation", "accept_short_quorum", "load_forged_state"};
   return {"execute_before_stable", "skip_relay", "reply_before_execute", "drop_session_entry",
           "persist_after_send"};
 }
@@ -424,6 +428,7 @@ std::string replay_command(const SimOptions& options, uint64_t seed) {
   } else if (options.draw_reconfiguration) {
     command += " --reconfiguration drawn";
   }
+  if (options.restarts) command += *options.restarts ? " --restarts yes" : " --restarts no";
   if (options.faults_min != SimOptions{}.faults_min) {
     command += " --faults-min " + std::to_string(options.faults_min);
   }

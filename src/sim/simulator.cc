@@ -117,6 +117,19 @@ constexpr size_t kByzantineClientBase = 1'000'000;
 // Client principals: honest clients 1.., Byzantine ones from here.
 constexpr uint32_t kByzantinePrincipalBase = 1000;
 constexpr size_t kSniffedRequestsMax = 256;  // honest requests a Byzantine client may replay
+// Checkpoints and catching up (docs/DESIGN.md §11.7). Runs last a few seconds, so intervals of
+// 50..500 ms of order time give several boundaries per run; never below the runtime's own floor
+// (runtime/config.h, kCheckpointIntervalLatencies: 4 decision latencies), which a deployment
+// cannot go under either.
+constexpr uint64_t kCheckpointIntervalMinUs = 50'000;
+constexpr uint64_t kCheckpointIntervalMaxUs = 500'000;
+constexpr uint64_t kCheckpointIntervalLatencies = 4;
+// A restarted honest replica's machine is down this long at most (on some seeds only short
+// outages, below the shortest interval; on others up to a few intervals).
+constexpr uint64_t kCatchUpShortDowntimeMaxNs = 40 * kMs;
+constexpr uint64_t kCatchUpDowntimeMaxNs = 2 * kSec;
+// A rolling restart (every honest replica in turn) that has no budget right now tries again.
+constexpr uint64_t kRollingRetryNs = 100 * kMs;
 
 using RequestKey = std::pair<ClientId, Sequence>;
 
@@ -176,6 +189,14 @@ struct Profile {
   uint32_t weight_rejoin = 0;
   uint32_t weight_wipe_rejoin = 0;
   uint32_t weight_spare_join = 0;
+  // Byzantine restarts (kCatchUpRestart): episode weight, the share of restarts that bring back a
+  // replica that crashed for good, the chance that a replica restarts again soon after it loaded,
+  // every honest replica restarting in turn, and how long a restarted machine stays down.
+  uint32_t weight_catch_up = 0;
+  uint32_t revive_per_million = 0;
+  uint32_t restart_again_per_million = 0;
+  bool rolling_restarts = false;
+  uint64_t catch_up_downtime_max_ns = 0;
 };
 
 // ---- events ---------------------------------------------------------------------------------
@@ -223,6 +244,8 @@ struct ClientWake {
 // which are planned at set-up so they spread over the whole fault phase.
 struct FaultDue {
   std::optional<FaultKind> planned;
+  std::optional<ReplicaId> target;  // a planned fault meant for this replica
+  bool rolling = false;             // byzantine rolling restarts: retried until it happens
 };
 struct PauseEnd {
   ReplicaId replica;
@@ -320,6 +343,10 @@ using ReplicaInput = std::variant<PeerDelivery, RequestDelivery>;
 
 struct ReplicaSlot {
   std::unique_ptr<Replica> replica;
+  // From the replica's StateTransferObserver: states it built as a donor in this step, and the
+  // one it loaded in this step.
+  std::vector<std::pair<ReplicaId, StateTransfer>> built_transfers;
+  std::optional<StateTransfer> loaded_transfer;
   ReplicaClock clock;
   bool crashed = false;
   bool paused = false;
@@ -374,6 +401,11 @@ struct ReplicaSlot {
   bool loaded_digest_due = false;
   uint32_t add_retries = 0;  // loaded a state: its digest at the next flush is checked
   uint64_t state_loads = 0;
+  // Byzantine mode: the options a new process of this slot starts with (same key, same clock),
+  // and a restarted process that has not loaded a checkpoint yet (a unit of t), since when.
+  byzantine::Options byzantine_options;
+  bool catching_up = false;
+  uint64_t catch_up_started_ns = 0;
 };
 
 // A replica->replica channel: FIFO by construction (a message never arrives before one sent
@@ -467,6 +499,7 @@ class Simulator {
   bool byzantine_mode() const { return options_.mode == Mode::kByzantine; }
   bool durable() const { return run_profile_.durable; }
   bool reconfiguration() const { return run_profile_.reconfiguration; }
+  bool byzantine_restarts() const { return run_profile_.restarts; }
 
   // Scheduling.
   void schedule(uint64_t at_ns, EventBody body);
@@ -509,11 +542,27 @@ class Simulator {
   bool apply_admin(ReplicaId member, MembershipChange change, ReplicaId r);
   void start_joiner(ReplicaId r, bool wipe);
   void wipe_disk(ReplicaId r);
-  void tag_state_transfers(ReplicaId r, const std::vector<Replica::PeerMessage>& to_peers);
+  // Tags the states r built as a donor this step with its position (for on_state_loaded).
+  void tag_state_transfers(ReplicaId r);
+  // Installs the observer that hands the checkers every state r builds or loads.
+  void observe_state_transfers(ReplicaId r);
+  // The replica limits of this run: the state transfer piece size is drawn.
+  ReplicaLimits limits() const {
+    ReplicaLimits limits;
+    limits.state_chunks.chunk_bytes = run_profile_.state_chunk_bytes;
+    return limits;
+  }
   void on_state_loaded(ReplicaId r, const StateTransfer& transfer);
   void check_prefix_digest(ReplicaId r, uint64_t position, const std::string& role);
   void forget_prefix_digests_after(uint64_t position);
   bool try_reconfiguration_fault(FaultKind kind, std::vector<ReplicaId> candidates);
+  // Byzantine restarts.
+  bool catch_up_restart(std::vector<ReplicaId> candidates, std::optional<ReplicaId> target);
+  void restart_byzantine(ReplicaId r);
+  void record_checkpoint_votes(ReplicaId r, const std::vector<Replica::PeerMessage>& to_peers);
+  void on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer);
+  void forge_for_joiner(ReplicaMessage& message);
+  std::optional<std::string> catch_up_overdue(uint64_t by_ns) const;
 
   // Clients.
   void start_operation(size_t c, size_t lane);
@@ -526,7 +575,7 @@ class Simulator {
 
   // Faults and phases.
   void inject_fault();
-  bool try_fault(FaultKind kind);
+  bool try_fault(FaultKind kind, std::optional<ReplicaId> target = std::nullopt);
   void count_fault(FaultKind kind, const std::string& detail);
   void maybe_end_fault_phase();
   void heal();
@@ -616,6 +665,7 @@ class Simulator {
   std::map<uint64_t, TransferTag> transfer_tags_;
   std::map<uint64_t, std::pair<uint64_t, std::string>> prefix_digests_;
   uint64_t state_transfers_loaded_ = 0;
+  uint64_t state_chunks_sent_ = 0;
   uint64_t admin_nonce_ = 0;
 
   // The byzantine mode.
@@ -633,6 +683,16 @@ class Simulator {
   // clients accepted before any honest replica's answer was seen (checked when it is).
   std::map<RequestKey, std::pair<ReplicaId, Bytes>> honest_outputs_;
   std::map<RequestKey, std::pair<size_t, Bytes>> unconfirmed_accepts_;
+  // Byzantine checkpoints: the digest honest replicas signed for each boundary (and the first
+  // who did), which is what a replica catching up must load.
+  std::map<uint64_t, std::pair<Digest, uint32_t>> honest_checkpoints_;
+  // A restarted replica started this long ago must have loaded (see catch_up_overdue).
+  uint64_t catch_up_margin_ns_ = 0;
+  uint64_t snapshots_refused_ = 0;    // by processes that are gone (the live ones count at the end)
+  uint64_t late_behaviour_seed_ = 0;  // forge_state and later behaviours draw from this
+  std::vector<ReplicaId> rolling_order_;
+  size_t rolling_next_ = 0;
+  std::optional<ReplicaId> rolling_target_;
 
   uint64_t heal_ns_ = 0;
   uint64_t quiesce_ns_ = 0;
@@ -656,6 +716,12 @@ void Simulator::draw_profile() {
   Random draw = random_.fork();
   Profile& p = profile_;
   run_profile_.mode = options_.mode;
+  // State transfers in pieces on half the seeds, from a stream of their own (no other draw moves).
+  Random pieces(options_.seed ^ 0x5ec7c4u);
+  // (Not with the planted forged load: it forges whole StateTransfers.)
+  const bool in_pieces = pieces.chance(500'000) && !options_.planted.load_forged_state;
+  run_profile_.state_chunk_bytes =
+      in_pieces ? pieces.between(32, 512) : ReplicaLimits{}.state_chunks.chunk_bytes;
   uint32_t t = 0;
   if (byzantine_mode()) {
     // n = 2t+1 grows fast and every instance costs O(n^2) messages: t = 3 on a few seeds only.
@@ -785,6 +851,43 @@ void Simulator::draw_byzantine_profile(Random& draw) {
   run.byzantine_clients =
       options_.byzantine_clients.value_or(static_cast<uint32_t>(draw.between(0, 3)));
   byzantine_replicas_drawn_ = run.byzantine_replicas;
+
+  // Checkpoints and restarts (§11.7), drawn last so that every draw above kept its value.
+  const byzantine::Options defaults;
+  const uint64_t latency_us = defaults.slot_us + (t + 1) * (run.delta_us + run.epsilon_us);
+  const uint64_t interval_floor_us =
+      std::max(kCheckpointIntervalMinUs, kCheckpointIntervalLatencies * latency_us);
+  run.checkpoint_interval_us = draw.between(
+      interval_floor_us, std::max(kCheckpointIntervalMaxUs, interval_floor_us + 100'000));
+  const bool drawn_restarts = draw.chance(750'000);
+  run.restarts = options_.restarts.value_or(drawn_restarts);
+  const auto weight_catch_up = static_cast<uint32_t>(draw.between(2, 10));
+  p.revive_per_million = static_cast<uint32_t>(draw.between(0, 500'000));
+  p.restart_again_per_million = static_cast<uint32_t>(draw.between(0, 600'000));
+  p.rolling_restarts = draw.chance(300'000);
+  p.catch_up_downtime_max_ns =
+      draw.chance(500'000) ? kCatchUpShortDowntimeMaxNs : kCatchUpDowntimeMaxNs;
+  late_behaviour_seed_ = draw.next_u64();
+  // A restart needs a free unit of t: on most seeds whose liars took the whole budget, one
+  // fewer liar (a new draw; the liars drawn above keep their places).
+  const bool free_a_unit = draw.chance(600'000);
+  if (run.restarts && free_a_unit && !options_.byzantine_replicas && run.byzantine_replicas == t) {
+    --run.byzantine_replicas;
+    byzantine_replicas_drawn_ = run.byzantine_replicas;
+  }
+  if (run.restarts) {
+    p.weight_catch_up = weight_catch_up;
+  } else {
+    p.rolling_restarts = false;
+  }
+  // A restarted replica loads by: its participation start (σ + 2D after its first input), the
+  // first boundary after it (an interval), that boundary's votes (decided a latency after it,
+  // then Δ), the request and the snapshot (2Δ); one more interval in case its donors moved on
+  // (or crashed) before they answered, and one more latency and a tick of slack.
+  catch_up_margin_ns_ =
+      (2 * run.checkpoint_interval_us + 3 * latency_us + 4 * (run.delta_us + run.epsilon_us)) *
+          kUs +
+      kTickMaxNs + 10 * kMs;
 }
 
 void Simulator::set_up() {
@@ -814,7 +917,8 @@ void Simulator::set_up() {
       }
       ReplicaSlot& slot = replicas_[i];
       slot.options = o;
-      slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>());
+      slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>(), limits());
+      observe_state_transfers(ReplicaId{i});
       if (durable()) {
         slot.disk = std::make_unique<storage::MemoryStorage>();
         storage::StoreRecovery recovery;
@@ -865,7 +969,20 @@ void Simulator::set_up() {
         draw.chance(profile_.long_restart_share_per_million)) {
       kind = FaultKind::kReplicaLongRestart;
     }
-    schedule(at, FaultDue{kind});
+    schedule(at, FaultDue{kind, std::nullopt, false});
+  }
+  // Byzantine rolling restarts: every honest replica in turn, the next once the last has loaded
+  // (drawn at the end of set-up, so that the draws above kept their values).
+  if (byzantine_mode() && profile_.rolling_restarts) {
+    for (uint32_t i = 0; i < n; ++i) {
+      if (!faulty(ReplicaId{i})) rolling_order_.push_back(ReplicaId{i});
+    }
+    for (size_t i = rolling_order_.size(); i > 1; --i)
+      std::swap(rolling_order_[i - 1], rolling_order_[draw.below(i)]);
+    if (!rolling_order_.empty()) {
+      schedule(draw.between(0, run_profile_.fault_phase_ns / 3),
+               FaultDue{FaultKind::kCatchUpRestart, rolling_order_.front(), true});
+    }
   }
 }
 
@@ -919,6 +1036,8 @@ void Simulator::set_up_byzantine(Random& draw) {
       setup.faulty.emplace(ReplicaId{order[k]}, replica_signers_[order[k]].get());
     }
     drawn_hook_ = std::make_unique<DrawnByzantineHook>(std::move(setup), draw);
+    Random late_draw(late_behaviour_seed_);
+    drawn_hook_->draw_late_behaviours(late_draw);
     hook_ = drawn_hook_.get();
     run_profile_.behaviours = drawn_hook_->describe();
   } else {
@@ -938,8 +1057,11 @@ void Simulator::set_up_byzantine(Random& draw) {
     o.signer = replica_signers_[i].get();
     o.verifier = verifier_.get();
     o.planted = options_.planted.byzantine;
+    o.checkpoint_interval_us = run_profile_.checkpoint_interval_us;
     ReplicaSlot& slot = replicas_[i];
-    slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>());
+    slot.byzantine_options = o;
+    slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>(), limits());
+    observe_state_transfers(ReplicaId{i});
     // |skew| + wander <= ε/2 - 1 µs: two honest clocks never differ by more than ε.
     const auto bound = static_cast<uint64_t>(profile_.skew_max_ns);
     slot.clock.wander_ns = draw.between(0, bound);
@@ -1124,6 +1246,13 @@ RunResult Simulator::run() {
   result.fault_episodes = episodes_;
   result.event_log_hash = hash_.value();
   result.state_transfers_loaded = state_transfers_loaded_;
+  result.state_chunks_sent = state_chunks_sent_;
+  result.snapshots_refused = snapshots_refused_;
+  for (const ReplicaSlot& slot : replicas_) {
+    if (byzantine_mode() && !faulty(slot.replica->id())) {
+      result.snapshots_refused += slot.replica->rejected_state_transfers();
+    }
+  }
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     if (live(ReplicaId{i})) {
       result.final_view = std::max(result.final_view, replicas_[i].replica->core().view().value);
@@ -1256,7 +1385,14 @@ void Simulator::dispatch(Event& event) {
         } else if constexpr (std::is_same_v<T, FaultDue>) {
           if (phase_ != Phase::kFaults) return;
           if (e.planned) {
-            if (!try_fault(*e.planned)) trace("planned fault not possible now; skipped");
+            if (try_fault(*e.planned, e.target)) {
+              if (e.rolling) rolling_target_ = e.target;
+            } else if (e.rolling) {
+              trace("rolling restart not possible now; tried again later");
+              schedule(now_ns_ + kRollingRetryNs, e);
+            } else {
+              trace("planned fault not possible now; skipped");
+            }
             return;
           }
           // The schedule is spent once the drawn duration has passed with enough episodes; the
@@ -1331,14 +1467,20 @@ void Simulator::step_replica(ReplicaId r, ReplicaInput& input) {
       [&](auto& e) {
         using T = std::decay_t<decltype(e)>;
         if constexpr (std::is_same_v<T, PeerDelivery>) {
-          const auto* transfer = std::get_if<StateTransfer>(&e.message);
-          if (transfer != nullptr && slot.replica->core().awaits_state() && !byzantine_mode()) {
-            // Kept for the checks: the replica takes the message by value.
-            const StateTransfer copy = *transfer;
-            slot.replica->on_peer_message(now, e.from, std::move(e.message));
-            if (slot.replica->serving()) on_state_loaded(r, copy);
-          } else {
-            slot.replica->on_peer_message(now, e.from, std::move(e.message));
+          if (byzantine_mode() && options_.planted.load_forged_state && !slot.replica->serving()) {
+            forge_for_joiner(e.message);
+          }
+          // A state loaded in this step, whole or from its last piece (the observer keeps it).
+          slot.loaded_transfer.reset();
+          slot.replica->on_peer_message(now, e.from, std::move(e.message));
+          if (slot.loaded_transfer) {
+            const StateTransfer loaded = std::move(*slot.loaded_transfer);
+            slot.loaded_transfer.reset();
+            if (byzantine_mode()) {
+              on_checkpoint_loaded(r, loaded);
+            } else {
+              on_state_loaded(r, loaded);
+            }
           }
         } else {
           const RequestKey key{e.request.client, e.request.sequence};
@@ -1376,6 +1518,8 @@ void Simulator::after_step(ReplicaId r) {
 void Simulator::flush_replica(ReplicaId r) {
   ReplicaSlot& slot = replicas_[r.value];
   Replica::Output output = slot.replica->take_output();
+  for (const Replica::PeerMessage& send : output.to_peers)
+    state_chunks_sent_ += std::holds_alternative<StateChunk>(send.message) ? 1 : 0;
 
   for (const Replica::Executed& executed : output.executed) {
     hash_.add(executed.timestamp.clock);
@@ -1420,8 +1564,25 @@ void Simulator::flush_replica(ReplicaId r) {
     slot.executed_any.insert(key);
   }
 
+  if (byzantine_mode() && !faulty(r) && !violation_) {
+    if (slot.catching_up && slot.replica->serving()) {
+      // Every load passes the observer (observe_state_transfers), whole or in pieces.
+      fail("simulator: r" + std::to_string(r.value) + " serves again but no load was observed");
+      return;
+    }
+    slot.built_transfers.clear();  // byzantine donors serve a boundary's snapshot: checked at load
+    record_checkpoint_votes(r, output.to_peers);
+    // A replica that loaded a checkpoint: its digest where its next flush lands is kept (and
+    // checked against anyone else's seen there).
+    if (slot.loaded_digest_due) {
+      slot.loaded_digest_due = false;
+      check_prefix_digest(r, slot.executed_position, "after loading a checkpoint");
+    } else if (slot.replica->serving() && prefix_digests_.contains(slot.executed_position)) {
+      check_prefix_digest(r, slot.executed_position, "at a flush");
+    }
+  }
   if (reconfiguration() && !violation_) {
-    tag_state_transfers(r, output.to_peers);
+    tag_state_transfers(r);
     if (slot.loaded_digest_due) {
       slot.loaded_digest_due = false;
       check_prefix_digest(r, slot.executed_position, "after loading a state");
@@ -1725,6 +1886,8 @@ void Simulator::crash(ReplicaId r) {
   slot.paused = false;  // a crash ends a pause for good: nothing resumes
   slot.inbox.clear();
   ++slot.generation;  // its timers, pending syncs and replies in flight die with it
+  // Its pending flush dies with it (the event is dropped as stale): a new process starts afresh.
+  slot.flush_scheduled = false;
   if (!durable()) {
     // Frames already sent may or may not have left the machine: a prefix of each channel's
     // in-flight frames arrives, the rest is lost with the process (a crash mid-broadcast).
@@ -2012,6 +2175,10 @@ bool Simulator::cluster_crash() {
 }
 
 void Simulator::restart(ReplicaId r) {
+  if (byzantine_mode()) {
+    restart_byzantine(r);
+    return;
+  }
   ReplicaSlot& slot = replicas_[r.value];
   slot.restart_pending = false;
   ++slot.restarts;
@@ -2055,7 +2222,8 @@ void Simulator::restart(ReplicaId r) {
   options.incarnation = random_.between(1, UINT64_MAX);
   slot.options = options;  // without `join`: a later restart from its disk recovers as usual
   options.join = join;
-  slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>());
+  slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
+  observe_state_transfers(r);
   Replica::CheckpointData data;
   uint64_t position = 0;
   if (recovery.checkpoint) {
@@ -2294,13 +2462,10 @@ void Simulator::start_joiner(ReplicaId r, bool wipe) {
   restart(r);
 }
 
-void Simulator::tag_state_transfers(ReplicaId r,
-                                    const std::vector<Replica::PeerMessage>& to_peers) {
-  bool any = false;
-  for (const Replica::PeerMessage& send : to_peers)
-    any |= std::holds_alternative<StateTransfer>(send.message);
-  if (!any) return;
-  const ReplicaSlot& slot = replicas_[r.value];
+void Simulator::tag_state_transfers(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  std::vector<std::pair<ReplicaId, StateTransfer>> built = std::exchange(slot.built_transfers, {});
+  if (built.empty()) return;
   if (!slot.replica->serving()) {
     fail("state transfer: r" + std::to_string(r.value) +
          " sent its state although it does not serve (halted or joining)");
@@ -2309,14 +2474,24 @@ void Simulator::tag_state_transfers(ReplicaId r,
   // The Replica filled these at the end of this step (fill_state_transfers): its state then is
   // its executions so far, which the agreement check matched to the agreed prefix of this length.
   const TransferTag tag{slot.executed_position, slot.replica->service().digest(), r.value};
-  for (const Replica::PeerMessage& send : to_peers) {
-    const auto* transfer = std::get_if<StateTransfer>(&send.message);
-    if (transfer == nullptr) continue;
-    transfer_tags_[transfer_hash(*transfer)] = tag;
-    trace("r" + std::to_string(r.value) + " sends r" + std::to_string(send.to.value) +
+  for (const auto& [to, transfer] : built) {
+    transfer_tags_[transfer_hash(transfer)] = tag;
+    trace("r" + std::to_string(r.value) + " sends r" + std::to_string(to.value) +
           " its state at execution #" + std::to_string(tag.position));
   }
   check_prefix_digest(r, tag.position, "as a donor");
+}
+
+void Simulator::observe_state_transfers(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  Replica::StateTransferObserver observer;
+  observer.built = [this, r](ReplicaId to, const StateTransfer& transfer) {
+    replicas_[r.value].built_transfers.emplace_back(to, transfer);
+  };
+  observer.loaded = [this, r](const StateTransfer& transfer) {
+    replicas_[r.value].loaded_transfer = transfer;
+  };
+  slot.replica->observe_state_transfers(std::move(observer));
 }
 
 void Simulator::check_prefix_digest(ReplicaId r, uint64_t position, const std::string& role) {
@@ -2515,6 +2690,233 @@ bool Simulator::try_reconfiguration_fault(FaultKind kind, std::vector<ReplicaId>
     default:
       return false;
   }
+}
+
+// ---- byzantine restarts: checkpoints and catching up (docs/DESIGN.md §11.7) -------------------
+
+bool Simulator::catch_up_restart(std::vector<ReplicaId> candidates,
+                                 std::optional<ReplicaId> target) {
+  // An honest replica that crashed for good may come back too: its unit of t stays spent until
+  // it has loaded. (The budget may be full; that is when this is the only restart possible.)
+  std::vector<ReplicaId> down;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaSlot& slot = replicas_[i];
+    if (slot.crashed && !slot.restart_pending && !faulty(ReplicaId{i})) {
+      down.push_back(ReplicaId{i});
+    }
+  }
+  if (target) {
+    std::erase_if(candidates, [&](ReplicaId r) { return r != *target; });
+    std::erase_if(down, [&](ReplicaId r) { return r != *target; });
+  }
+  auto pick = [&](const std::vector<ReplicaId>& from) { return from[random_.below(from.size())]; };
+  const bool budget_full = budget_used_ >= run_profile_.t || candidates.empty();
+  if (!down.empty() && (target || budget_full || random_.chance(profile_.revive_per_million))) {
+    const ReplicaId r = pick(down);
+    count_fault(FaultKind::kCatchUpRestart, "r" + std::to_string(r.value) +
+                                                " comes back after its crash: a new process "
+                                                "with --join");
+    restart_byzantine(r);
+    return true;
+  }
+  if (budget_full) return false;
+  const ReplicaId r = pick(candidates);
+  ReplicaSlot& slot = replicas_[r.value];
+  const uint64_t downtime = random_.between(1 * kMs, profile_.catch_up_downtime_max_ns);
+  ++budget_used_;
+  slot.budgeted = true;
+  count_fault(
+      FaultKind::kCatchUpRestart,
+      "r" + std::to_string(r.value) + " down for " + time_text(downtime) +
+          "s, back without its state (--join)" +
+          (slot.restarts > 0 ? " (restart " + std::to_string(slot.restarts + 1) + ")" : ""));
+  crash(r);
+  slot.restart_pending = true;
+  schedule(now_ns_ + downtime, RestartDue{r, slot.generation});
+  return true;
+}
+
+void Simulator::restart_byzantine(ReplicaId r) {
+  // A new process in the slot: the same key and clock, no state (the crashed one's Replica is
+  // dropped here), `join`. It counts against t (slot.budgeted) until it has loaded a checkpoint.
+  ReplicaSlot& slot = replicas_[r.value];
+  LOCKSTEP_ASSERT(slot.crashed && slot.budgeted, "a restart follows a budgeted crash");
+  slot.restart_pending = false;
+  ++slot.restarts;
+  snapshots_refused_ += slot.replica->rejected_state_transfers();
+  byzantine::Options options = slot.byzantine_options;
+  options.join = true;
+  slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
+  observe_state_transfers(r);
+  slot.crashed = false;
+  slot.halted_seen = false;
+  slot.resumed_ns = now_ns_;
+  slot.flush_scheduled = false;
+  slot.loaded_digest_due = false;
+  slot.catching_up = true;
+  slot.catch_up_started_ns = now_ns_;
+  // Agreement as a continuation starts at the position of the checkpoint it loads; until then
+  // it executes nothing and answers nobody.
+  slot.executed_position = 0;
+  slot.executed_once.clear();
+  slot.executed_any.clear();
+  hash_.add(0xe1000000 + r.value);
+  trace("r" + std::to_string(r.value) +
+        " starts as a joiner: a new process without state (--join), restart " +
+        std::to_string(slot.restarts));
+  // Its connections are new: frames in flight to or from the old process never arrive.
+  for (uint32_t other = 0; other < replicas_.size(); ++other) {
+    Channel& inbound = channels_[other][r.value];
+    inbound.lost_after = inbound.delivered;
+    inbound.lost_through = inbound.sent;
+    Channel& outbound = channels_[r.value][other];
+    outbound.lost_after = std::min(outbound.lost_after, outbound.sent);
+    outbound.lost_through = outbound.sent;
+  }
+  slot.replica->core().check_invariants();
+  schedule(now_ns_ + random_.between(0, profile_.tick_interval_ns),
+           ReplicaTick{r, slot.generation});
+  check_budget();
+}
+
+void Simulator::record_checkpoint_votes(ReplicaId r,
+                                        const std::vector<Replica::PeerMessage>& to_peers) {
+  // An honest replica's vote (as its core signed it, before any network): the digest of its
+  // snapshot at the boundary. Honest replicas executed the same prefix there, so every honest
+  // vote for a boundary names one digest, and that is what a joiner must load.
+  uint64_t last_boundary = 0;
+  for (const Replica::PeerMessage& send : to_peers) {
+    const auto* vote = std::get_if<CheckpointVote>(&send.message);
+    if (vote == nullptr || vote->boundary_us == last_boundary) continue;
+    last_boundary = vote->boundary_us;
+    if (vote->replica != r) {
+      fail("r" + std::to_string(r.value) + " sent a checkpoint vote signed as r" +
+           std::to_string(vote->replica.value));
+      return;
+    }
+    auto [known, inserted] =
+        honest_checkpoints_.emplace(vote->boundary_us, std::pair{vote->digest, r.value});
+    trace("r" + std::to_string(r.value) + " votes for its snapshot at boundary " +
+          std::to_string(vote->boundary_us));
+    if (!inserted && known->second.first != vote->digest) {
+      fail("checkpoint agreement: honest r" + std::to_string(known->second.second) + " and r" +
+           std::to_string(r.value) + " signed different snapshot digests for boundary " +
+           std::to_string(vote->boundary_us) + " (their states differ there)" +
+           (replicas_[r.value].restarts > 0
+                ? "; r" + std::to_string(r.value) + " restarted " +
+                      std::to_string(replicas_[r.value].restarts) + " times"
+                : ""));
+      return;
+    }
+  }
+}
+
+void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer) {
+  // What a joiner loaded must be the honest state at its boundary b: the snapshot's digest is
+  // the one honest replicas signed for b (the core checks t+1 votes; this checks that they
+  // named the honest state, whoever signed them). The honest state at b is the agreed sequence's
+  // prefix of the instances stamped below b, so the joiner continues the agreed sequence from
+  // there (agreement, exactly-once and replies as a continuation); its digest at its next flush
+  // is kept for anyone seen at that position, and at the end all digests must be equal.
+  ReplicaSlot& slot = replicas_[r.value];
+  ++state_transfers_loaded_;
+  ++slot.state_loads;
+  const uint64_t boundary = transfer.view.value;
+  const Digest loaded = crypto::digest(transfer.service_snapshot);
+  auto honest = honest_checkpoints_.find(boundary);
+  if (honest == honest_checkpoints_.end()) {
+    fail("catch-up: r" + std::to_string(r.value) + " loaded r" +
+         std::to_string(transfer.sender.value) + "'s snapshot for boundary " +
+         std::to_string(boundary) + ", for which no honest replica signed a digest");
+    return;
+  }
+  if (honest->second.first != loaded) {
+    fail("catch-up: r" + std::to_string(r.value) + " loaded a forged snapshot from r" +
+         std::to_string(transfer.sender.value) + " at boundary " + std::to_string(boundary) +
+         ": its digest is not the one honest r" + std::to_string(honest->second.second) +
+         " signed for that boundary");
+    return;
+  }
+  const auto below = std::partition_point(
+      reference_.begin(), reference_.end(),
+      [&](const Replica::Executed& e) { return e.timestamp.clock < boundary; });
+  const auto position = static_cast<uint64_t>(below - reference_.begin());
+  try {
+    Service scratch(std::make_unique<kv::KvMachine>());
+    scratch.restore(transfer.service_snapshot);
+    const uint64_t digest = scratch.digest();
+    auto [seen, inserted] = prefix_digests_.emplace(
+        position, std::pair{digest, "r" + std::to_string(r.value) + " loading boundary " +
+                                        std::to_string(boundary)});
+    if (!inserted && seen->second.first != digest) {
+      fail("state digest: r" + std::to_string(r.value) + " loaded a snapshot whose digest at " +
+           "execution #" + std::to_string(position) + " differs from " + seen->second.second +
+           "'s there");
+      return;
+    }
+  } catch (const std::exception& error) {
+    fail("catch-up: r" + std::to_string(r.value) +
+         " loaded a snapshot that does not decode: " + error.what());
+    return;
+  }
+  slot.executed_position = position;
+  slot.executed_once.clear();
+  slot.executed_any.clear();
+  for (uint64_t i = 0; i < position; ++i) {
+    const RequestKey key{reference_[i].client, reference_[i].sequence};
+    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
+    slot.executed_any.insert(key);
+  }
+  slot.loaded_digest_due = true;
+  slot.catching_up = false;
+  if (slot.budgeted) {
+    slot.budgeted = false;
+    --budget_used_;
+  }
+  hash_.add(0xb1000000 + position);
+  trace("r" + std::to_string(r.value) + " loads r" + std::to_string(transfer.sender.value) +
+        "'s snapshot at boundary " + std::to_string(boundary) + " (execution #" +
+        std::to_string(position) + " of the agreed sequence), " +
+        time_text(now_ns_ - slot.catch_up_started_ns) + "s after its restart");
+  if (phase_ != Phase::kFaults) return;
+  if (rolling_target_ == r) {
+    rolling_target_.reset();
+    if (++rolling_next_ < rolling_order_.size()) {
+      schedule(now_ns_ + random_.between(1 * kMs, run_profile_.checkpoint_interval_us * kUs),
+               FaultDue{FaultKind::kCatchUpRestart, rolling_order_[rolling_next_], true});
+    }
+  }
+  // Soon again: before its next boundary, while it serves from the state it just loaded.
+  if (random_.chance(profile_.restart_again_per_million)) {
+    schedule(now_ns_ + random_.between(1 * kMs, run_profile_.checkpoint_interval_us * kUs),
+             FaultDue{FaultKind::kCatchUpRestart, r, false});
+  }
+}
+
+void Simulator::forge_for_joiner(ReplicaMessage& message) {
+  // The planted load_forged_state: as if t+1 replicas vouched for a forged state.
+  if (auto* vote = std::get_if<CheckpointVote>(&message)) {
+    if (vote->replica.value >= replica_signers_.size()) return;
+    vote->digest = crypto::digest(forged_snapshot(vote->boundary_us));
+    vote->signature = replica_signers_[vote->replica.value]->sign(
+        crypto::checkpoint_vote_signing_bytes(vote->replica, vote->boundary_us, vote->digest));
+  } else if (auto* transfer = std::get_if<StateTransfer>(&message)) {
+    transfer->service_snapshot = forged_snapshot(transfer->view.value);
+  }
+}
+
+std::optional<std::string> Simulator::catch_up_overdue(uint64_t by_ns) const {
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    const ReplicaSlot& slot = replicas_[i];
+    if (!live(ReplicaId{i}) || !slot.catching_up) continue;
+    if (slot.catch_up_started_ns + catch_up_margin_ns_ > by_ns) continue;
+    return "r" + std::to_string(i) + ", restarted at " + time_text(slot.catch_up_started_ns) +
+           "s, has not loaded a checkpoint within " + time_text(catch_up_margin_ns_) +
+           "s (2 intervals + 3 decision latencies + 4 D + a tick + 10 ms; " +
+           std::to_string(slot.replica->byzantine_core()->votes_held()) + " votes held, " +
+           std::to_string(slot.replica->rejected_state_transfers()) + " snapshots refused)";
+  }
+  return std::nullopt;
 }
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -2778,7 +3180,7 @@ void Simulator::send_byzantine_request(size_t index, ReplicaId to, const ClientR
 
 void Simulator::inject_fault() {
   // Durable kinds have weight 0 in other runs, which then draw exactly as before they existed.
-  const std::array<std::pair<FaultKind, uint32_t>, 11> weights = {{
+  const std::array<std::pair<FaultKind, uint32_t>, 12> weights = {{
       {FaultKind::kReplicaPause, profile_.weight_pause},
       {FaultKind::kClientPartition, profile_.weight_partition},
       {FaultKind::kClientCrash, profile_.weight_client_crash},
@@ -2790,6 +3192,7 @@ void Simulator::inject_fault() {
       {FaultKind::kRejoin, profile_.weight_rejoin},
       {FaultKind::kWipeRejoin, profile_.weight_wipe_rejoin},
       {FaultKind::kSpareJoin, profile_.weight_spare_join},
+      {FaultKind::kCatchUpRestart, profile_.weight_catch_up},
   }};
   uint64_t total = 0;
   for (const auto& [kind, weight] : weights)
@@ -2807,7 +3210,7 @@ void Simulator::inject_fault() {
   if (!try_fault(chosen)) try_fault(FaultKind::kClientPartition);
 }
 
-bool Simulator::try_fault(FaultKind kind) {
+bool Simulator::try_fault(FaultKind kind, std::optional<ReplicaId> target) {
   const uint32_t n = run_profile_.replicas;
   std::vector<ReplicaId> candidates;
   for (uint32_t i = 0; i < n; ++i) {
@@ -2923,6 +3326,8 @@ bool Simulator::try_fault(FaultKind kind) {
     }
     case FaultKind::kClusterCrash:
       return durable() && cluster_crash();
+    case FaultKind::kCatchUpRestart:
+      return byzantine_restarts() && catch_up_restart(std::move(candidates), target);
     case FaultKind::kOperatorRemove:
     case FaultKind::kRejoin:
     case FaultKind::kWipeRejoin:
@@ -3008,6 +3413,11 @@ void Simulator::maybe_quiesce() {
   phase_ = Phase::kQuiesce;
   quiesce_ns_ = now_ns_;
   trace("QUIESCE: every live client's operation completed");
+  // The end of the heal phase: a replica restarted early enough must serve again by now.
+  if (auto overdue = catch_up_overdue(now_ns_)) {
+    fail("catch-up liveness at the end of the heal phase: " + *overdue);
+    return;
+  }
   schedule(now_ns_ + kSettleCheckIntervalNs, SettleCheck{});
 }
 
@@ -3051,6 +3461,22 @@ void Simulator::settle_check() {
   const std::optional<std::string> membership =
       byzantine_mode() ? std::nullopt : membership_problem();
   converged = converged && !membership;
+  // A restarted byzantine replica still catching up: boundaries go on without clients, so it
+  // must load one; the run waits for it.
+  std::optional<uint32_t> catching_up;
+  for (uint32_t i = 0; i < replicas_.size(); ++i) {
+    if (live(ReplicaId{i}) && replicas_[i].catching_up) catching_up = i;
+  }
+  converged = converged && !catching_up;
+  if (catching_up && now_ns_ >= quiesce_ns_ + options_.liveness_bound_ns) {
+    const ReplicaSlot& slot = replicas_[*catching_up];
+    fail("catch-up: r" + std::to_string(*catching_up) + ", restarted at " +
+         time_text(slot.catch_up_started_ns) + "s, has not loaded a checkpoint " +
+         time_text(options_.liveness_bound_ns) + "s after quiescence (" +
+         std::to_string(slot.replica->byzantine_core()->votes_held()) + " votes held, " +
+         std::to_string(slot.replica->rejected_state_transfers()) + " snapshots refused)");
+    return;
+  }
   if (converged) {
     final_checks();
     phase_ = Phase::kDone;
@@ -3280,6 +3706,8 @@ std::string RunProfile::describe() const {
            "us epsilon=" + std::to_string(epsilon_us) +
            "us byzantine_replicas=" + std::to_string(byzantine_replicas) +
            " byzantine_clients=" + std::to_string(byzantine_clients) +
+           " checkpoint_interval=" + std::to_string(checkpoint_interval_us / 1000) + "ms" +
+           (restarts ? " restarts" : "") +
            (behaviours.empty() ? "" : "\n  behaviours: " + behaviours);
   }
   return "t=" + std::to_string(t) + " replicas=" + std::to_string(replicas) +
@@ -3345,6 +3773,8 @@ std::string_view fault_kind_name(FaultKind kind) {
       return "wipe_rejoin";
     case FaultKind::kSpareJoin:
       return "spare_join";
+    case FaultKind::kCatchUpRestart:
+      return "catch_up_restart";
   }
   return "unknown";
 }
@@ -3366,6 +3796,7 @@ bool is_episode(FaultKind kind) {
     case FaultKind::kRejoin:
     case FaultKind::kWipeRejoin:
     case FaultKind::kSpareJoin:
+    case FaultKind::kCatchUpRestart:
       return true;
     case FaultKind::kClientLoss:
     case FaultKind::kClientDuplicate:
@@ -3403,6 +3834,12 @@ std::string summarize(const RunResult& result) {
   }
   if (result.state_transfers_loaded > 0) {
     text += "; state transfers loaded=" + std::to_string(result.state_transfers_loaded);
+  }
+  if (result.state_chunks_sent > 0) {
+    text += " (pieces sent=" + std::to_string(result.state_chunks_sent) + ")";
+  }
+  if (result.snapshots_refused > 0) {
+    text += "; snapshots refused=" + std::to_string(result.snapshots_refused);
   }
   if (!result.passed) text += "\n  violation: " + result.violation;
   return text;

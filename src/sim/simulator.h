@@ -75,8 +75,12 @@ enum class FaultKind : uint8_t {
   kWipeRejoin,      // a member crashes, loses its disk, restarts as a joiner at once: the others
                     // remove it and add it back (a unit of t until it has loaded a state)
   kSpareJoin,       // an operator adds the spare slot, which starts as a joiner
+  // Byzantine mode:
+  kCatchUpRestart,  // an honest replica crashes (its state is gone: no disk in this mode) and a
+                    // new process starts in its slot with `join`, loads a checkpoint that t+1
+                    // replicas vouch for and catches up (a unit of t until it has loaded)
 };
-inline constexpr size_t kFaultKindCount = 25;
+inline constexpr size_t kFaultKindCount = 26;
 std::string_view fault_kind_name(FaultKind kind);
 
 // True for the faults counted as episodes by the schedule (the others are per message).
@@ -92,6 +96,11 @@ struct PlantedBugs {
   // Durable failstop runs: release a step's messages and replies before its log records are
   // synced (the runtime's "persist, then send" rule broken), so a crash loses what was promised.
   bool persist_after_send = false;
+  // Byzantine restarts (a simulator hook, not a protocol switch): every checkpoint vote and
+  // snapshot that reaches a replica catching up is swapped for a forged state's (the votes
+  // re-signed with their senders' keys), so that it loads a state no honest replica had: the
+  // checker of what joiners load must catch it.
+  bool load_forged_state = false;
 };
 
 struct SimOptions {
@@ -124,6 +133,10 @@ struct SimOptions {
   // so that existing suites keep their meaning); the byzantine mode has none.
   std::optional<bool> reconfiguration;
   bool draw_reconfiguration = false;
+  // Byzantine mode: whether honest replicas restart without their state and catch up from a
+  // checkpoint (kCatchUpRestart). Drawn (on most seeds) when absent. Checkpoints are on in every
+  // byzantine run either way (an interval drawn per seed).
+  std::optional<bool> restarts;
   uint64_t liveness_bound_ns = 20'000'000'000;  // after healing, per outstanding operation
   // When set, the client history is written there as JSON lines (history-format.md) at the end
   // of the run, as the clients saw it, and with crashed clients' operations resolved (see
@@ -163,6 +176,9 @@ struct RunProfile {
   uint32_t byzantine_replicas = 0;
   uint32_t byzantine_clients = 0;
   std::string behaviours;  // what the faulty replicas and clients do, e.g. "r1:equivocate+flood"
+  uint64_t checkpoint_interval_us = 0;  // order time between checkpoint boundaries
+  bool restarts = false;                // honest replicas restart and catch up
+  uint64_t state_chunk_bytes = 0;       // state transfers larger than this go in pieces
   std::string describe() const;
 };
 
@@ -179,7 +195,10 @@ struct RunResult {
   FaultCounts faults{};
   uint64_t fault_episodes = 0;
   uint64_t final_view = 0;  // the highest view a live replica ended in (0: no membership change)
-  uint64_t state_transfers_loaded = 0;  // joiners that loaded a donor's state
+  uint64_t state_transfers_loaded = 0;  // joiners that loaded a donor's state (any mode)
+  uint64_t state_chunks_sent = 0;       // pieces of state transfers (StateChunk messages)
+  // Byzantine restarts: snapshots joiners refused (forged or damaged: not the vouched-for digest).
+  uint64_t snapshots_refused = 0;
   uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
   std::vector<std::string> trace_tail;  // the last events before the end or the violation
 };

@@ -625,7 +625,8 @@ TEST_F(SpareClusterTest, AStateLargerThanAFrameArrivesInPiecesAndTheLogSaysSo) {
   testing::internal::CaptureStdout();
   testing::internal::CaptureStderr();
   const std::optional<AdminReply> reply = admin(0, MembershipChange::kAdd, 2);
-  run_until(loop_, [&] { return servers_[2]->replica().serving(); }, 20'000'000'000);
+  run_until(
+      loop_, [&] { return servers_[2]->replica().serving(); }, 20'000'000'000);
   const std::string logged =
       testing::internal::GetCapturedStdout() + testing::internal::GetCapturedStderr();
   ASSERT_TRUE(reply.has_value());
@@ -633,7 +634,8 @@ TEST_F(SpareClusterTest, AStateLargerThanAFrameArrivesInPiecesAndTheLogSaysSo) {
   ASSERT_TRUE(servers_[2]->replica().serving()) << logged.substr(0, 4000);
   EXPECT_NE(logged.find("in pieces of 1048576 bytes it asks for one by one"), std::string::npos)
       << logged.substr(0, 4000);
-  EXPECT_NE(logged.find("loaded the state of replica"), std::string::npos) << logged.substr(0, 4000);
+  EXPECT_NE(logged.find("loaded the state of replica"), std::string::npos)
+      << logged.substr(0, 4000);
   EXPECT_EQ(run_sessions(4, 3, "after-"), 0);
   EXPECT_EQ(read("big-35"), big);
   const std::optional<StatusReply> member = status_of(0);

@@ -108,6 +108,22 @@ TEST(SimCliTest, ByzantineModeRefusesWhatIsOutsideItsModel) {
   EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant decide_early").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --plant skip_relay").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --durable yes").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --restarts yes").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant load_forged_state").exit_code, 2);
+  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --restarts maybe").exit_code, 2);
+}
+
+TEST(SimCliTest, AForgedCheckpointLoadFailsWithAReplayCommandThatKeepsTheRestarts) {
+  const Outcome outcome =
+      run_tool("sim --mode byzantine --seed 2 --restarts yes --plant load_forged_state");
+  EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "catch-up: ")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "--restarts yes --plant load_forged_state --trace"))
+      << outcome.output;
+  const Outcome clean = run_tool("sim --mode byzantine --seed 2 --restarts yes");
+  EXPECT_EQ(clean.exit_code, 0) << clean.output;
+  EXPECT_TRUE(contains(clean.output, "catch_up_restart=")) << clean.output;
+  EXPECT_TRUE(contains(clean.output, "checkpoint_interval=")) << clean.output;
 }
 
 TEST(SimCliTest, DurableRunsAreChosenAndReplayedByTheFlag) {

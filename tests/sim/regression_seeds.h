@@ -4,8 +4,8 @@
 // File format, one seed per line: the seed, then optional flags as `lockstep sim` takes them
 // (--mode failstop|byzantine, --t T, --clients C, --ops N, --faults-min F, --clocks
 // bounded|beyond, --durable yes|no, --reconfiguration yes|no, --byzantine-replicas B,
-// --byzantine-clients C), then `#` and what the seed found. Blank lines and lines starting with `#`
-// are comments.
+// --byzantine-clients C, --restarts yes|no), then `#` and what the seed found.
+// Blank lines and lines starting with `#` are comments.
 //
 // A seed whose bug is found but not fixed yet carries `--open`: it is run and its state printed,
 // but not asserted, so that a known bug is on record without turning every build red. Whoever
@@ -83,6 +83,8 @@ inline std::vector<RegressionSeed> read_regression_seeds(const std::string& path
         seed.options.ops = static_cast<uint32_t>(std::stoul(value));
       } else if (flag == "--faults-min") {
         seed.options.faults_min = static_cast<uint32_t>(std::stoul(value));
+      } else if (flag == "--restarts" && (value == "yes" || value == "no")) {
+        seed.options.restarts = value == "yes";
       } else if (flag == "--durable" && (value == "yes" || value == "no")) {
         seed.options.durable = value == "yes";
       } else if (flag == "--reconfiguration" && (value == "yes" || value == "no")) {

@@ -32,6 +32,7 @@ struct SimCommandOptions {
   std::string durable = "drawn";
   // Off by default until the protocol passes drawn runs (see src/sim/README.md).
   std::string reconfiguration = "no";
+  std::string restarts = "drawn";
   std::vector<std::string> planted;
   bool trace = false;
   size_t trace_events = 200;
@@ -109,6 +110,9 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t reconfiguration_runs = 0;
   uint64_t spare_runs = 0;
   uint64_t state_transfers_loaded = 0;
+  uint64_t state_chunks_sent = 0;
+  uint64_t restart_runs = 0;
+  uint64_t snapshots_refused = 0;
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -127,7 +131,10 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         if (result.profile.durable) ++durable_runs;
         if (result.profile.reconfiguration) ++reconfiguration_runs;
         if (result.profile.spare >= 0) ++spare_runs;
+        if (result.profile.restarts) ++restart_runs;
+        snapshots_refused += result.snapshots_refused;
         state_transfers_loaded += result.state_transfers_loaded;
+        state_chunks_sent += result.state_chunks_sent;
         if (result.profile.byzantine_replicas > 0) ++runs_with_faulty_replicas;
         if (result.profile.byzantine_clients > 0) ++runs_with_byzantine_clients;
         for (size_t b = 0; b < sim::kBehaviourCount; ++b) {
@@ -183,10 +190,12 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
     std::printf("durable runs: %llu of %llu\n", static_cast<unsigned long long>(durable_runs),
                 static_cast<unsigned long long>(done));
     std::printf(
-        "reconfiguration runs: %llu (with a spare slot: %llu); state transfers loaded: %llu\n",
+        "reconfiguration runs: %llu (with a spare slot: %llu); state transfers loaded: %llu "
+        "(pieces sent: %llu)\n",
         static_cast<unsigned long long>(reconfiguration_runs),
         static_cast<unsigned long long>(spare_runs),
-        static_cast<unsigned long long>(state_transfers_loaded));
+        static_cast<unsigned long long>(state_transfers_loaded),
+        static_cast<unsigned long long>(state_chunks_sent));
   }
   if (options.mode == sim::Mode::kByzantine) {
     std::printf("mode byzantine: runs by t:");
@@ -197,7 +206,13 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
                 static_cast<unsigned long long>(runs_with_byzantine_clients));
     for (const auto& [name, runs] : behaviour_runs)
       std::printf(" %s=%llu", name.c_str(), static_cast<unsigned long long>(runs));
-    std::printf("\n");
+    std::printf(
+        "\nruns with restarts drawn: %llu; catch-ups (checkpoints loaded): %llu (pieces sent: "
+        "%llu); forged or damaged snapshots refused: %llu\n",
+        static_cast<unsigned long long>(restart_runs),
+        static_cast<unsigned long long>(state_transfers_loaded),
+        static_cast<unsigned long long>(state_chunks_sent),
+        static_cast<unsigned long long>(snapshots_refused));
   }
   if (batch.failures.empty()) return 0;
   std::printf("failing seeds:\n");
@@ -296,6 +311,18 @@ int run(const SimCommandOptions& cli) {
     std::fprintf(stderr, "lockstep sim: --reconfiguration is drawn, yes or no\n");
     return 2;
   }
+  if (cli.restarts == "yes" || cli.restarts == "no") {
+    if (mode != sim::Mode::kByzantine) {
+      std::fprintf(stderr,
+                   "lockstep sim: --restarts is for --mode byzantine (failstop restarts come "
+                   "with --durable and --reconfiguration)\n");
+      return 2;
+    }
+    options.restarts = cli.restarts == "yes";
+  } else if (cli.restarts != "drawn") {
+    std::fprintf(stderr, "lockstep sim: --restarts is drawn, yes or no\n");
+    return 2;
+  }
   const std::vector<std::string> known = sim::planted_bug_names_for(mode);
   for (const std::string& name : cli.planted) {
     if (std::find(known.begin(), known.end(), name) == known.end() ||
@@ -350,12 +377,18 @@ LOCKSTEP_COMMAND(
                      "failstop: no | drawn | yes: operator removals, rejoins by state transfer "
                      "(wiped or old disks), wiped members rejoining, a spare slot joining")
           ->capture_default_str();
+      app.add_option("--restarts", cli->restarts,
+                     "byzantine: drawn | yes | no: honest replicas crash and restart without "
+                     "their state (--join), and catch up from a checkpoint t+1 replicas vouch "
+                     "for (checkpoints are on in every byzantine run, interval drawn)")
+          ->capture_default_str();
       app.add_option("--plant", cli->planted,
                      "enable a planted protocol bug (tests the checkers); failstop: "
                      "execute_before_stable, skip_relay, reply_before_execute, "
                      "drop_session_entry, persist_after_send (durable runs); byzantine: "
                      "decide_early, ignore_equivocation, "
-                     "accept_short_quorum");
+                     "accept_short_quorum, load_forged_state (restarts: joiners get forged "
+                     "votes and snapshots)");
       app.add_flag("--trace", cli->trace, "print the trace of the last events of the run");
       app.add_option("--trace-events", cli->trace_events, "events kept in the trace")
           ->capture_default_str();
