@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <future>
 #include <sstream>
@@ -122,6 +123,38 @@ TEST_F(ReconfigurationTest, AWipedReplicaRejoinsByStateTransferUnderLoad) {
   EXPECT_TRUE(workload::digests_equal(statuses));
   RecordProperty("rejoin_ms", static_cast<int>(rejoin_s * 1000));
   RecordProperty("wall_ms", static_cast<int>(seconds_since(started) * 1000));
+}
+
+// A member paused past the failure timeout is removed; woken, it halts on the others' word. Started
+// again from the same disk (as an operator or a supervisor would), it must ask to be added back
+// rather than recover the view it was removed from and halt again (found by a soak).
+TEST_F(ReconfigurationTest, AReplicaRemovedForBeingSlowRejoinsWhenRestartedFromItsDisk) {
+  make_cluster(/*replicas=*/3, /*spares=*/0, /*durable=*/true);
+  cluster_->start_all();
+  cluster_->wait_until_listening();
+  const ReplicaId victim{2};
+  workload::Options load = load_options(/*duration_s=*/9);
+  std::future<workload::Report> running =
+      std::async(std::launch::async, [&] { return workload::run(load); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  cluster_->signal(victim, SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // failure timeout: 2 s
+  cluster_->signal(victim, SIGCONT);
+  const auto woken = Clock::now();
+  while (cluster_->running(victim) && seconds_since(woken) < 10)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_FALSE(cluster_->running(victim)) << "it should halt once told it was removed\n"
+                                          << cluster_->log_tail(victim, 20);
+  EXPECT_NE(log_of(victim).find("removed from the membership; halting"), std::string::npos);
+  cluster_->start(victim);  // its own disk, no --join
+  EXPECT_TRUE(wait_until_serving(victim, 15'000)) << cluster_->log_tail(victim, 40);
+  const std::string log = log_of(victim);
+  EXPECT_NE(log.find("asking the members to add this replica"), std::string::npos) << log;
+  EXPECT_NE(log.find("loaded the state of replica"), std::string::npos) << log;
+  const workload::Report report = running.get();
+  ASSERT_GT(report.completed, 100u);
+  EXPECT_EQ(report.unknown, 0u);
+  verify(load, report, {ReplicaId{0}, ReplicaId{1}, ReplicaId{2}});
 }
 
 // Not durable (no data_dir): the spare comes up from a state transfer alone.
