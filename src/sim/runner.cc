@@ -423,10 +423,11 @@ std::string replay_command(const SimOptions& options, uint64_t seed) {
     command += *options.clock_beyond_bounds ? " --clocks beyond" : " --clocks bounded";
   }
   if (options.durable) command += *options.durable ? " --durable yes" : " --durable no";
+  // Drawn is the tool's default; a failstop run that drew none (the library's default) says so.
   if (options.reconfiguration) {
     command += *options.reconfiguration ? " --reconfiguration yes" : " --reconfiguration no";
-  } else if (options.draw_reconfiguration) {
-    command += " --reconfiguration drawn";
+  } else if (!options.draw_reconfiguration && options.mode == Mode::kFailstop) {
+    command += " --reconfiguration no";
   }
   if (options.restarts) command += *options.restarts ? " --restarts yes" : " --restarts no";
   if (options.faults_min != SimOptions{}.faults_min) {

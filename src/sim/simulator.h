@@ -129,8 +129,9 @@ struct SimOptions {
   std::optional<bool> durable;
   // Failstop: whether the schedule reconfigures the cluster (operator removals, rejoins by state
   // transfer, wiped members rejoining, a spare slot joining). When absent: drawn (on half the
-  // seeds) if `draw_reconfiguration`, else off (the default until the protocol passes drawn runs,
-  // so that existing suites keep their meaning); the byzantine mode has none.
+  // seeds) if `draw_reconfiguration` (the `lockstep sim` default), else off (this library's
+  // default, so that the seed suites in tests/sim keep their schedules); the byzantine mode has
+  // none.
   std::optional<bool> reconfiguration;
   bool draw_reconfiguration = false;
   // Byzantine mode: whether honest replicas restart without their state and catch up from a

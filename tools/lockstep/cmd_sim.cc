@@ -31,7 +31,7 @@ struct SimCommandOptions {
   std::string clocks = "drawn";
   std::string durable = "drawn";
   // Off by default until the protocol passes drawn runs (see src/sim/README.md).
-  std::string reconfiguration = "no";
+  std::string reconfiguration = "drawn";
   std::string restarts = "drawn";
   std::vector<std::string> planted;
   bool trace = false;
@@ -303,8 +303,7 @@ int run(const SimCommandOptions& cli) {
                    "(--reconfiguration yes)\n");
       return 2;
     }
-    // "no" is the default: left absent, so that replay commands stay as they were.
-    if (cli.reconfiguration == "yes") options.reconfiguration = true;
+    options.reconfiguration = cli.reconfiguration == "yes";
   } else if (cli.reconfiguration == "drawn") {
     options.draw_reconfiguration = mode == sim::Mode::kFailstop;
   } else {
