@@ -1,7 +1,9 @@
-// Adversarial review of state transfers in pieces (docs/DESIGN.md §12.6): scenarios the lead's
-// tests do not cover. Each test states what a correct implementation does; a failing one is a bug.
+// State transfers between Replicas (docs/DESIGN.md §12, §11.7, §12.6): a failstop spare joining,
+// a byzantine replica catching up, whole and in pieces, with slow, faulty and dead donors. Tests
+// marked "found by review" failed before the fix they name.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,7 +30,7 @@ Bytes put_command(const std::string& key, size_t value_bytes) {
 
 // Three byzantine Replicas (t = 1) on an instant network, as in byzantine_catch_up_test.cc;
 // replica 2 restarts without its state. Replica 1 may be made faulty towards replica 2.
-class ByzantineChunkReview : public ByzantineFixture {
+class ByzantineCatchUp : public ByzantineFixture {
  protected:
   std::unique_ptr<Replica> make(uint32_t self, bool join) const {
     byzantine::Options options = options_for(self);
@@ -126,14 +128,29 @@ class ByzantineChunkReview : public ByzantineFixture {
   bool loaded_ = false;
 };
 
-// A snapshot that takes longer than one checkpoint interval to arrive. At the next boundary the
-// joiner's core takes the newer boundary as its target and asks for it; the donor's core serves
-// it, StateSender::start replaces the transfer under way (another view), and the joiner's
-// StateReceiver starts over from offset 0 (same donor). Even a finished transfer of the old
-// boundary is refused by byzantine::Core::load_state (target_ moved). So a snapshot that needs
-// more than checkpoint_interval to send (1 s by default: about 1 MiB per round trip, so a few
-// hundred MiB) is never loaded, however long the joiner waits.
-TEST_F(ByzantineChunkReview, ASnapshotSlowerThanTheCheckpointIntervalIsEventuallyLoaded) {
+TEST_F(ByzantineCatchUp, ARestartedReplicaLoadsASnapshotSentInPiecesAndExecutesAlike) {
+  restart_and_run(/*puts=*/360);
+  ASSERT_TRUE(loaded_) << "no snapshot loaded";
+  EXPECT_TRUE(replicas_[2]->serving());
+  EXPECT_GT(first_pieces_to_joiner_, 0u) << "a snapshot of several KiB in pieces of 256 bytes";
+  EXPECT_EQ(replicas_[2]->rejected_state_transfers(), 0u);
+  for (int i = 0; i < 20; ++i) {
+    put("after" + std::to_string(i), 50);
+    for (int s = 0; s < 5; ++s)
+      step();
+  }
+  for (int s = 0; s < 200; ++s)
+    step();  // past every decision time
+  EXPECT_EQ(replicas_[2]->service().digest(), replicas_[0]->service().digest());
+  EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
+  EXPECT_EQ(replicas_[2]->service().executed_count(), replicas_[0]->service().executed_count());
+}
+
+// Found by review: a snapshot that takes longer than one checkpoint interval to send. At each new
+// boundary the joiner asks for the newer one; the transfer under way must go on (the donor keeps
+// it) and still be loadable (the core accepts any boundary vouched for since its start), or a
+// large snapshot never arrives.
+TEST_F(ByzantineCatchUp, ASnapshotSlowerThanTheCheckpointIntervalIsEventuallyLoaded) {
   chunk_bytes_ = 16;  // ~5 KiB of snapshot in 16-byte pieces: several intervals of 50 ms
   restart_and_run(/*puts=*/400);  // 2 s: 40 checkpoint intervals
   EXPECT_TRUE(loaded_) << "the transfer restarts at every boundary and never completes: "
@@ -144,19 +161,17 @@ TEST_F(ByzantineChunkReview, ASnapshotSlowerThanTheCheckpointIntervalIsEventuall
 
 // Control for the test above: the same run with pieces large enough to finish within an
 // interval loads (so the failure above is the interval, not the harness).
-TEST_F(ByzantineChunkReview, ControlASnapshotFasterThanTheIntervalLoads) {
+TEST_F(ByzantineCatchUp, ControlASnapshotFasterThanTheIntervalLoads) {
   chunk_bytes_ = 1024;
   restart_and_run(/*puts=*/400);
   EXPECT_TRUE(loaded_);
 }
 
-// One faulty replica (t = 1) offers a "snapshot" the moment the joiner has a target, unasked,
-// and answers every StateChunkRequest at once with one byte of a transfer it claims is 1 GiB.
-// It is never late, so StateReceiver never stalls and never takes the honest donor's offer
-// (replica 0's first piece waits in offers_), and the byzantine core's new targets change
-// nothing (the honest answers to them wait too). §11.7 promises the joiner loads the honest
-// state with up to t faulty replicas; here it never does, and holds a growing buffer meanwhile.
-TEST_F(ByzantineChunkReview, AFaultyReplicaFeedingOneByteAtATimeDoesNotHoldUpCatchUpForever) {
+// Found by review: one faulty replica (t = 1) offers a "snapshot" the moment the joiner has a
+// target, unasked, and answers every request at once with one byte of a transfer it claims is
+// 1 GiB. The joiner takes whole pieces only and assembles each donor's transfer on its own, so the
+// honest donor's goes on and is loaded (§11.7: up to t faulty replicas cannot stop a catch-up).
+TEST_F(ByzantineCatchUp, AFaultyReplicaFeedingOneByteAtATimeDoesNotHoldUpCatchUpForever) {
   faulty_ = true;
   restart_and_run(/*puts=*/400);  // 2 s
   EXPECT_TRUE(faulty_offered_);
@@ -184,7 +199,7 @@ class CountingKv : public StateMachine {
 };
 
 // Two listed failstop replicas, as JoinTest in replica_test.cc: 0 the member, 1 the spare.
-class FailstopChunkReview : public ::testing::Test {
+class FailstopJoin : public ::testing::Test {
  protected:
   void make(const ReplicaLimits& limits) {
     replicas_.clear();
@@ -208,7 +223,11 @@ class FailstopChunkReview : public ::testing::Test {
         Replica::Output out = replicas_[r]->take_output();
         loaded_ |= out.loaded_state;
         for (auto& send : out.to_peers) {
-          if (std::holds_alternative<StateChunk>(send.message)) ++chunks_;
+          if (const auto* chunk = std::get_if<StateChunk>(&send.message)) {
+            ++chunks_;
+            largest_chunk_ = std::max(largest_chunk_, chunk->data.size());
+          }
+          whole_transfers_ += std::holds_alternative<StateTransfer>(send.message) ? 1 : 0;
           replicas_[send.to.value]->on_peer_message(now(), ReplicaId{r}, std::move(send.message));
         }
       }
@@ -223,21 +242,80 @@ class FailstopChunkReview : public ::testing::Test {
                              {}});
     run(2);
   }
+  void add_the_spare_and_check_it_serves_alike() {
+    const AdminReply reply =
+        replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
+    EXPECT_TRUE(reply.accepted) << reply.detail;
+    run(400);
+    ASSERT_TRUE(loaded_);
+    ASSERT_TRUE(replicas_[1]->serving());
+    for (uint64_t s = 1000; s < 1010; ++s)
+      put(s, 100);
+    run(50);
+    EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
+    EXPECT_EQ(replicas_[1]->core().members().size(), 2u);
+    EXPECT_EQ(replicas_[0]->state_transfers_sending(), 0u) << "the donor let go of the state";
+  }
   std::vector<std::unique_ptr<Replica>> replicas_;
   uint64_t snapshots_[2] = {0, 0};
   uint64_t wall_us_ = 1'000'000;
   bool loaded_ = false;
   uint64_t chunks_ = 0;
+  uint64_t whole_transfers_ = 0;
+  size_t largest_chunk_ = 0;
 };
 
-// While one transfer in pieces is under way, the donor's core answers the joiner's StateRequests
-// once per retry interval (200 ms). Replica::fill_state_transfers serializes the whole state
-// (checkpoint_state + service snapshot), copies it into the transfer and encodes it each time,
-// and only then does StateSender::start find the transfer under way and drop it. For the large
-// states pieces exist for, that is several full copies and a full serialization every 200 ms for
-// the length of the transfer (DESIGN §12.6 promises two copies at the donor), and a step long
-// enough to stall the donor's heartbeats.
-TEST_F(FailstopChunkReview, TheDonorSerializesTheStateOncePerTransferNotOncePerRetry) {
+TEST_F(FailstopJoin, ASpareAddedByAnOperatorLoadsTheMembersStateAndServes) {
+  make(ReplicaLimits{});
+  for (uint64_t s = 1; s <= 20; ++s)
+    put(s, 100);
+  add_the_spare_and_check_it_serves_alike();
+  EXPECT_EQ(chunks_, 0u) << "a small state goes in one message";
+  EXPECT_GE(whole_transfers_, 1u);
+}
+
+TEST_F(FailstopJoin, AStateLargerThanAFrameArrivesInPieces) {
+  make(ReplicaLimits{});
+  for (uint64_t s = 1; s <= 18; ++s)
+    put(s, 1 << 20);  // 18 MiB of values: more than one frame (kFrameBytesMax) holds
+  add_the_spare_and_check_it_serves_alike();
+  EXPECT_GE(chunks_, 18u);
+  EXPECT_LE(largest_chunk_, ReplicaLimits{}.state_chunks.chunk_bytes);
+  EXPECT_EQ(whole_transfers_, 0u);
+  EXPECT_EQ(replicas_[1]->last_loaded_transfer()->donor, ReplicaId{0});
+  EXPECT_GT(replicas_[1]->last_loaded_transfer()->service_snapshot_bytes, size_t{18} << 20);
+}
+
+TEST_F(FailstopJoin, ATransferSlowerThanTheRetryIntervalStillCompletes) {
+  // Pieces of 64 bytes, one per millisecond step: the transfer takes far longer than the
+  // joiner's retry interval (view_change_retry_ns, 200 ms). The donor's core answers the joiner's
+  // repeated StateRequests once per interval; starting the transfer over each time would never
+  // finish it.
+  ReplicaLimits limits;
+  limits.state_chunks.chunk_bytes = 64;
+  make(limits);
+  for (uint64_t s = 1; s <= 120; ++s)
+    put(s, 200);
+  const AdminReply reply =
+      replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
+  ASSERT_TRUE(reply.accepted) << reply.detail;
+  const uint64_t added_at_us = wall_us_;
+  for (int step = 0; step < 3000 && !loaded_; step += 10)
+    run(10);
+  ASSERT_TRUE(loaded_);
+  EXPECT_GT(wall_us_ - added_at_us, 300'000u) << "the transfer outlasted the retry interval";
+  EXPECT_GT(chunks_, 200u);
+  ASSERT_TRUE(replicas_[1]->serving());
+  for (uint64_t s = 1000; s < 1010; ++s)
+    put(s, 100);
+  run(50);
+  EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
+}
+
+// Found by review: while a transfer in pieces is under way, the donor's core answers the joiner's
+// StateRequests once per retry interval (200 ms); the Replica must drop those answers before it
+// serializes the whole state again (a full copy and a long step every 200 ms).
+TEST_F(FailstopJoin, TheDonorSerializesTheStateOncePerTransferNotOncePerRetry) {
   ReplicaLimits limits;
   limits.state_chunks.chunk_bytes = 32;
   make(limits);
@@ -259,7 +337,7 @@ TEST_F(FailstopChunkReview, TheDonorSerializesTheStateOncePerTransferNotOncePerR
 
 // Three listed failstop replicas: 0 and 1 members, 2 a spare that joins. Timeouts as a cluster
 // file makes them (config.cc: view_change_retry = failure_timeout / 2).
-class FailstopDeadDonorReview : public ::testing::Test {
+class FailstopDeadDonor : public ::testing::Test {
  protected:
   void make(uint64_t failure_timeout_ns) {
     ReplicaLimits limits;
@@ -331,13 +409,11 @@ class FailstopDeadDonorReview : public ::testing::Test {
   bool loaded_ = false;
 };
 
-// The donor dies mid-transfer. The joiner's StateReceiver asks it again every stall_ns (500 ms),
-// and Replica::take_chunk_outcome reports every Ask, re-asks included, as
-// OrderingCore::state_arriving: the failstop core's donor_since_ns_ is refreshed by a donor that
-// sends nothing. With view_change_retry_ns above 500 ms (any failure_timeout over 1 s) the core
-// never moves on to replica 1, and the view change removing the dead donor needs the joiner's
-// report, which it cannot give before it loads: the cluster stops for good.
-TEST_F(FailstopDeadDonorReview, ADonorThatDiesMidTransferIsAbandonedForAnotherMember) {
+// Found by review: the donor dies mid-transfer. Re-asking it must not count as progress
+// (OrderingCore::state_arriving), or with a retry interval above the stall time (any
+// failure_timeout over 1 s) the joiner never moves on to another member, and the view change that
+// would remove the dead donor waits for the joiner's report: the cluster would stop for good.
+TEST_F(FailstopDeadDonor, ADonorThatDiesMidTransferIsAbandonedForAnotherMember) {
   make(/*failure_timeout_ns=*/2'000'000'000);
   kill_the_donor_mid_transfer();
   EXPECT_TRUE(loaded_) << "the joiner asked the dead donor for 20 s; pieces from replica 1: "
@@ -349,7 +425,7 @@ TEST_F(FailstopDeadDonorReview, ADonorThatDiesMidTransferIsAbandonedForAnotherMe
 
 // Control: with a retry interval below stall_ns (failure_timeout 400 ms, retry 200 ms) the core
 // moves on between two re-asks, and the same run loads from replica 1.
-TEST_F(FailstopDeadDonorReview, ControlWithAShortRetryIntervalTheJoinerMovesOn) {
+TEST_F(FailstopDeadDonor, ControlWithAShortRetryIntervalTheJoinerMovesOn) {
   make(/*failure_timeout_ns=*/400'000'000);
   kill_the_donor_mid_transfer();
   EXPECT_TRUE(loaded_);
