@@ -183,9 +183,14 @@ void Core::on_update(Now now, const ReplicaUpdate& update) {
   const bool first_from_peer = peer.incarnation == 0;
   if (first_from_peer) {
     peer.incarnation = update.incarnation;
-    if (joined_unheard_[from.value]) {
-      // The first update since one of the two loaded a state or was added: what this replica
-      // sent before the peer listened may be lost, so it resends its unexecuted entries (§12).
+    const bool lacks_own_entries =
+        update.received[options_.self.value] < streams_[options_.self.value].received;
+    if (joined_unheard_[from.value] || lacks_own_entries) {
+      // The first update since one of the two loaded a state or was added, or one that lacks
+      // entries this replica sent: what it sent before the peer listened may be lost (to a
+      // process of the peer's that this replica never heard from, so no new incarnation tells
+      // it the peer restarted; found by the simulator, seed 3787), so it resends its
+      // unexecuted entries (§10.3, §12). The peer skips what it holds.
       joined_unheard_[from.value] = false;
       resend_own_stream_[from.value] = true;
     }
