@@ -1,5 +1,6 @@
 #include "replica/replica.h"
 
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <utility>
@@ -146,36 +147,38 @@ void Replica::take_chunk_outcome(Now now, StateReceiver::Outcome outcome) {
 }
 
 void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
-  Bytes protocol_state;
-  Bytes service_snapshot;
-  bool filled = false;
-  for (auto it = messages.begin(); it != messages.end();) {
-    auto* transfer = std::get_if<StateTransfer>(&it->message);
-    if (transfer == nullptr) {
-      ++it;
-      continue;
-    }
-    if (sender_.under_way(last_now_.monotonic_ns, it->to, transfer->view.value)) {
-      // The core answers a joiner's retries; the transfer under way is as good, and building the
-      // state again (it can be large) would be waste.
-      it = messages.erase(it);
-      continue;
-    }
+  const uint64_t now_ns = last_now_.monotonic_ns;
+  // The core answers a joiner's retries; a transfer under way is as good, and building the state
+  // again (it can be large) would be waste.
+  std::erase_if(messages, [&](const PeerMessage& send) {
+    const auto* transfer = std::get_if<StateTransfer>(&send.message);
+    return transfer != nullptr && sender_.under_way(now_ns, send.to, transfer->view.value);
+  });
+  auto to_fill =
+      static_cast<size_t>(std::count_if(messages.begin(), messages.end(), [](const auto& send) {
+        return std::holds_alternative<StateTransfer>(send.message);
+      }));
+  // Failstop: the core's state and the service snapshot of this moment, built once however many
+  // joiners this step answers, and moved into the last transfer that needs them.
+  std::optional<CheckpointData> state;
+  for (PeerMessage& send : messages) {
+    auto* transfer = std::get_if<StateTransfer>(&send.message);
+    if (transfer == nullptr) continue;
+    --to_fill;
     if (byzantine_ != nullptr) {
       // The snapshot of the boundary the core serves (it asks only for the latest one taken).
       LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
                       "the core serves the boundary the replica kept");
-      service_snapshot = checkpoint_snapshot_;
-    } else if (!filled) {
-      protocol_state = core_->checkpoint_state();
-      service_snapshot = service_.snapshot();
-      filled = true;
+      transfer->service_snapshot = checkpoint_snapshot_;
+    } else {
+      if (!state) state = checkpoint();
+      transfer->protocol_state =
+          to_fill == 0 ? std::move(state->protocol_state) : state->protocol_state;
+      transfer->service_snapshot =
+          to_fill == 0 ? std::move(state->service_snapshot) : state->service_snapshot;
     }
-    transfer->protocol_state = protocol_state;
-    transfer->service_snapshot = service_snapshot;
-    if (observer_.built) observer_.built(it->to, *transfer);
-    it->message = sender_.start(last_now_.monotonic_ns, it->to, *transfer);
-    ++it;
+    if (observer_.built) observer_.built(send.to, *transfer);
+    send.message = sender_.start(now_ns, send.to, std::move(*transfer));
   }
 }
 

@@ -15,7 +15,7 @@ bool StateSender::under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const 
   return it->second.view == view || keep_under_way_;
 }
 
-ReplicaMessage StateSender::start(uint64_t now_ns, ReplicaId to, const StateTransfer& transfer) {
+ReplicaMessage StateSender::start(uint64_t now_ns, ReplicaId to, StateTransfer transfer) {
   Bytes encoded;
   encode_replica_message(transfer, encoded);
   if (encoded.size() <= options_.chunk_bytes) return transfer;

@@ -50,7 +50,7 @@ class StateSender {
   bool under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const;
   // The core addressed `transfer` (blobs filled) to `to`. Returns what to send instead: the
   // transfer itself when it is small, else its first chunk.
-  ReplicaMessage start(uint64_t now_ns, ReplicaId to, const StateTransfer& transfer);
+  ReplicaMessage start(uint64_t now_ns, ReplicaId to, StateTransfer transfer);
   // The piece `from` asks for, if this replica is sending it that transfer.
   std::optional<StateChunk> on_request(uint64_t now_ns, ReplicaId from,
                                        const StateChunkRequest& request);

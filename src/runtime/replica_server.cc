@@ -21,10 +21,6 @@ namespace {
 // against one connection cycling through client ids without end.
 constexpr size_t kReplyRoutesMax = 1 << 20;
 
-// A StateTransfer's frame beyond its two blobs: the frame header, PeerData's sequence numbers,
-// the message tag, sender, view and the blobs' lengths (varints), with room to spare.
-constexpr size_t kStateTransferOverhead = 128;
-
 // A byzantine replica catching up waits this long at most for every peer to connect before it
 // takes its first input (peers redial with a backoff of up to 1 s, net/peer_channel.h).
 constexpr uint64_t kCatchUpConnectWaitNs = 3'000'000'000;

@@ -530,6 +530,9 @@ class Simulator {
   void disk_sync(ReplicaId r);
   void restart(ReplicaId r);
   bool crash_for_restart(ReplicaId r, uint64_t downtime_ns, bool releases_unit);
+  // A replica that holds the agreed sequence's first `position` executions (recovered or loaded):
+  // what it executed and answered, for the exactly-once and reply checks from here on.
+  void hold_agreed_prefix(ReplicaSlot& slot, uint64_t position) const;
   bool corrupt_disk(ReplicaId r);
   bool cluster_crash();
   storage::WalOptions wal_options() const;
@@ -2097,6 +2100,16 @@ bool Simulator::membership_settled() const {
   return true;
 }
 
+void Simulator::hold_agreed_prefix(ReplicaSlot& slot, uint64_t position) const {
+  slot.executed_once.clear();
+  slot.executed_any.clear();
+  for (uint64_t i = 0; i < position && i < reference_.size(); ++i) {
+    const RequestKey key{reference_[i].client, reference_[i].sequence};
+    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
+    slot.executed_any.insert(key);
+  }
+}
+
 bool Simulator::crash_for_restart(ReplicaId r, uint64_t downtime_ns, bool releases_unit) {
   ReplicaSlot& slot = replicas_[r.value];
   crash(r);
@@ -2271,13 +2284,7 @@ void Simulator::restart(ReplicaId r) {
   slot.synced_position = position;
   slot.checkpoint_position = position;
   slot.checkpoint_log_index = recovery.checkpoint ? recovery.checkpoint->log_index : 0;
-  slot.executed_once.clear();
-  slot.executed_any.clear();
-  for (uint64_t i = 0; i < position && i < reference_.size(); ++i) {
-    const RequestKey key{reference_[i].client, reference_[i].sequence};
-    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
-    slot.executed_any.insert(key);
-  }
+  hold_agreed_prefix(slot, position);
   slot.crashed = false;
   slot.halted_seen = false;
   slot.resumed_ns = now_ns_;
@@ -2556,13 +2563,7 @@ void Simulator::on_state_loaded(ReplicaId r, const StateTransfer& transfer) {
   slot.executed_position = loaded.position;
   slot.executed_high = std::max(slot.executed_high, loaded.position);
   slot.synced_position = loaded.position;
-  slot.executed_once.clear();
-  slot.executed_any.clear();
-  for (uint64_t i = 0; i < loaded.position; ++i) {
-    const RequestKey key{reference_[i].client, reference_[i].sequence};
-    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
-    slot.executed_any.insert(key);
-  }
+  hold_agreed_prefix(slot, loaded.position);
   slot.loaded_digest_due = true;
   slot.spare_joining = false;
   slot.operator_removed = false;
@@ -2860,13 +2861,7 @@ void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer)
     return;
   }
   slot.executed_position = position;
-  slot.executed_once.clear();
-  slot.executed_any.clear();
-  for (uint64_t i = 0; i < position; ++i) {
-    const RequestKey key{reference_[i].client, reference_[i].sequence};
-    if (reference_[i].outcome == Service::Outcome::kExecuted) slot.executed_once.insert(key);
-    slot.executed_any.insert(key);
-  }
+  hold_agreed_prefix(slot, position);
   slot.loaded_digest_due = true;
   slot.catching_up = false;
   if (slot.budgeted) {

@@ -242,11 +242,19 @@ class FailstopJoin : public ::testing::Test {
                              {}});
     run(2);
   }
-  void add_the_spare_and_check_it_serves_alike() {
+  // The operator adds the spare; runs until it has loaded (at most `steps_max` ms). Returns how
+  // long that took, in µs.
+  uint64_t add_the_spare_until_loaded(int steps_max) {
     const AdminReply reply =
         replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
     EXPECT_TRUE(reply.accepted) << reply.detail;
-    run(400);
+    const uint64_t added_at_us = wall_us_;
+    for (int step = 0; step < steps_max && !loaded_; step += 10)
+      run(10);
+    return wall_us_ - added_at_us;
+  }
+  // The joiner serves, and executes what follows as the member does.
+  void check_the_joiner_serves_alike() {
     ASSERT_TRUE(loaded_);
     ASSERT_TRUE(replicas_[1]->serving());
     for (uint64_t s = 1000; s < 1010; ++s)
@@ -255,6 +263,10 @@ class FailstopJoin : public ::testing::Test {
     EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
     EXPECT_EQ(replicas_[1]->core().members().size(), 2u);
     EXPECT_EQ(replicas_[0]->state_transfers_sending(), 0u) << "the donor let go of the state";
+  }
+  void add_the_spare_and_check_it_serves_alike() {
+    add_the_spare_until_loaded(400);
+    check_the_joiner_serves_alike();
   }
   std::vector<std::unique_ptr<Replica>> replicas_;
   uint64_t snapshots_[2] = {0, 0};
@@ -296,20 +308,10 @@ TEST_F(FailstopJoin, ATransferSlowerThanTheRetryIntervalStillCompletes) {
   make(limits);
   for (uint64_t s = 1; s <= 120; ++s)
     put(s, 200);
-  const AdminReply reply =
-      replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
-  ASSERT_TRUE(reply.accepted) << reply.detail;
-  const uint64_t added_at_us = wall_us_;
-  for (int step = 0; step < 3000 && !loaded_; step += 10)
-    run(10);
-  ASSERT_TRUE(loaded_);
-  EXPECT_GT(wall_us_ - added_at_us, 300'000u) << "the transfer outlasted the retry interval";
+  const uint64_t took_us = add_the_spare_until_loaded(3000);
+  EXPECT_GT(took_us, 300'000u) << "the transfer outlasted the retry interval";
   EXPECT_GT(chunks_, 200u);
-  ASSERT_TRUE(replicas_[1]->serving());
-  for (uint64_t s = 1000; s < 1010; ++s)
-    put(s, 100);
-  run(50);
-  EXPECT_EQ(replicas_[1]->service().digest(), replicas_[0]->service().digest());
+  check_the_joiner_serves_alike();
 }
 
 // Found by review: while a transfer in pieces is under way, the donor's core answers the joiner's
@@ -322,17 +324,12 @@ TEST_F(FailstopJoin, TheDonorSerializesTheStateOncePerTransferNotOncePerRetry) {
   for (uint64_t s = 1; s <= 240; ++s)
     put(s, 200);
   const uint64_t before = snapshots_[0];
-  const AdminReply reply =
-      replicas_[0]->on_admin(now(), AdminRequest{1, MembershipChange::kAdd, ReplicaId{1}});
-  ASSERT_TRUE(reply.accepted) << reply.detail;
-  const uint64_t added_at_us = wall_us_;
-  for (int step = 0; step < 5000 && !loaded_; step += 10)
-    run(10);
+  const uint64_t took_us = add_the_spare_until_loaded(5000);
   ASSERT_TRUE(loaded_);
-  ASSERT_GT(wall_us_ - added_at_us, 1'500'000u) << "the transfer lasts several retry intervals";
+  ASSERT_GT(took_us, 1'500'000u) << "the transfer lasts several retry intervals";
   EXPECT_LE(snapshots_[0] - before, 2u)
       << "snapshots of the whole service taken by the donor during one transfer of "
-      << (wall_us_ - added_at_us) / 1000 << " ms (" << chunks_ << " pieces)";
+      << took_us / 1000 << " ms (" << chunks_ << " pieces)";
 }
 
 // Three listed failstop replicas: 0 and 1 members, 2 a spare that joins. Timeouts as a cluster
