@@ -173,6 +173,7 @@ void put(Sink& s, const Proposal& m) {
   s.varint(m.requests.size());
   for (const ClientRequest& r : m.requests)
     put(s, r);
+  s.bytes(m.claim);
 }
 template <typename Sink>
 void put(Sink& s, const Endorsement& m) {
@@ -559,6 +560,7 @@ void get(Decoder& d, Proposal& m) {
   m.requests.resize(n);
   for (uint64_t i = 0; i < n && !d.failed(); ++i)
     get(d, m.requests[i]);
+  m.claim = d.bytes("Proposal.claim");
 }
 void get(Decoder& d, Endorsement& m) {
   m.signer = d.replica_id("Endorsement.signer");

@@ -118,6 +118,10 @@ struct Proposal {
   ReplicaId origin{};
   uint64_t timestamp_us = 0;
   std::vector<ClientRequest> requests;
+  // A durable replica recovering from its disk puts its recovery claim here (encoded, see
+  // protocol/byzantine/durability.h; docs/DESIGN.md §11.8), so that every honest replica decides
+  // the same claims. Empty otherwise.
+  Bytes claim;
   bool operator==(const Proposal&) const = default;
 };
 

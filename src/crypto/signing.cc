@@ -17,6 +17,8 @@ constexpr std::string_view kEndorseTag = "lockstep/endorse/v1";
 constexpr std::string_view kReplyTag = "lockstep/reply/v1";
 constexpr std::string_view kRepliesTag = "lockstep/replies/v1";
 constexpr std::string_view kCheckpointTag = "lockstep/checkpoint/v1";
+constexpr std::string_view kPositionTag = "lockstep/position/v1";
+constexpr std::string_view kOrderHashTag = "lockstep/order-hash/v1";
 
 void put_request_fields(Writer& w, const ClientRequest& request) {
   w.string(kRequestTag);
@@ -59,6 +61,7 @@ Digest proposal_digest(const Proposal& proposal) {
   w.varint(proposal.requests.size());
   for (const ClientRequest& request : proposal.requests)
     put_raw(out, request_digest(request));
+  w.bytes(proposal.claim);
   return digest(out);
 }
 
@@ -80,6 +83,24 @@ Bytes checkpoint_vote_signing_bytes(ReplicaId replica, uint64_t boundary_us,
   w.varint(boundary_us);
   put_raw(out, state_digest);
   return out;
+}
+
+Digest position_digest(const Digest& order_hash, const Digest& snapshot_digest) {
+  Bytes out;
+  Writer w(out);
+  w.string(kPositionTag);
+  put_raw(out, order_hash);
+  put_raw(out, snapshot_digest);
+  return digest(out);
+}
+
+Digest extend_order_hash(const Digest& order_hash, const Digest& proposal_digest) {
+  Bytes out;
+  Writer w(out);
+  w.string(kOrderHashTag);
+  put_raw(out, order_hash);
+  put_raw(out, proposal_digest);
+  return digest(out);
 }
 
 Digest reply_digest(const ClientReply& reply) {

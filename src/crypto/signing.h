@@ -28,6 +28,14 @@ Bytes endorsement_signing_bytes(const Digest& proposal_digest);
 Bytes checkpoint_vote_signing_bytes(ReplicaId replica, uint64_t boundary_us,
                                     const Digest& state_digest);
 
+// What a replica's vote at a position of the order names (docs/DESIGN.md §11.7, §11.8):
+// "lockstep/position/v1" || the running hash of the order below it || the digest of the service
+// snapshot there (zero where no snapshot is taken). It is the digest a CheckpointVote signs.
+Digest position_digest(const Digest& order_hash, const Digest& snapshot_digest);
+// The running hash of the order after one more decided proposal: "lockstep/order-hash/v1" ||
+// the hash before || the proposal's digest (which names its origin and timestamp).
+Digest extend_order_hash(const Digest& order_hash, const Digest& proposal_digest);
+
 // Digest of one reply: "lockstep/reply/v1" || client || sequence || replica || status || result.
 Digest reply_digest(const ClientReply& reply);
 // What a replica signs for a batch of replies: "lockstep/replies/v1" || replica || the replies'

@@ -31,7 +31,10 @@ Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machi
       receiver_(limits.state_chunks) {
   auto core = std::make_unique<byzantine::Core>(options);
   byzantine_ = core.get();
+  byzantine_mutable_ = core.get();
   core_ = std::move(core);
+  // The empty state a recovery falls back to when nothing was ever certified.
+  byzantine_mutable_->set_genesis_snapshot(service_.snapshot());
 }
 
 void Replica::on_client_request(Now now, ClientRequest request) {
@@ -53,6 +56,7 @@ void Replica::on_client_request(Now now, ClientRequest request) {
   // the owner may be the one that failed. (In byzantine mode the cached reply is the output of
   // the request with this (client, sequence) that ran first, whatever this copy says: a client
   // that signed two gets the first one's output from every honest replica alike.)
+  if (held_keys_.contains({request.client, request.sequence})) return;  // goes out when certified
   if (auto cached = service_.cached_reply(request.client, request.sequence)) {
     output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_->id(),
                                              ReplyStatus::kOk, std::move(*cached)});
@@ -62,7 +66,7 @@ void Replica::on_client_request(Now now, ClientRequest request) {
   // Back-pressure: at the limit a new request is refused now, so the client backs off, rather
   // than queued where a flood of clients could grow this replica's memory without bound. (A retry
   // of a request still pending is refused too; the core holds it and will execute it anyway.)
-  if (core_->pending_entries() >= limits_.pending_requests_max) {
+  if (core_->pending_entries() + held_replies_.size() >= limits_.pending_requests_max) {
     refuse(request, ReplyStatus::kBusy);
     return;
   }
@@ -122,10 +126,6 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
   if (observer_.loaded) observer_.loaded(transfer);
   last_loaded_ = LoadedTransfer{transfer.sender, transfer.view.value,
                                 transfer.protocol_state.size(), transfer.service_snapshot.size()};
-  if (byzantine_ != nullptr) {
-    checkpoint_snapshot_ = transfer.service_snapshot;  // it can serve this boundary in turn
-    checkpoint_boundary_us_ = transfer.view.value;
-  }
   execute_ready();
 }
 
@@ -165,12 +165,7 @@ void Replica::fill_state_transfers(std::vector<PeerMessage>& messages) {
     auto* transfer = std::get_if<StateTransfer>(&send.message);
     if (transfer == nullptr) continue;
     --to_fill;
-    if (byzantine_ != nullptr) {
-      // The snapshot of the boundary the core serves (it asks only for the latest one taken).
-      LOCKSTEP_ASSERT(transfer->view.value == checkpoint_boundary_us_,
-                      "the core serves the boundary the replica kept");
-      transfer->service_snapshot = checkpoint_snapshot_;
-    } else {
+    if (byzantine_ == nullptr) {  // a byzantine core fills in the snapshot it keeps
       if (!state) state = checkpoint();
       transfer->protocol_state =
           to_fill == 0 ? std::move(state->protocol_state) : state->protocol_state;
@@ -213,10 +208,11 @@ void Replica::execute_ready() {
   execute_entries();
   // Byzantine checkpoints: the core stops at each boundary until it has the snapshot of it.
   while (std::optional<uint64_t> boundary = core_->take_checkpoint_boundary()) {
-    checkpoint_snapshot_ = service_.snapshot();
-    checkpoint_boundary_us_ = *boundary;
-    core_->checkpoint_taken(*boundary, checkpoint_snapshot_);
+    core_->checkpoint_taken(*boundary, service_.snapshot());
     execute_entries();
+  }
+  if (byzantine_mutable_ != nullptr && byzantine_mutable_->take_state_replaced()) {
+    output_.loaded_state = true;  // a whole-cluster recovery completed: checkpoint it
   }
 }
 
@@ -230,9 +226,14 @@ void Replica::execute_entries() {
       service_.forget_session_for_testing(entry.request.client);  // planted bug
     }
     if (result.outcome != Service::Outcome::kStale && core_->replies_to(entry)) {
-      output_.to_clients.push_back(ClientReply{entry.request.client, entry.request.sequence,
-                                               core_->id(), ReplyStatus::kOk,
-                                               std::move(result.reply)});
+      ClientReply reply{entry.request.client, entry.request.sequence, core_->id(), ReplyStatus::kOk,
+                        std::move(result.reply)};
+      if (byzantine_ != nullptr && byzantine_->durable()) {
+        held_keys_.emplace(reply.client, reply.sequence);
+        held_replies_.push_back(HeldReply{order_time_us(entry), std::move(reply)});
+      } else {
+        output_.to_clients.push_back(std::move(reply));
+      }
     }
   }
 }
@@ -251,17 +252,38 @@ Replica::Output Replica::take_output() {
     output_.to_peers.push_back(std::move(message));
   chunk_messages_.clear();
   output_.persist = core_->take_persist();  // after take_messages, which may add a clock lease
+  release_certified_replies();  // the runtime sends them after this step's records are durable
   client_requests_this_step_ = 0;
   return std::exchange(output_, {});
 }
 
+void Replica::release_certified_replies() {
+  if (byzantine_ == nullptr) return;
+  const uint64_t certified = byzantine_->certified_us();
+  while (!held_replies_.empty() && held_replies_.front().order_time_us < certified) {
+    ClientReply& reply = held_replies_.front().reply;
+    held_keys_.erase({reply.client, reply.sequence});
+    output_.to_clients.push_back(std::move(reply));
+    held_replies_.pop_front();
+  }
+}
+
 void Replica::recover(const CheckpointData& checkpoint,
                       const std::vector<OrderingCore::PersistRecord>& records) {
-  if (!checkpoint.service_snapshot.empty()) service_.restore(checkpoint.service_snapshot);
+  if (!checkpoint.service_snapshot.empty()) {
+    service_.restore(checkpoint.service_snapshot);
+    // The durable state's base (docs/DESIGN.md §11.8); without a checkpoint it is the genesis.
+    if (byzantine_mutable_ != nullptr) {
+      byzantine_mutable_->set_recovered_base_snapshot(checkpoint.service_snapshot);
+    }
+  }
   core_->recover(checkpoint.protocol_state, records);
 }
 
 Replica::CheckpointData Replica::checkpoint() const {
+  // Byzantine: the base t+1 replicas vouched for, and the batches after it (the core's part).
+  if (byzantine_ != nullptr)
+    return CheckpointData{core_->checkpoint_state(), byzantine_->base_snapshot()};
   return CheckpointData{core_->checkpoint_state(), service_.snapshot()};
 }
 

@@ -15,8 +15,11 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "core/messages.h"
@@ -129,6 +132,8 @@ class Replica {
   const byzantine::Core* byzantine_core() const { return byzantine_; }
   const Service& service() const { return service_; }
   const ReplicaLimits& limits() const { return limits_; }
+  // Replies held until their place in the order is certified (durable byzantine mode).
+  size_t held_replies() const { return held_replies_.size(); }
   // Requests answered kBusy because pending_requests_max was reached (for stats logs).
   uint64_t busy_replies() const { return busy_replies_; }
   // The agreed physical time (µs) of an entry's place in the order, which the session table's
@@ -157,10 +162,17 @@ class Replica {
   StateReceiver receiver_;
   std::vector<PeerMessage> chunk_messages_;  // chunks and requests for them, sent with the output
   StateTransferObserver observer_;
-  // Byzantine mode: the service snapshot at the latest checkpoint boundary, served to replicas
-  // that catch up (docs/DESIGN.md §11.7).
-  Bytes checkpoint_snapshot_;
-  uint64_t checkpoint_boundary_us_ = 0;
+  byzantine::Core* byzantine_mutable_ = nullptr;
+  // Durable byzantine mode: replies wait until their place in the order is certified (docs/
+  // DESIGN.md §11.8), in the order executed; and which requests they answer, so that a retry is
+  // not answered from the session table first.
+  struct HeldReply {
+    uint64_t order_time_us;
+    ClientReply reply;
+  };
+  std::deque<HeldReply> held_replies_;
+  std::set<std::pair<ClientId, Sequence>> held_keys_;
+  void release_certified_replies();
   size_t client_requests_this_step_ = 0;
   uint64_t executed_since_start_ = 0;
   failstop::Options::PlantedBugs planted_;

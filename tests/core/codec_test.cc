@@ -403,12 +403,12 @@ TEST(CodecEncode, ExactBytesOfTheSignedMessages) {
   expected.insert(expected.end(), signature.begin(), signature.end());
   EXPECT_EQ(Bytes(request_frame.begin() + 16, request_frame.end()), expected);
 
-  // SignedProposal: tag 5, origin, timestamp, requests, chain of (signer, 64 raw bytes).
+  // SignedProposal: tag 5, origin, timestamp, requests, claim, chain of (signer, 64 raw bytes).
   Bytes proposal_bytes;
   encode_replica_message(
-      SignedProposal{Proposal{ReplicaId{1}, 300, {}}, {Endorsement{ReplicaId{2}, signature}}},
+      SignedProposal{Proposal{ReplicaId{1}, 300, {}, {}}, {Endorsement{ReplicaId{2}, signature}}},
       proposal_bytes);
-  expected = {5, 1, 0xac, 0x02, 0, 1, 2};
+  expected = {5, 1, 0xac, 0x02, 0, 0, 1, 2};
   expected.insert(expected.end(), signature.begin(), signature.end());
   EXPECT_EQ(proposal_bytes, expected);
 
@@ -756,7 +756,8 @@ TEST(CodecMalformed, ForgedCountsOfSignedMessages) {
   {
     Bytes payload;
     Writer w(payload);
-    w.u8(5);  // SignedProposal with no requests and 3 endorsements in 2 x 65 bytes
+    w.u8(5);  // SignedProposal with no requests, no claim and 3 endorsements in 2 x 65 bytes
+    w.varint(0);
     w.varint(0);
     w.varint(0);
     w.varint(0);
@@ -792,6 +793,7 @@ TEST(CodecMalformed, InvalidFieldsInsideSignedMessages) {
   Bytes payload;
   Writer w(payload);
   w.u8(5);
+  w.varint(0);
   w.varint(0);
   w.varint(0);
   w.varint(0);

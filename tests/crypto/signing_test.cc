@@ -143,7 +143,7 @@ TEST(SigningRequest, SignAndVerify) {
 
 TEST(SigningProposal, DigestChangesWithAnyRequestAndField) {
   Keys keys(Scheme::kSim);
-  Proposal base{ReplicaId{1}, 5000, {}};
+  Proposal base{ReplicaId{1}, 5000, {}, {}};
   for (uint64_t i = 1; i <= 4; ++i) {
     base.requests.push_back(request(static_cast<uint32_t>(i), i, "cmd " + std::to_string(i)));
     sign_request(*keys.client, base.requests.back());
@@ -175,13 +175,16 @@ TEST(SigningProposal, DigestChangesWithAnyRequestAndField) {
   p = base;
   p.requests.clear();
   expect_new(p, "no requests");
+  p = base;
+  p.claim = {1, 2, 3};
+  expect_new(p, "a recovery claim");
   EXPECT_EQ(proposal_digest(base), proposal_digest(Proposal(base)));
 }
 
 TEST(SigningProposal, EndorsementSignAndVerify) {
   for (Scheme scheme : kSchemes) {
     Keys keys(scheme);
-    const Proposal proposal{ReplicaId{0}, 77, {request(1, 1, "x")}};
+    const Proposal proposal{ReplicaId{0}, 77, {request(1, 1, "x")}, {}};
     const Digest d = proposal_digest(proposal);
     const Bytes bytes = endorsement_signing_bytes(d);
     const Signature s = keys.replicas[2]->sign(bytes);

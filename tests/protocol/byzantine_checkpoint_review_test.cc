@@ -47,7 +47,8 @@ TEST_F(CheckpointReview, ALoadedReplicaNeverExecutesABatchBelowTheLoadedBoundary
   // Honest replicas 0 and 1 executed "x" and vote for b. Their clocks passed
   // decision_time(b - 1) = b - 1 + kDecisionUs; R's reads up to ε less.
   const Bytes honest_snapshot = to_bytes("x;");
-  const Digest digest = crypto::digest(honest_snapshot);
+  const Digest order_hash{7};  // the running hash of the order below b, as the voters hold it
+  const Digest digest = crypto::position_digest(order_hash, crypto::digest(honest_snapshot));
   const uint64_t votes_arrive = kBoundaryUs - 1 + kDecisionUs - kEpsilonUs + 500;
   r->on_message(at(votes_arrive), ReplicaId{0}, vote(0, kBoundaryUs, digest));
   r->on_message(at(votes_arrive), ReplicaId{1}, vote(1, kBoundaryUs, digest));
@@ -57,8 +58,10 @@ TEST_F(CheckpointReview, ALoadedReplicaNeverExecutesABatchBelowTheLoadedBoundary
   // Replica 0 answers at once (a fast network): still before R decides τ.
   const uint64_t loaded_at = votes_arrive + 400;
   ASSERT_LT(loaded_at, tau + kDecisionUs) << "the scenario: R has not decided τ yet";
-  r->load_state(at(loaded_at),
-                StateTransfer{ReplicaId{0}, ViewNumber{kBoundaryUs}, {}, honest_snapshot});
+  r->load_state(at(loaded_at), StateTransfer{ReplicaId{0}, ViewNumber{kBoundaryUs},
+                                             encode_base_and_batches(
+                                                 Certificate{kBoundaryUs, order_hash, {}, {}}, {}),
+                                             honest_snapshot});
   ASSERT_TRUE(r->serving());
 
   // Time passes; R decides τ and goes on.

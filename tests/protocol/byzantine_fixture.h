@@ -88,7 +88,7 @@ class ByzantineFixture : public ::testing::Test {
 
   SignedProposal signed_by_origin(uint32_t origin, uint64_t timestamp_us,
                                   std::vector<ClientRequest> requests) const {
-    SignedProposal m{Proposal{ReplicaId{origin}, timestamp_us, std::move(requests)}, {}};
+    SignedProposal m{Proposal{ReplicaId{origin}, timestamp_us, std::move(requests), {}}, {}};
     endorse(m, origin);
     return m;
   }

@@ -230,7 +230,7 @@ TEST(DrawnByzantineHookTest, EquivocationSendsTwoValidlySignedVersions) {
   Random random(42);
   bool saw_equivocation = false;
   for (uint64_t slot = 1; slot <= 50; ++slot) {
-    Proposal proposal{faulty, 1'000'000 + slot * 100, {}};
+    Proposal proposal{faulty, 1'000'000 + slot * 100, {}, {}};
     for (uint64_t k = 1; k <= 2; ++k) {
       ClientRequest request;
       request.client = client_id_of(1, 1);

@@ -163,7 +163,7 @@ BENCHMARK_CAPTURE(BM_VerifyEndorsement, sim, crypto::Scheme::kSim);
 void BM_ProposalDigest(benchmark::State& state) {
   const auto client =
       crypto::make_signer(crypto::Scheme::kEd25519, bench_keys(crypto::Scheme::kEd25519, 2));
-  Proposal proposal{ReplicaId{0}, 1'000'000, {}};
+  Proposal proposal{ReplicaId{0}, 1'000'000, {}, {}};
   for (uint64_t i = 0; i < static_cast<uint64_t>(state.range(0)); ++i) {
     ClientRequest request{
         client_id_of(1, static_cast<uint32_t>(i)), Sequence{1}, Sequence{0}, put_command(i), {}};

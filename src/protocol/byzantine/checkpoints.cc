@@ -13,6 +13,7 @@
 #include "core/assert.h"
 #include "crypto/signing.h"
 #include "protocol/byzantine/core.h"
+#include "protocol/byzantine/durability.h"
 
 namespace lockstep::byzantine {
 
@@ -22,6 +23,8 @@ size_t Core::votes_held() const {
     for (const auto& [digest, signers] : by_digest)
       held += signers.size();
   }
+  for (const auto& [position, at] : position_votes_)
+    held += at.votes.size();
   return held;
 }
 
@@ -34,23 +37,25 @@ std::optional<uint64_t> Core::take_checkpoint_boundary() {
 void Core::checkpoint_taken(uint64_t boundary_us, std::span<const uint8_t> snapshot) {
   LOCKSTEP_ASSERT(boundary_due_ == boundary_us && boundary_handed_out_,
                   "a snapshot is taken at the boundary handed out");
-  const Digest digest = crypto::digest(snapshot);
-  CheckpointVote vote{options_.self, boundary_us, digest, {}};
-  vote.signature = options_.signer->sign(
-      crypto::checkpoint_vote_signing_bytes(options_.self, boundary_us, digest));
-  for (ReplicaId r : members_) {
-    if (r != options_.self) outbox_.push_back(Send{r, vote});
-  }
-  checkpoint_us_ = boundary_us;
+  checkpoint_ = Snapshot{boundary_us, order_hash_,
+                         std::make_shared<const Bytes>(snapshot.begin(), snapshot.end())};
+  // The vote names the order's running hash and the snapshot's digest together: a replica that
+  // loads the snapshot learns the hash it continues from (docs/DESIGN.md §11.8).
+  vote(boundary_us, crypto::digest(snapshot));
   boundary_due_.reset();
   boundary_handed_out_ = false;
   drain_decided();
 }
 
 void Core::on_checkpoint_vote(const CheckpointVote& vote) {
-  // Only a recovering replica needs votes. It keeps those for boundaries it can use (at or after
-  // its start, not in the future), so a faulty replica cannot make it hoard votes.
-  if (!recovering_ || options_.checkpoint_interval_us == 0) return;
+  if (!recovering_) {
+    // A durable replica certifies positions with them (durability.cc).
+    if (durable()) on_position_vote(vote);
+    return;
+  }
+  // A recovering replica keeps votes for boundaries it can use (at or after its start, not in the
+  // future), so a faulty replica cannot make it hoard votes.
+  if (options_.checkpoint_interval_us == 0) return;
   if (vote.replica.value >= options_.replica_count ||
       vote.boundary_us % options_.checkpoint_interval_us != 0 ||
       vote.boundary_us < participation_start_us_ || vote.boundary_us > local_us_) {
@@ -69,12 +74,17 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
     return;
   }
   auto& signers = by_digest[vote.digest];
-  signers.insert(vote.replica);
+  signers.emplace(vote.replica, vote.signature);
   if (signers.size() < options_.t + 1) return;
   // t+1 signatures: at least one honest replica had this state at this boundary.
-  target_ =
-      Target{vote.boundary_us, vote.digest, std::vector<ReplicaId>(signers.begin(), signers.end())};
-  vouched_[vote.boundary_us] = vote.digest;
+  Target target{vote.boundary_us, vote.digest, {}};
+  Vouched vouched{vote.digest, {}};
+  for (const auto& [replica, signature] : signers) {
+    target.signers.push_back(replica);
+    vouched.signatures.emplace_back(replica, signature);
+  }
+  target_ = std::move(target);
+  vouched_[vote.boundary_us] = std::move(vouched);
   constexpr size_t kVouchedKept = 64;  // about a minute at the default interval
   if (vouched_.size() > kVouchedKept) vouched_.erase(vouched_.begin());
   votes_.erase(votes_.begin(), votes_.upper_bound(vote.boundary_us));
@@ -83,30 +93,53 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
 }
 
 void Core::request_state_if_due() {
-  if (!target_) return;
+  if (!target_ && !recovery_) return;
   const uint64_t retry_us = 2 * (options_.delta_us + options_.epsilon_us);
   if (state_requested_us_ != 0 && local_us_ < state_requested_us_ + retry_us) return;
   state_requested_us_ = std::max<uint64_t>(local_us_, 1);
   // Every signer can serve it (until its next boundary); the first good answer wins.
-  for (ReplicaId signer : target_->signers) {
-    if (signer == options_.self) continue;
-    outbox_.push_back(
-        Send{signer, StateRequest{options_.self, ViewNumber{target_->boundary_us}, signer}});
+  if (target_) {
+    for (ReplicaId signer : target_->signers) {
+      if (signer == options_.self) continue;
+      outbox_.push_back(
+          Send{signer, StateRequest{options_.self, ViewNumber{target_->boundary_us}, signer}});
+    }
+  }
+  // A whole-cluster recovery's target: its honest signers have the batches below it.
+  if (recovery_) {
+    const uint64_t position = recovery_->target.position_us;
+    for (const auto& [signer, signature] : recovery_->target.signatures) {
+      if (signer == options_.self) continue;
+      outbox_.push_back(Send{signer, StateRequest{options_.self, ViewNumber{position}, signer}});
+    }
   }
 }
 
 void Core::on_state_request(const StateRequest& request) {
-  if (recovering_ || request.donor != options_.self || request.view.value != checkpoint_us_ ||
-      checkpoint_us_ == 0) {
-    return;
-  }
+  const uint64_t position = request.view.value;
+  if (recovering_ || request.donor != options_.self || position == 0) return;
+  const bool latest_checkpoint = position == checkpoint_.position_us;
+  // A replica that completed a whole-cluster recovery serves its target to those whose disks
+  // lacked part of it, while its base is still below the target.
+  const bool recovery_target = recovered_to_ && position == recovered_to_->position_us &&
+                               base_.vouch.position_us <= position;
+  if (!latest_checkpoint && !recovery_target) return;
   // A snapshot can be large, and the request's sender is not authenticated: at most one per
-  // requester per boundary (a lost one waits for the next boundary).
+  // requester per position (a lost one waits for the next boundary).
   uint64_t& served = state_served_us_[request.sender.value];
-  if (served == checkpoint_us_) return;
-  served = checkpoint_us_;
-  // The Replica fills in the snapshot it kept for this boundary.
-  outbox_.push_back(Send{request.sender, StateTransfer{options_.self, request.view, {}, {}}});
+  if (served == position) return;
+  served = position;
+  if (latest_checkpoint) {
+    // The snapshot and the order's hash there; the joiner checks both against the t+1 votes.
+    outbox_.push_back(
+        Send{request.sender,
+             StateTransfer{
+                 options_.self, request.view,
+                 encode_base_and_batches(Certificate{position, checkpoint_.order_hash, {}, {}}, {}),
+                 *checkpoint_.bytes}});
+  } else {
+    outbox_.push_back(Send{request.sender, recovery_transfer(position)});
+  }
 }
 
 void Core::load_state(Now now, const StateTransfer& transfer) {
@@ -114,19 +147,49 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
   // before anything else (check_invariants holds it; found by the simulator, byzantine seed 6).
   advance_clock(now);
   decide_due();
+  if (recovery_ && transfer.view.value == recovery_->target.position_us &&
+      load_recovered_state(transfer)) {
+    finish_recovery();
+    drain_decided();
+    return;
+  }
+  load_caught_up_state(transfer);
+  drain_decided();
+}
+
+void Core::load_caught_up_state(const StateTransfer& transfer) {
   auto vouched = vouched_.find(transfer.view.value);
-  if (!target_ || vouched == vouched_.end() ||
-      crypto::digest(transfer.service_snapshot) != vouched->second) {
+  std::optional<BaseAndBatches> state = decode_base_and_batches(transfer.protocol_state);
+  const Digest snapshot_digest = crypto::digest(transfer.service_snapshot);
+  if (!target_ || vouched == vouched_.end() || !state ||
+      state->base.position_us != transfer.view.value || !state->batches.empty() ||
+      crypto::position_digest(state->base.order_hash, snapshot_digest) != vouched->second.digest) {
     ++rejections_.bad_chain;
     throw std::runtime_error("state transfer: not the snapshot t+1 replicas signed");
   }
   // Any boundary vouched for since its start: it kept every batch decided from its start on.
   const uint64_t boundary = vouched->first;
+  auto snapshot = std::make_shared<const Bytes>(transfer.service_snapshot);
+  const Certificate certificate{boundary, state->base.order_hash, snapshot_digest,
+                                vouched->second.signatures};
+  // A replica recovering from its disk that catches up from live replicas leaves its disk's
+  // state behind: the loaded one is its new base.
+  recovery_.reset();
+  from_disk_ = false;
+  claimed_ = false;
+  claimed_before_ = false;
+  claims_.clear();
   target_.reset();
   votes_.clear();
   vouched_.clear();
   recovering_ = false;
-  checkpoint_us_ = boundary;
+  checkpoint_ = Snapshot{boundary, certificate.order_hash, snapshot};
+  base_ = Base{certificate, snapshot};
+  since_base_.clear();
+  order_hash_ = certificate.order_hash;
+  last_voted_hash_ = order_hash_;
+  certified_us_ = std::max(certified_us_, boundary);
+  if (boundary > best_certificate_.position_us) best_certificate_ = certificate;
   // Votes can outrun this replica's clock by ε, and the network can be faster than Δ: instances
   // below the boundary may still be undecided here. Their decisions are in the snapshot; they
   // must not run again on top of it (found by review).
@@ -141,7 +204,6 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
     if (!covered) break;
     decided_.pop_front();
   }
-  drain_decided();
 }
 
 }  // namespace lockstep::byzantine

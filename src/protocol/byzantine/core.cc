@@ -25,6 +25,8 @@ namespace {
 // Bounded memo sizes: the caches only save work, so forgetting old entries is always safe.
 constexpr size_t kVerifiedRequestsMax = 1 << 17;
 constexpr size_t kDecidedRequestsMax = 1 << 17;
+// A recovery claim holds one certificate: t+1 signatures and two digests (durability.h).
+constexpr size_t kClaimBytesMax = 64 * 1024;
 
 uint64_t saturating_sub(uint64_t a, uint64_t b) {
   return a > b ? a - b : 0;
@@ -63,6 +65,10 @@ Core::Core(Options options) : options_(options) {
                   "one public key per replica");
   LOCKSTEP_ASSERT(options_.delta_us > 0, "Δ must be positive");
   LOCKSTEP_ASSERT(options_.slot_us > 0, "a slot must last at least 1 µs");
+  LOCKSTEP_ASSERT(options_.certify_interval_us == 0 ||
+                      (options_.checkpoint_interval_us != 0 &&
+                       options_.checkpoint_interval_us % options_.certify_interval_us == 0),
+                  "a durable replica certifies at an interval that divides the checkpoint one");
   if (options_.relay_timeout_us == 0) {
     options_.relay_timeout_us =
         2 * (options_.slot_us + (options_.t + 1) * (options_.delta_us + options_.epsilon_us));
@@ -95,10 +101,9 @@ void Core::advance_clock(Now now) {
   local_us_ = std::max(local_us_, now.wall_us);
   // No time yet (a Replica asked for its output before any input): nothing to anchor on.
   if (local_us_ == 0) return;
-  if (next_boundary_us_ == 0 && options_.checkpoint_interval_us != 0) {
+  if (next_boundary_us_ == 0 && grid_us() != 0) {
     // The first boundary after start: every instance below it was open while this replica ran.
-    next_boundary_us_ =
-        (local_us_ / options_.checkpoint_interval_us + 1) * options_.checkpoint_interval_us;
+    next_boundary_us_ = (local_us_ / grid_us() + 1) * grid_us();
   }
   if (recovering_ && participation_start_us_ == 0) {
     // An instance stamped this late had its origin's first message sent after this replica was
@@ -205,7 +210,8 @@ void Core::on_signed_proposal(const SignedProposal& message) {
     return;
   }
   if (proposal.requests.size() > options_.requests_per_proposal_max ||
-      command_bytes(proposal.requests) > options_.proposal_bytes_max) {
+      command_bytes(proposal.requests) > options_.proposal_bytes_max ||
+      proposal.claim.size() > kClaimBytesMax) {
     ++rejections_.oversized;
     return;
   }
@@ -275,9 +281,10 @@ void Core::propose() {
   // One proposal per step, stamped with the clock only once it has moved past the previous
   // stamp: a timestamp is never ahead of this replica's own clock, which keeps honest proposals
   // inside every honest receiver's window even at the full skew ε.
+  propose_claim_if_due();
   const uint64_t slot = local_us_ - local_us_ % options_.slot_us;
   if (unproposed_.empty() || slot <= last_proposal_us_) return;
-  Proposal proposal{options_.self, slot, {}};
+  Proposal proposal{options_.self, slot, {}, {}};
   size_t bytes = 0;
   size_t taken = 0;
   for (; taken < unproposed_.size(); ++taken) {
@@ -296,6 +303,10 @@ void Core::propose() {
   }
   unproposed_.erase(unproposed_.begin(), unproposed_.begin() + static_cast<ptrdiff_t>(taken));
   if (proposal.requests.empty()) return;
+  broadcast_proposal(std::move(proposal));
+}
+
+void Core::broadcast_proposal(Proposal proposal) {
   last_proposal_us_ = proposal.timestamp_us;
   const Digest digest = crypto::proposal_digest(proposal);
   const InstanceKey key{proposal.timestamp_us, options_.self};
@@ -332,11 +343,11 @@ void Core::propose_due_backups() {
 void Core::decide_due() {
   for (;;) {
     // A boundary once every instance below it is decided (none can be accepted any more).
-    if (options_.checkpoint_interval_us != 0 && next_boundary_us_ != 0 &&
+    if (grid_us() != 0 && next_boundary_us_ != 0 &&
         decision_time_us(next_boundary_us_ - 1) < local_us_ &&
         (instances_.empty() || instances_.begin()->first.first >= next_boundary_us_)) {
       if (next_boundary_us_ > loaded_boundary_us_) decided_.push_back(Boundary{next_boundary_us_});
-      next_boundary_us_ += options_.checkpoint_interval_us;
+      next_boundary_us_ += grid_us();
       continue;
     }
     if (instances_.empty()) break;
@@ -356,6 +367,9 @@ void Core::decide_due() {
                          (options_.planted.ignore_equivocation && !instance.values.empty());
     if (!decided) {
       ++rejections_.equivocations;
+    } else if (!instance.values.front().message.proposal.claim.empty() &&
+               on_claim_decided(key, instance.values.front().message.proposal)) {
+      // A whole-cluster recovery completed at this claim: only what is decided after it runs.
     } else if (key.first >= loaded_boundary_us_) {
       decided_.push_back(DecidedBatch{key, std::move(instance.values.front().message.proposal)});
     }
@@ -366,6 +380,8 @@ void Core::decide_due() {
 }
 
 void Core::execute_decided(const InstanceKey& key, Proposal& proposal) {
+  LOCKSTEP_ASSERT(proposal.timestamp_us == key.first && proposal.origin == key.second,
+                  "a batch runs under its own instance");
   uint64_t index = 0;
   for (ClientRequest& request : proposal.requests) {
     ++index;
@@ -418,20 +434,14 @@ void Core::drain_decided() {
       continue;
     }
     if (auto* boundary = std::get_if<Boundary>(&front)) {
-      boundary_due_ = boundary->boundary_us;
-      boundary_handed_out_ = false;
+      at_position(boundary->boundary_us);
     } else {
       auto& batch = std::get<DecidedBatch>(front);
+      record_executed(batch.proposal);
       execute_decided(batch.key, batch.proposal);
     }
     decided_.pop_front();
   }
-}
-
-void Core::recover(std::span<const uint8_t> checkpoint_state,
-                   const std::vector<PersistRecord>& records) {
-  LOCKSTEP_ASSERT(checkpoint_state.empty() && records.empty(),
-                  "the byzantine mode keeps no durable state yet");
 }
 
 // ---- invariants -----------------------------------------------------------------------------
@@ -470,6 +480,20 @@ void Core::check_invariants() const {
   LOCKSTEP_ASSERT(last_proposal_us_ <= local_us_, "no proposal is stamped ahead of the clock");
   LOCKSTEP_ASSERT(decided_order_.size() == decided_digests_.size(),
                   "the decided-request memo is consistent");
+  LOCKSTEP_ASSERT(durable() || (since_base_.empty() && persist_.empty()),
+                  "only a durable replica logs");
+  for (size_t i = 0; i < since_base_.size(); ++i) {
+    const Proposal& p = since_base_[i];
+    LOCKSTEP_ASSERT(p.timestamp_us >= base_.vouch.position_us, "batches follow their base");
+    const bool in_order =
+        i == 0 || std::pair(since_base_[i - 1].timestamp_us, since_base_[i - 1].origin) <
+                      std::pair(p.timestamp_us, p.origin);
+    LOCKSTEP_ASSERT(in_order, "batches after the base are in the order");
+  }
+  LOCKSTEP_ASSERT(!recovery_ || (recovering_ && from_disk_),
+                  "only a replica recovering from its disk completes a recovery by claims");
+  LOCKSTEP_ASSERT(best_certificate_.position_us >= base_.vouch.position_us,
+                  "the base is certified");
 }
 
 }  // namespace lockstep::byzantine

@@ -21,12 +21,15 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
+#include <utility>
 #include <variant>
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "protocol/byzantine/durability.h"
 #include "protocol/ordering_core.h"
 
 namespace lockstep::byzantine {
@@ -51,6 +54,14 @@ struct Options {
   // core hands the Replica a boundary, and signs and sends everyone the digest of the service
   // snapshot there. 0: none (a core driven alone, as in unit tests).
   uint64_t checkpoint_interval_us = 0;
+  // Durability (docs/DESIGN.md §11.8); 0: none, and a restart loses the replica's state (§11.7).
+  // Otherwise the replica logs every batch it executes, and at every multiple of this in the
+  // order's timestamps after which it executed something new, it signs the running hash of the
+  // order there (its log synced first: the runtime releases messages after the step's records).
+  // t+1 matching signatures certify the position; replies to requests below it are released only
+  // then, so an acknowledged write is on the disk of an honest replica. Must divide
+  // checkpoint_interval_us (which must then be set).
+  uint64_t certify_interval_us = 0;
   // Started without the state (a restart, a wiped machine): take part in every instance from
   // shortly after start, execute nothing, and load the snapshot of the first boundary after that
   // for which t+1 replicas signed the same digest.
@@ -91,22 +102,36 @@ class Core final : public OrderingCore {
   bool replies_to(const OrderedEntry&) const override { return true; }
   bool admits(const ClientRequest& request) override { return checked_digest(request).has_value(); }
 
-  // Durability is not implemented in this mode yet: a restarted replica counts as one of the t
-  // faulty ones (docs/DESIGN.md §11.6).
-  std::vector<PersistRecord> take_persist() override { return {}; }
-  Bytes checkpoint_state() const override { return {}; }
+  // Durability (docs/DESIGN.md §11.8; durability.cc). The checkpoint's other half, the service
+  // snapshot, is base_snapshot(): the durable state is a base t+1 replicas vouched for plus the
+  // batches executed after it.
+  std::vector<PersistRecord> take_persist() override { return std::exchange(persist_, {}); }
+  Bytes checkpoint_state() const override;
   void recover(std::span<const uint8_t> checkpoint_state,
                const std::vector<PersistRecord>& records) override;
+  // The service snapshot a Replica starts with (before any input), and the one its durable
+  // checkpoint holds when it recovers (before recover()).
+  void set_genesis_snapshot(Bytes snapshot);
+  void set_recovered_base_snapshot(Bytes snapshot);
+  const Bytes& base_snapshot() const { return *base_.snapshot; }
+  bool durable() const { return options_.certify_interval_us != 0; }
+  // Replies to requests stamped below this may be released (UINT64_MAX when not durable).
+  uint64_t certified_us() const { return durable() ? certified_us_ : UINT64_MAX; }
+  // A whole-cluster recovery (or a catch-up) finished in this step: the Replica reports it as a
+  // loaded state, so the runtime writes a checkpoint of it. Each is returned once.
+  bool take_state_replaced() { return std::exchange(state_replaced_, false); }
+  bool recovering_from_disk() const { return from_disk_; }
+  uint64_t recoveries_completed() const { return recoveries_completed_; }
 
   // Checkpoints and catching up (docs/DESIGN.md §11.7).
   std::optional<uint64_t> take_checkpoint_boundary() override;
   void checkpoint_taken(uint64_t boundary_us, std::span<const uint8_t> snapshot) override;
-  bool awaits_state() const override { return target_.has_value(); }
+  bool awaits_state() const override { return target_.has_value() || recovery_.has_value(); }
   void load_state(Now now, const StateTransfer& transfer) override;
   bool serving() const override { return !recovering_; }
   bool recovering() const { return recovering_; }
   // The latest boundary whose snapshot this replica took (and can serve), 0 if none.
-  uint64_t checkpoint_us() const { return checkpoint_us_; }
+  uint64_t checkpoint_us() const { return checkpoint_.position_us; }
   // Checkpoint votes a recovering replica holds (at most one per replica and boundary).
   size_t votes_held() const;
 
@@ -145,10 +170,33 @@ class Core final : public OrderingCore {
   void propose_due_backups();
   void decide_due();
   void execute_decided(const InstanceKey& key, Proposal& proposal);
+  void broadcast_proposal(Proposal proposal);
   void drain_decided();
   void on_checkpoint_vote(const CheckpointVote& vote);
   void on_state_request(const StateRequest& request);
   void request_state_if_due();
+  void load_caught_up_state(const StateTransfer& transfer);
+
+  // durability.cc
+  void at_position(uint64_t position_us);
+  void vote(uint64_t position_us, const Digest& snapshot_digest);
+  void on_position_vote(const CheckpointVote& vote);
+  void try_certify(uint64_t position_us);
+  void record_executed(const Proposal& proposal);
+  void propose_claim_if_due();
+  bool on_claim_decided(const InstanceKey& key, const Proposal& proposal);
+  bool certificate_valid(const Certificate& certificate) const;
+  uint64_t claim_period_us() const { return options_.relay_timeout_us; }
+  // Boundaries of the order: every certified position when durable, else every checkpoint.
+  uint64_t grid_us() const {
+    return durable() ? options_.certify_interval_us : options_.checkpoint_interval_us;
+  }
+  void execute_decided_replayed(Proposal proposal);
+  void complete_recovery(const InstanceKey& at, const Certificate& target);
+  bool rebuild_to(const Certificate& target);
+  void finish_recovery();
+  bool load_recovered_state(const StateTransfer& transfer);
+  StateTransfer recovery_transfer(uint64_t target_us) const;
 
   Options options_;
   std::vector<ReplicaId> members_;
@@ -176,6 +224,7 @@ class Core final : public OrderingCore {
   std::vector<OrderedEntry> executable_;
   std::vector<Send> outbox_;
   Rejections rejections_;
+  std::vector<PersistRecord> persist_;
 
   // Decided batches and checkpoint boundaries, in the order, not yet executed: a boundary waits
   // for the Replica's snapshot; while recovering, everything from participation_start_us_ on
@@ -191,13 +240,20 @@ class Core final : public OrderingCore {
   uint64_t next_boundary_us_ = 0;  // 0 until the first input
   std::optional<uint64_t> boundary_due_;
   bool boundary_handed_out_ = false;
-  uint64_t checkpoint_us_ = 0;
+  // The latest snapshot taken at a checkpoint boundary (served to replicas catching up).
+  struct Snapshot {
+    uint64_t position_us = 0;
+    Digest order_hash{};
+    std::shared_ptr<const Bytes> bytes = std::make_shared<const Bytes>();
+  };
+  Snapshot checkpoint_;
   uint64_t loaded_boundary_us_ = 0;        // a loaded state covers everything stamped below it
   std::vector<uint64_t> state_served_us_;  // per replica: the boundary last sent to it
   // Recovering: instances from participation_start_us_ on are ones it saw whole.
   bool recovering_ = false;
   uint64_t participation_start_us_ = 0;
-  std::map<uint64_t, std::map<Digest, std::set<ReplicaId>>> votes_;  // boundary -> digest -> who
+  // boundary -> digest -> who signed it, and how
+  std::map<uint64_t, std::map<Digest, std::map<ReplicaId, Signature>>> votes_;
   struct Target {
     uint64_t boundary_us;
     Digest digest;
@@ -206,8 +262,60 @@ class Core final : public OrderingCore {
   std::optional<Target> target_;  // a vouched-for boundary whose snapshot it is asking for
   // Every boundary t+1 replicas vouched for lately, with the digest: a snapshot asked for at an
   // earlier target may take longer than an interval to arrive (in pieces), and is as good.
-  std::map<uint64_t, Digest> vouched_;
+  struct Vouched {
+    Digest digest{};  // crypto::position_digest of the boundary
+    std::vector<std::pair<ReplicaId, Signature>> signatures;
+  };
+  std::map<uint64_t, Vouched> vouched_;
   uint64_t state_requested_us_ = 0;
+
+  // ---- durability (docs/DESIGN.md §11.8) ----
+  Digest order_hash_{};  // running hash of every batch executed (crypto::extend_order_hash)
+  Digest last_voted_hash_{};
+  uint64_t certified_us_ = 0;  // highest position t+1 replicas certified with this one
+  Certificate best_certificate_;
+  struct PositionVote {
+    Digest digest{};
+    Signature signature{};
+    bool verified = false;
+  };
+  struct PositionVotes {
+    std::optional<Certificate> own;  // this replica's vote (signatures: its own)
+    std::map<ReplicaId, PositionVote> votes;
+  };
+  std::map<uint64_t, PositionVotes> position_votes_;
+  // The durable state: a base t+1 replicas vouched for (or the empty genesis) and every batch
+  // executed after it, in order. A checkpoint writes both; recovery rebuilds from them.
+  struct Base {
+    Certificate vouch;  // position, order hash, snapshot digest, and t+1 signatures
+    std::shared_ptr<const Bytes> snapshot = std::make_shared<const Bytes>();
+  };
+  Base base_;
+  Base genesis_;
+  std::vector<Proposal> since_base_;
+  bool state_replaced_ = false;
+  uint64_t recoveries_completed_ = 0;
+  // Recovering from the disk after a crash (docs/DESIGN.md §11.8): claims every claim period
+  // until it loads from a live cluster or a whole-cluster recovery completes.
+  bool from_disk_ = false;
+  bool claimed_ = false;  // a claim of this replica may have been decided (logged before sending)
+  // A claim of an earlier life of this replica may have been counted by a recovery that already
+  // completed, which this life could not see whole: it never completes a recovery by claims.
+  bool claimed_before_ = false;
+  uint64_t next_claim_us_ = 0;
+  struct DecidedClaim {
+    uint64_t timestamp_us;
+    ReplicaId origin;
+    uint64_t start_us;
+    Certificate certificate;
+  };
+  std::deque<DecidedClaim> claims_;
+  struct Recovery {
+    InstanceKey completed_at;
+    Certificate target;
+  };
+  std::optional<Recovery> recovery_;         // completed, fetching the state below the target
+  std::optional<Certificate> recovered_to_;  // the last target reached: served to laggards
 };
 
 }  // namespace lockstep::byzantine
