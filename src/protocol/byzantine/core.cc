@@ -69,6 +69,13 @@ Core::Core(Options options) : options_(options) {
                       (options_.checkpoint_interval_us != 0 &&
                        options_.checkpoint_interval_us % options_.certify_interval_us == 0),
                   "a durable replica certifies at an interval that divides the checkpoint one");
+  std::sort(options_.recovery_excused.begin(), options_.recovery_excused.end());
+  for (ReplicaId r : options_.recovery_excused)
+    LOCKSTEP_ASSERT(r.value < options_.replica_count, "an excused replica is a replica");
+  LOCKSTEP_ASSERT(
+      std::adjacent_find(options_.recovery_excused.begin(), options_.recovery_excused.end()) ==
+          options_.recovery_excused.end(),
+      "each replica is excused once");
   if (options_.relay_timeout_us == 0) {
     options_.relay_timeout_us =
         2 * (options_.slot_us + (options_.t + 1) * (options_.delta_us + options_.epsilon_us));

@@ -62,6 +62,11 @@ struct Options {
   // then, so an acknowledged write is on the disk of an honest replica. Must divide
   // checkpoint_interval_us (which must then be set).
   uint64_t certify_interval_us = 0;
+  // An operator's ruling for a whole-cluster recovery (`lockstep replica --recover-without`): the
+  // recovery does not wait for these replicas' claims. Every replica must be given the same set
+  // (a claim names it, and only claims naming the same set count). Ruling out an honest replica
+  // can lose an acknowledged write that only its disk held (docs/DESIGN.md §11.8).
+  std::vector<ReplicaId> recovery_excused;
   // Started without the state (a restart, a wiped machine): take part in every instance from
   // shortly after start, execute nothing, and load the snapshot of the first boundary after that
   // for which t+1 replicas signed the same digest.

@@ -251,7 +251,10 @@ void Core::propose_claim_if_due() {
   }
   next_claim_us_ = local_us_ + claim_period_us();
   broadcast_proposal(Proposal{
-      options_.self, slot, {}, encode_claim(Claim{participation_start_us_, best_certificate_})});
+      options_.self,
+      slot,
+      {},
+      encode_claim(Claim{participation_start_us_, best_certificate_, options_.recovery_excused})});
 }
 
 bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
@@ -259,6 +262,9 @@ bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
   std::optional<Claim> claim = decode_claim(proposal.claim);
   // A claim every honest replica finds invalid alike is no claim (its origin is faulty).
   if (!claim || !certificate_valid(claim->certificate)) return false;
+  // A claim under another ruling than this replica's is not counted (operators must give every
+  // replica the same one; honest replicas then count alike).
+  if (claim->excused != options_.recovery_excused) return false;
   claims_.push_back(DecidedClaim{key.first, key.second, claim->start_us, claim->certificate});
   const uint64_t window = kClaimWindowPeriods * claim_period_us();
   if (key.first <= window) return false;
@@ -268,6 +274,10 @@ bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
   if (!from_disk_ || claimed_before_ || window_start < participation_start_us_) return false;
   std::optional<Certificate> target;
   for (ReplicaId r : members_) {
+    if (std::find(options_.recovery_excused.begin(), options_.recovery_excused.end(), r) !=
+        options_.recovery_excused.end()) {
+      continue;  // ruled out by the operator
+    }
     const Certificate* best = nullptr;
     for (const DecidedClaim& c : claims_) {
       if (c.origin != r || c.start_us > window_start) continue;
@@ -276,6 +286,7 @@ bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
     if (best == nullptr) return false;  // not every replica has claimed yet
     if (!target || best->position_us > target->position_us) target = *best;
   }
+  if (!target) return false;  // every replica ruled out: nothing to recover from
   complete_recovery(key, *target);
   return true;
 }

@@ -27,10 +27,12 @@ struct Certificate {
 };
 
 // A replica recovering from its disk: where its participation started (instances stamped from
-// then on it saw whole) and the highest certificate it holds.
+// then on it saw whole), the highest certificate it holds, and the replicas the operator ruled
+// out of the recovery.
 struct Claim {
   uint64_t start_us = 0;
   Certificate certificate;
+  std::vector<ReplicaId> excused;  // the operator's ruling it recovers under, ascending
 };
 
 // Log records of a durable byzantine replica.

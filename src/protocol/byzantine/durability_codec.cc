@@ -97,6 +97,9 @@ Bytes encode_claim(const Claim& claim) {
   Writer w(out);
   w.varint(claim.start_us);
   put_certificate(w, claim.certificate);
+  w.varint(claim.excused.size());
+  for (ReplicaId r : claim.excused)
+    w.varint(r.value);
   return out;
 }
 
@@ -105,6 +108,12 @@ std::optional<Claim> decode_claim(std::span<const uint8_t> bytes) {
   Claim claim;
   claim.start_us = r.varint();
   claim.certificate = get_certificate(r);
+  const uint64_t n = r.count(1);
+  for (uint64_t i = 0; i < n && r.ok(); ++i) {
+    const uint64_t replica = r.varint();
+    if (replica > UINT32_MAX) r.fail();
+    claim.excused.push_back(ReplicaId{static_cast<uint32_t>(replica)});
+  }
   return finished(r, std::move(claim));
 }
 
