@@ -176,8 +176,6 @@ void Core::load_caught_up_state(const StateTransfer& transfer) {
   // state behind: the loaded one is its new base.
   recovery_.reset();
   from_disk_ = false;
-  claimed_ = false;
-  claimed_before_ = false;
   claims_.clear();
   target_.reset();
   votes_.clear();

@@ -191,6 +191,7 @@ class Core final : public OrderingCore {
   void propose_claim_if_due();
   bool on_claim_decided(const InstanceKey& key, const Proposal& proposal);
   bool certificate_valid(const Certificate& certificate) const;
+  bool excused(ReplicaId replica) const;
   uint64_t claim_period_us() const { return options_.relay_timeout_us; }
   // Boundaries of the order: every certified position when durable, else every checkpoint.
   uint64_t grid_us() const {
@@ -303,15 +304,17 @@ class Core final : public OrderingCore {
   // Recovering from the disk after a crash (docs/DESIGN.md §11.8): claims every claim period
   // until it loads from a live cluster or a whole-cluster recovery completes.
   bool from_disk_ = false;
-  bool claimed_ = false;  // a claim of this replica may have been decided (logged before sending)
-  // A claim of an earlier life of this replica may have been counted by a recovery that already
-  // completed, which this life could not see whole: it never completes a recovery by claims.
-  bool claimed_before_ = false;
+  // The highest round this replica (in any life) logged claims in before sending them, and the
+  // round it claims in now: above any earlier life's, since a recovery that completed may have
+  // counted that life's claims where this life cannot see (DESIGN §11.8).
+  std::optional<uint64_t> logged_round_;
+  uint64_t claim_round_ = 0;
   uint64_t next_claim_us_ = 0;
   struct DecidedClaim {
     uint64_t timestamp_us;
     ReplicaId origin;
     uint64_t start_us;
+    uint64_t round;
     Certificate certificate;
   };
   std::deque<DecidedClaim> claims_;

@@ -11,25 +11,30 @@
 // state (base + the batches executed after it), and the log before it can go.
 //
 // Recovery claims. A replica restarted from its disk serves nothing and proposes, every claim
-// period, a claim {start of its participation, highest certificate it holds} through Dolev–Strong
-// like any proposal, so every honest replica decides the same claims in the same order. While
-// doing so it also catches up as a wiped replica would (checkpoints.cc) if the cluster is alive.
-// After a whole-cluster crash nobody is alive: a recovery completes at the first decided claim
-// x such that, within the window W before x, every replica's claim is decided, each saying it
-// started participating no later than x − W. Every honest replica whose claim is counted saw the
-// whole window (it started before it), so all of them evaluate the rule on the same decided
-// claims and complete at the same x, with the same target: the highest certificate claimed. Each
-// rebuilds the order up to the target from its own disk when the running hash matches, or fetches
-// a vouched base plus batches from a signer of the target; then all execute the batches decided
-// after x. Everything above the target is dropped: nothing there was acknowledged.
+// period, a claim {start of its participation, highest certificate it holds, round} through
+// Dolev–Strong like any proposal, so every honest replica decides the same claims in the same
+// order. Meanwhile it also catches up as a wiped replica would (checkpoints.cc) if the cluster is
+// alive. After a whole-cluster crash nobody is alive: a recovery completes at the first decided
+// claim x such that, among the claims decided in the window W before x, every replica (but those
+// the operator ruled out) has one of the window's highest round, saying it started participating
+// no later than x − W. Every honest replica so counted saw the whole window, so all of them
+// evaluate the rule on the same decided claims and complete at the same x, with the same target:
+// the highest certificate among the counted claims. Each rebuilds the order up to the target from
+// its own disk when the running hash matches, or fetches a vouched base plus the batches after it
+// from a signer of the target; then all execute the batches decided after x. Everything above the
+// target is dropped: no reply there was released.
 //
-// A replica whose earlier life sent a claim (a logged record says so) or whose disk was wiped
-// cannot know whether a recovery already completed with that claim: it still claims (others may
-// need it) but completes only by catching up from replicas that are alive.
+// Rounds. A replica that crashes during a recovery may have had its claim counted by a recovery
+// that completed where its next life cannot see. So a life claims in a round above every round an
+// earlier life logged (before sending), and a completion counts one round only: the next life's
+// claims can never complete a recovery with replicas that already completed (they claim no
+// more), and it catches up from them instead; if none completed, all adopt the higher round and
+// complete together. A replica without its disk (--join) or ruled out never completes by claims.
 #include <algorithm>
 #include <stdexcept>
 
 #include "core/assert.h"
+#include "core/wire.h"
 #include "crypto/signing.h"
 #include "protocol/byzantine/core.h"
 
@@ -62,7 +67,7 @@ void Core::set_recovered_base_snapshot(Bytes snapshot) {
 
 Bytes Core::checkpoint_state() const {
   return encode_durable_state(
-      DurableState{{base_.vouch, since_base_}, best_certificate_, claimed_});
+      DurableState{{base_.vouch, since_base_}, best_certificate_, logged_round_});
 }
 
 void Core::recover(std::span<const uint8_t> checkpoint_state,
@@ -82,7 +87,7 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
     }
     since_base_ = std::move(state->base_and_batches.batches);
     best_certificate_ = state->best;
-    claimed_ = state->claimed;
+    logged_round_ = state->claimed_round;
   }
   for (const PersistRecord& record : records) {
     switch (record.type) {
@@ -104,9 +109,15 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
         if (c->position_us > best_certificate_.position_us) best_certificate_ = std::move(*c);
         break;
       }
-      case kClaimedRecord:
-        claimed_ = true;
+      case kClaimedRecord: {
+        Reader reader(record.payload);
+        const uint64_t round = reader.varint();
+        if (!reader.ok() || !reader.at_end()) {
+          throw std::runtime_error("byzantine recovery: undecodable claim record");
+        }
+        logged_round_ = std::max(logged_round_.value_or(0), round);
         break;
+      }
       default:
         throw std::runtime_error("byzantine recovery: unknown record type " +
                                  std::to_string(record.type));
@@ -115,7 +126,7 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
   std::erase_if(since_base_,
                 [&](const Proposal& p) { return p.timestamp_us < base_.vouch.position_us; });
   order_hash_ = base_.vouch.order_hash;
-  claimed_before_ = claimed_;
+  claim_round_ = logged_round_ ? *logged_round_ + 1 : 0;
   from_disk_ = true;
   recovering_ = true;
 }
@@ -212,6 +223,11 @@ void Core::try_certify(uint64_t position_us) {
   }
 }
 
+bool Core::excused(ReplicaId replica) const {
+  return std::binary_search(options_.recovery_excused.begin(), options_.recovery_excused.end(),
+                            replica);
+}
+
 bool Core::certificate_valid(const Certificate& certificate) const {
   if (certificate.position_us == 0) {
     return certificate.signatures.empty() && certificate.order_hash == Digest{};
@@ -243,18 +259,20 @@ void Core::propose_claim_if_due() {
   }
   const uint64_t slot = local_us_ - local_us_ % options_.slot_us;
   if (slot <= last_proposal_us_) return;
-  if (!claimed_) {
+  if (!logged_round_ || *logged_round_ < claim_round_) {
     // Logged before the claim leaves (the runtime syncs a step's records before its messages):
-    // a later life of this replica must know that a recovery may have counted it.
-    claimed_ = true;
-    persist_.push_back(PersistRecord{kClaimedRecord, {}});
+    // a later life of this replica must claim in a higher round.
+    logged_round_ = claim_round_;
+    Bytes payload;
+    Writer(payload).varint(claim_round_);
+    persist_.push_back(PersistRecord{kClaimedRecord, std::move(payload)});
   }
   next_claim_us_ = local_us_ + claim_period_us();
-  broadcast_proposal(Proposal{
-      options_.self,
-      slot,
-      {},
-      encode_claim(Claim{participation_start_us_, best_certificate_, options_.recovery_excused})});
+  broadcast_proposal(Proposal{options_.self,
+                              slot,
+                              {},
+                              encode_claim(Claim{participation_start_us_, best_certificate_,
+                                                 options_.recovery_excused, claim_round_})});
 }
 
 bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
@@ -264,23 +282,28 @@ bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
   if (!claim || !certificate_valid(claim->certificate)) return false;
   // A claim under another ruling than this replica's is not counted (operators must give every
   // replica the same one; honest replicas then count alike).
-  if (claim->excused != options_.recovery_excused) return false;
-  claims_.push_back(DecidedClaim{key.first, key.second, claim->start_us, claim->certificate});
+  if (claim->excused != options_.recovery_excused || excused(key.second)) return false;
+  claim_round_ = std::max(claim_round_, claim->round);
+  claims_.push_back(
+      DecidedClaim{key.first, key.second, claim->start_us, claim->round, claim->certificate});
   const uint64_t window = kClaimWindowPeriods * claim_period_us();
   if (key.first <= window) return false;
   const uint64_t window_start = key.first - window;  // the window is (window_start, key]
   while (!claims_.empty() && claims_.front().timestamp_us <= window_start)
     claims_.pop_front();
-  if (!from_disk_ || claimed_before_ || window_start < participation_start_us_) return false;
+  // A replica without its disk, or ruled out, may not have seen the window whole: it catches up.
+  if (!from_disk_ || excused(options_.self) || window_start < participation_start_us_) {
+    return false;
+  }
+  uint64_t round = 0;
+  for (const DecidedClaim& c : claims_)
+    round = std::max(round, c.round);
   std::optional<Certificate> target;
   for (ReplicaId r : members_) {
-    if (std::find(options_.recovery_excused.begin(), options_.recovery_excused.end(), r) !=
-        options_.recovery_excused.end()) {
-      continue;  // ruled out by the operator
-    }
+    if (excused(r)) continue;  // ruled out by the operator
     const Certificate* best = nullptr;
     for (const DecidedClaim& c : claims_) {
-      if (c.origin != r || c.start_us > window_start) continue;
+      if (c.origin != r || c.round != round || c.start_us > window_start) continue;
       if (best == nullptr || c.certificate.position_us > best->position_us) best = &c.certificate;
     }
     if (best == nullptr) return false;  // not every replica has claimed yet
@@ -330,8 +353,6 @@ void Core::finish_recovery() {
   recovery_.reset();
   from_disk_ = false;
   recovering_ = false;
-  claimed_ = false;
-  claimed_before_ = false;
   target_.reset();
   votes_.clear();
   vouched_.clear();

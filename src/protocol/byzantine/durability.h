@@ -33,13 +33,16 @@ struct Claim {
   uint64_t start_us = 0;
   Certificate certificate;
   std::vector<ReplicaId> excused;  // the operator's ruling it recovers under, ascending
+  // Each life of a replica claims in a round above every round an earlier life claimed in (its
+  // log says), and adopts any higher round decided; a recovery counts claims of one round only.
+  uint64_t round = 0;
 };
 
 // Log records of a durable byzantine replica.
 enum RecordType : uint8_t {
   kBatchRecord = 1,        // a batch it executed (an encoded Proposal)
   kCertificateRecord = 2,  // a certificate it formed
-  kClaimedRecord = 3,      // it is about to send a recovery claim
+  kClaimedRecord = 3,      // it is about to send recovery claims of a round (varint)
 };
 
 // A state handed to a replica: a base t+1 replicas vouched for and the batches after it, up to
@@ -60,11 +63,11 @@ std::optional<Proposal> decode_proposal(std::span<const uint8_t> bytes);
 std::optional<BaseAndBatches> decode_base_and_batches(std::span<const uint8_t> bytes);
 
 // The core's half of a durable checkpoint: the base, the batches after it, the best certificate
-// held, and whether a recovery claim may have gone out.
+// held, and the highest round it sent recovery claims in (none: never).
 struct DurableState {
   BaseAndBatches base_and_batches;
   Certificate best;
-  bool claimed = false;
+  std::optional<uint64_t> claimed_round;
 };
 Bytes encode_durable_state(const DurableState& state);
 std::optional<DurableState> decode_durable_state(std::span<const uint8_t> bytes);

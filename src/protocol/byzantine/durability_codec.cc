@@ -100,6 +100,7 @@ Bytes encode_claim(const Claim& claim) {
   w.varint(claim.excused.size());
   for (ReplicaId r : claim.excused)
     w.varint(r.value);
+  w.varint(claim.round);
   return out;
 }
 
@@ -114,6 +115,7 @@ std::optional<Claim> decode_claim(std::span<const uint8_t> bytes) {
     if (replica > UINT32_MAX) r.fail();
     claim.excused.push_back(ReplicaId{static_cast<uint32_t>(replica)});
   }
+  claim.round = r.varint();
   return finished(r, std::move(claim));
 }
 
@@ -154,7 +156,7 @@ Bytes encode_durable_state(const DurableState& state) {
   put_certificate(w, state.base_and_batches.base);
   put_batches(w, state.base_and_batches.batches);
   put_certificate(w, state.best);
-  w.u8(state.claimed ? 1 : 0);
+  w.varint(state.claimed_round ? *state.claimed_round + 1 : 0);
   return out;
 }
 
@@ -164,9 +166,8 @@ std::optional<DurableState> decode_durable_state(std::span<const uint8_t> bytes)
   state.base_and_batches.base = get_certificate(r);
   state.base_and_batches.batches = get_batches(r);
   state.best = get_certificate(r);
-  const uint8_t claimed = r.u8();
-  if (claimed > 1) r.fail();
-  state.claimed = claimed == 1;
+  const uint64_t claimed = r.varint();
+  if (claimed != 0) state.claimed_round = claimed - 1;
   return finished(r, std::move(state));
 }
 
