@@ -190,6 +190,9 @@ byzantine::Options ClusterConfig::byzantine_options(ReplicaId self, const crypto
   options.epsilon_us = byzantine->epsilon_ms * 1000;
   options.relay_timeout_us = byzantine->relay_timeout_ms * 1000;  // 0: the core's default
   options.checkpoint_interval_us = byzantine->checkpoint_interval_ms * 1000;
+  // The same switch as failstop::Options::durable: a disk that may lag what was sent is no
+  // ground for certifying anything.
+  options.certify_interval_us = storage.durable() ? byzantine->certify_interval_ms * 1000 : 0;
   options.signer = signer;
   options.verifier = verifier;
   return options;
@@ -335,6 +338,21 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
             "must be at most " + std::to_string(kTimeoutMsMax) + ", got " + std::to_string(value));
       }
     }
+    if (config.byzantine->certify_interval_ms == 0 ||
+        config.byzantine->certify_interval_ms > kTimeoutMsMax) {
+      errors.fail("byzantine.certify_interval_ms",
+                  "must be in [1, " + std::to_string(kTimeoutMsMax) + "], got " +
+                      std::to_string(config.byzantine->certify_interval_ms));
+    }
+    // Only a durable replica certifies; a cluster without one keeps whatever intervals it had.
+    if (config.storage.durable() &&
+        config.byzantine->checkpoint_interval_ms % config.byzantine->certify_interval_ms != 0) {
+      errors.fail("byzantine.checkpoint_interval_ms",
+                  "must be a multiple of byzantine.certify_interval_ms (" +
+                      std::to_string(config.byzantine->certify_interval_ms) +
+                      ") in a durable cluster ([storage] with sync = \"always\"), got " +
+                      std::to_string(config.byzantine->checkpoint_interval_ms));
+    }
     const uint64_t latency_us = config.byzantine_decision_latency_us();
     const uint64_t minimum_ms = (kCheckpointIntervalLatencies * latency_us + 999) / 1000;
     if (config.byzantine->checkpoint_interval_ms < minimum_ms) {
@@ -396,9 +414,6 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
     }
   }
   const StorageConfig& disk = config.storage;
-  if (disk.enabled() && byzantine) {
-    errors.fail("storage.data_dir", "durability is not implemented for the byzantine mode yet");
-  }
   if (disk.batch_interval_ms == 0 || disk.batch_interval_ms > kTimeoutMsMax) {
     errors.fail("storage.batch_interval_ms", "must be in [1, " + std::to_string(kTimeoutMsMax) +
                                                  "], got " +
@@ -532,9 +547,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
   }
   if (const toml::table* byzantine = errors.optional_table(root, "byzantine")) {
     if (config.mode != Mode::kByzantine) errors.fail("byzantine", "only in byzantine mode");
-    errors.reject_unknown_keys(
-        *byzantine, "byzantine.",
-        {"delta_ms", "epsilon_ms", "relay_timeout_ms", "checkpoint_interval_ms"});
+    errors.reject_unknown_keys(*byzantine, "byzantine.",
+                               {"delta_ms", "epsilon_ms", "relay_timeout_ms",
+                                "checkpoint_interval_ms", "certify_interval_ms"});
     // Δ and ε are what the protocol's windows are made of; a default would hide a forgotten
     // measurement, so both must be stated.
     for (const char* key : {"delta_ms", "epsilon_ms"}) {
@@ -551,6 +566,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     out.checkpoint_interval_ms =
         errors.integer(*byzantine, "checkpoint_interval_ms", "byzantine.checkpoint_interval_ms",
                        out.checkpoint_interval_ms, 1, kTimeoutMsMax);
+    out.certify_interval_ms =
+        errors.integer(*byzantine, "certify_interval_ms", "byzantine.certify_interval_ms",
+                       out.certify_interval_ms, 1, kTimeoutMsMax);
     config.byzantine = out;
   }
   if (const toml::node* clients = root.get("clients")) {
@@ -682,6 +700,7 @@ std::string format_config(const ClusterConfig& config) {
     out << "epsilon_ms = " << config.byzantine->epsilon_ms << "\n";
     out << "relay_timeout_ms = " << config.byzantine->relay_timeout_ms << "\n";
     out << "checkpoint_interval_ms = " << config.byzantine->checkpoint_interval_ms << "\n";
+    out << "certify_interval_ms = " << config.byzantine->certify_interval_ms << "\n";
   }
   for (const ClientPrincipalConfig& principal : config.clients) {
     out << "\n[[clients]]\n";

@@ -24,6 +24,12 @@
 //                                # decision latency σ + (t+1)·(Δ+ε): a boundary waits for every
 //                                # instance below it to be decided, and the snapshot, taken
 //                                # right after, is served until the next boundary.
+//   certify_interval_ms = 2      # optional; durable clusters only ([storage] with sync =
+//                                # "always"): how often each replica signs the running hash of
+//                                # the order it has synced to disk. A reply leaves only once t+1
+//                                # replicas certified its position, so this adds up to one
+//                                # interval to every request's latency. checkpoint_interval_ms
+//                                # must be a multiple of it (checked when durable).
 //                                # Each replica takes at most Δ/(160 µs·n) client requests (at
 //                                # least 8) per event-loop step and answers the rest "busy": the
 //                                # mode is safe only while every step ends well within Δ.
@@ -49,7 +55,7 @@
 //   client_output_bytes_max = 8388608  # a client that leaves this much unread is disconnected
 //   peer_resend_bytes_max = 268435456  # unacknowledged bytes to one peer before its channel fails
 //
-//   [storage]                    # failstop durability (docs/DESIGN.md §10); optional
+//   [storage]                    # durability, both modes (docs/DESIGN.md §10, §11.8); optional
 //   data_dir = "data"            # replica N keeps its log and checkpoints in <data_dir>/replica-N;
 //                                # relative to this file's directory. Absent: nothing on disk.
 //   sync = "always"              # when the log is fdatasynced: "always", "batch-interval", "none"
@@ -61,18 +67,21 @@
 //  - "always": every loop iteration's records are synced before that iteration's messages and
 //    replies leave, so nothing anyone has seen depends on a record a crash can lose. Cost: one
 //    fdatasync per iteration (amortised over every request of the iteration: group commit). Only
-//    this policy makes the replica durable (failstop::Options::durable): restarted from its disk
-//    within failure_timeout_ms, it carries on as the same member.
+//    this policy makes the replica durable (failstop::Options::durable, and in byzantine mode
+//    byzantine::Options::certify_interval_us != 0): a failstop replica restarted from its disk
+//    within failure_timeout_ms carries on as the same member; a byzantine one recovers from its
+//    disk and catches up with the others (or, after a whole-cluster crash, recovers with all of
+//    them: every replica must come back), and no acknowledged write is lost.
 //  - "batch-interval": a record is synced at most batch_interval_ms after it was written. A
 //    process crash loses nothing (the kernel has the data), but a machine crash or power loss
 //    loses up to one interval of records whose effects clients and peers may already have seen.
 //  - "none": never synced (segment seals excepted); a machine crash can lose any amount of the
 //    log. For tests and benchmarks on throwaway machines only.
 // With "batch-interval" and "none" the disk cannot be trusted after a restart, so the replica is
-// not durable: restarted, it counts as failed (the others remove it and it halts, §3.8), exactly
-// as without a data_dir. (So that the recovered state is never used, the core today writes no
-// log records at all under these two policies: they cost nothing and keep nothing.) Durability is
-// not implemented for the byzantine mode yet: a data_dir there is an error.
+// not durable, exactly as without a data_dir: restarted, a failstop replica counts as failed (the
+// others remove it and it halts, §3.8) and a byzantine one must be started with --join. (So that
+// the recovered state is never used, the cores today write no log records at all under these two
+// policies: they cost nothing and keep nothing.)
 //
 // Sessions idle longer than session_idle_expiry_ms are forgotten at the same point in the order
 // on every replica; a client that retries a request after that may see it executed twice, so
@@ -137,6 +146,8 @@ struct ByzantineConfig {
   uint64_t epsilon_ms = 2;
   uint64_t relay_timeout_ms = 0;  // 0 = 2·(σ + (t+1)·(Δ+ε)), σ = slot (0.1 ms)
   uint64_t checkpoint_interval_ms = 1000;
+  // Durable clusters only (StorageConfig::durable): byzantine::Options::certify_interval_us.
+  uint64_t certify_interval_ms = 2;
   bool operator==(const ByzantineConfig&) const = default;
 };
 
@@ -169,7 +180,7 @@ struct LimitsConfig {
   bool operator==(const LimitsConfig&) const = default;
 };
 
-// Where and how a failstop replica keeps its state on disk (the [storage] table).
+// Where and how a replica keeps its state on disk (the [storage] table), in either mode.
 struct StorageConfig {
   // Empty: no durability. load_config makes a relative path absolute against the config file's
   // directory; parse_config keeps it as written (relative to the working directory).
@@ -180,7 +191,8 @@ struct StorageConfig {
   uint64_t segment_mb = 64;
 
   bool enabled() const { return !data_dir.empty(); }
-  // Whether a restarted replica may rejoin as the same member (failstop::Options::durable).
+  // Whether a restarted replica recovers from its disk (failstop::Options::durable; byzantine:
+  // certify_interval_us != 0).
   bool durable() const { return enabled() && sync == storage::SyncPolicy::kAlways; }
   // Replica `id`'s directory: <data_dir>/replica-<id>.
   std::filesystem::path replica_dir(ReplicaId id) const;
@@ -230,7 +242,8 @@ struct ClusterConfig {
   // storage.durable(); initial_members set when there are spares, empty otherwise).
   failstop::Options failstop_options(ReplicaId self, uint64_t incarnation) const;
   // The byzantine core's options for replica `self` (byzantine mode only), checkpoints every
-  // checkpoint_interval_ms; join is left false. The signer and verifier are not owned and must
+  // checkpoint_interval_ms, durable (certify_interval_us = certify_interval_ms) exactly when
+  // storage.durable(); join is left false. The signer and verifier are not owned and must
   // outlive the core.
   byzantine::Options byzantine_options(ReplicaId self, const crypto::Signer* signer,
                                        const crypto::Verifier* verifier) const;

@@ -7,9 +7,13 @@
 // terminal's Ctrl-C reaches only the parent, which forwards it), and LocalCluster's destructor
 // kills and reaps whatever is still running.
 //
-// Durability (failstop): with options.storage.data_dir set, cluster.toml gets a [storage] table
+// Durability (either mode): with options.storage.data_dir set, cluster.toml gets a [storage] table
 // and each replica keeps its log and checkpoints in <data_dir>/replica-<id>; restart(id) then
-// brings a killed replica back from its disk as the same member (within failure_timeout_ms).
+// brings a killed replica back from its disk: as the same member (failstop, within
+// failure_timeout_ms), or recovering until it has caught up (byzantine; when every replica was
+// killed, start_all() brings them back and they recover together). Durable means sync =
+// "always"; options.byzantine.certify_interval_ms then sets how often the byzantine replicas
+// certify what they synced.
 //
 // Reconfiguration (failstop): options.spares adds replicas listed with `member = false` after the
 // members (ids replicas..replicas+spares-1). start_all() starts them too, with --join: they ask
@@ -73,11 +77,11 @@ struct LocalClusterOptions {
   std::string log_level = "info";  // passed to the replicas
   TimeoutConfig timeouts;
   ClientConfig client;
-  ByzantineConfig byzantine;  // byzantine mode's Δ and ε
+  ByzantineConfig byzantine;  // byzantine mode's Δ, ε, checkpoint and certify intervals
   // Replicas that start_all() / start(id) run with a test-only fault (byzantine mode).
   std::map<uint32_t, Misbehaviour> misbehave;
-  // [storage] of cluster.toml; an empty data_dir keeps nothing on disk. A relative data_dir is
-  // relative to `dir` (it is written to cluster.toml as an absolute path).
+  // [storage] of cluster.toml (either mode); an empty data_dir keeps nothing on disk. A relative
+  // data_dir is relative to `dir` (it is written to cluster.toml as an absolute path).
   StorageConfig storage;
 };
 

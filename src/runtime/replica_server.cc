@@ -94,26 +94,27 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
   // listening: a replica whose disk cannot be recovered must not take any input.
   std::optional<storage::StoreRecovery> recovery;
   if (config_.storage.enabled()) recovery = open_store();
+  // --join counts only for a replica without a state of its own (either mode): one with a state
+  // on its disk recovers it (a failstop one asks to join by itself if that state says it was
+  // removed; a byzantine one catches up from there).
+  const bool has_state = recovery && config_.storage.durable() && !recovery->fresh;
+  if (options_.join && has_state) {
+    spdlog::warn("--join ignored: {} holds this replica's state, which it recovers",
+                 config_.storage.replica_dir(self_).string());
+  }
   if (config_.mode == Mode::kByzantine) {
     signer_ = crypto::make_signer(crypto::Scheme::kEd25519, *options_.keys);
     verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
     byzantine::Options core = config_.byzantine_options(self_, signer_.get(), verifier_.get());
-    // The mode keeps nothing on disk, so --join always applies: a restarted replica has no state.
-    core.join = options_.join;
-    // See ReplicaServer::inputs_open_.
-    inputs_open_ = !options_.join;
+    core.join = options_.join && !has_state;
+    // See ReplicaServer::inputs_open_: recovered from its disk, the replica is catching up as
+    // much as one that starts with nothing, and must see every instance from its first input.
+    inputs_open_ = !core.join && !has_state;
     replica_ = std::make_unique<Replica>(core, std::make_unique<kv::KvMachine>(),
                                          config_.replica_limits());
   } else {
     failstop::Options core = config_.failstop_options(self_, incarnation_);
-    // --join counts only for a replica without a state of its own: one with a state on its disk
-    // recovers it (and asks to join by itself if that state says it was removed).
-    const bool has_state = recovery && config_.storage.durable() && !recovery->fresh;
     core.join = options_.join && !has_state;
-    if (options_.join && has_state) {
-      spdlog::warn("--join ignored: {} holds this replica's state, which it recovers",
-                   config_.storage.replica_dir(self_).string());
-    }
     replica_ = std::make_unique<Replica>(core, std::make_unique<kv::KvMachine>(),
                                          config_.replica_limits());
   }
@@ -152,9 +153,13 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     const byzantine::Options& byzantine = replica_->byzantine_core()->options();
     spdlog::info(
         "byzantine timing: delta {} us, epsilon {} us, relay timeout {} us, decision "
-        "{} us after a proposal's timestamp, checkpoint every {} us",
+        "{} us after a proposal's timestamp, checkpoint every {} us, {}",
         byzantine.delta_us, byzantine.epsilon_us, byzantine.relay_timeout_us,
-        replica_->byzantine_core()->decision_time_us(0), byzantine.checkpoint_interval_us);
+        replica_->byzantine_core()->decision_time_us(0), byzantine.checkpoint_interval_us,
+        byzantine.certify_interval_us == 0
+            ? std::string("not durable")
+            : fmt::format("durable, certifying the synced order every {} us",
+                          byzantine.certify_interval_us));
     if (byzantine.join) {
       spdlog::info(
           "restarted without its state (--join): catching up. It takes part in the protocol "
@@ -162,6 +167,13 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
           "snapshot of a checkpoint that t+1 = {} replicas vouch for (one every {} ms of the "
           "order's time)",
           config_.t + 1, config_.byzantine->checkpoint_interval_ms);
+    } else if (has_state && replica_->byzantine_core()->recovering()) {
+      spdlog::info(
+          "restarted from its disk: recovering. It takes part in the protocol from now on but "
+          "serves no client until it has caught up with the others (from a checkpoint t+1 = {} "
+          "replicas vouch for) or, if the whole cluster went down, recovered together with all "
+          "{} replicas (every one of them must come back)",
+          config_.t + 1, config_.replica_count());
     }
   }
   if (options_.misbehave != Misbehaviour::kNone) {
@@ -210,7 +222,14 @@ storage::StoreRecovery ReplicaServer::open_store() {
       directory.string(), storage::to_string(settings.sync), recovery.fresh ? "fresh" : "recovered",
       last_checkpoint_index_, recovery.records.size(), recovery.log.segments, store_->disk_bytes(),
       (net::monotonic_now_ns() - started_ns) / 1'000'000);
-  if (!settings.durable()) {
+  if (!settings.durable() && config_.mode == Mode::kByzantine) {
+    // The same distrust as below; the byzantine core then certifies nothing and logs nothing.
+    spdlog::warn(
+        "storage: sync = \"{}\" does not make this replica durable; restarted, it recovers "
+        "nothing from its disk and must be started with --join (only sync = \"always\" is "
+        "durable)",
+        storage::to_string(settings.sync));
+  } else if (!settings.durable()) {
     // Without a sync before every output the disk may lag what peers and clients saw, so the
     // core does not trust it (failstop::Options::durable): a restart counts as a failure.
     spdlog::warn(
@@ -241,6 +260,12 @@ void ReplicaServer::rebuild_from_disk(storage::StoreRecovery& recovery) {
     throw ReplicaStorageError("data directory " + directory.string() +
                               ": cannot rebuild the replica from its checkpoint and " +
                               std::to_string(records.size()) + " records: " + error.what());
+  }
+  if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
+    spdlog::info("storage: rebuilt from disk: {} entries executed, {} pending, {}",
+                 replica_->service().executed_count(), replica_->core().pending_entries(),
+                 byzantine->recovering() ? "recovering" : "serving");
+    return;
   }
   spdlog::info("storage: rebuilt from disk: view {}, {} entries executed, {} pending",
                replica_->core().view().value, replica_->service().executed_count(),
@@ -400,7 +425,25 @@ void ReplicaServer::after_iteration() {
   // protocol state: peer channels send only what this hook gives them (or resend it), status
   // replies read state that this commit already covers, and every client reply comes from here.
   const std::optional<Replica::LoadedTransfer>& loaded = replica_->last_loaded_transfer();
-  if (output.loaded_state && loaded && config_.mode == Mode::kByzantine) {
+  // A whole-cluster recovery (byzantine) completes in one step, which also sets loaded_state:
+  // the runtime checkpoints the recovered state like a loaded one. It may have fetched part of
+  // that state from another replica, but it is not a catch-up from a live cluster.
+  const byzantine::Core* byzantine = replica_->byzantine_core();
+  const bool recovery_completed =
+      byzantine != nullptr && byzantine->recoveries_completed() != logged_recoveries_;
+  if (recovery_completed) {
+    logged_recoveries_ = byzantine->recoveries_completed();
+    spdlog::info(
+        "recovery completed: every replica came back after the whole cluster went down, and "
+        "they agreed where the order resumes; executing it and serving clients ({} entries "
+        "executed)",
+        replica_->service().executed_count());
+    if (!output.loaded_state) {
+      spdlog::error(
+          "recovery completed without loaded_state: the recovered state is not "
+          "checkpointed (a bug in the byzantine core or the Replica)");
+    }
+  } else if (output.loaded_state && loaded && byzantine != nullptr) {
     spdlog::info(
         "loaded the state: the snapshot of the checkpoint at boundary {} us ({} bytes), from "
         "replica {}, matches the digest t+1 replicas signed; executing the order from there on "
@@ -577,14 +620,19 @@ void ReplicaServer::log_stats() {
   if (const byzantine::Core* byzantine = replica_->byzantine_core()) {
     const byzantine::Rejections& r = byzantine->rejections();
     spdlog::info(
-        "byzantine: reply batches signed {}, backups {}; rejected: bad client signature {}, "
-        "unknown client {}, bad chain {}, outside window {}, off slot {}, oversized {}, overloaded "
-        "{}, equivocations {}, client equivocations {}; checkpoint at {} us{}",
-        reply_batches_signed_, byzantine->backup_count(), r.bad_client_signature, r.unknown_client,
-        r.bad_chain, r.outside_window, r.off_slot, r.oversized, r.overloaded, r.equivocations,
-        r.client_equivocations, byzantine->checkpoint_us(),
-        !byzantine->recovering()    ? ""
-        : byzantine->awaits_state() ? ", catching up (asking for a vouched snapshot)"
+        "byzantine: reply batches signed {}, replies held until certified {}, backups {}; "
+        "rejected: bad client signature {}, unknown client {}, bad chain {}, outside window {}, "
+        "off slot {}, oversized {}, overloaded {}, equivocations {}, client equivocations {}; "
+        "checkpoint at {} us{}",
+        reply_batches_signed_, replica_->held_replies(), byzantine->backup_count(),
+        r.bad_client_signature, r.unknown_client, r.bad_chain, r.outside_window, r.off_slot,
+        r.oversized, r.overloaded, r.equivocations, r.client_equivocations,
+        byzantine->checkpoint_us(),
+        !byzantine->recovering()            ? ""
+        : byzantine->recovering_from_disk() ? ", recovering from its disk (catching up from a "
+                                              "vouched checkpoint, or waiting for every "
+                                              "replica's claim after a whole-cluster crash)"
+        : byzantine->awaits_state()         ? ", catching up (asking for a vouched snapshot)"
                                     : ", catching up (waiting for t+1 votes on a checkpoint)");
   }
 }

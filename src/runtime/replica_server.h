@@ -18,13 +18,16 @@
 // may carry many client sessions (client/client.h multiplexes them), so replies are routed by the
 // client id of the requests each connection carried.
 //
-// Durability (failstop, with a [storage] data_dir; docs/DESIGN.md §10): the constructor opens
-// <data_dir>/replica-<id> (a PosixStorage under a storage::ReplicaStore), recovers the newest
-// checkpoint and the log records after it, and rebuilds the Replica from them before it takes
-// any input. Each loop iteration then appends the output's persist records and commits the log
-// (fdatasync under sync = "always") BEFORE any of that iteration's messages or replies leave:
-// nothing a peer or a client has seen can depend on a record a crash loses. Every
+// Durability (either mode, with a [storage] data_dir; docs/DESIGN.md §10, §11.8): the
+// constructor opens <data_dir>/replica-<id> (a PosixStorage under a storage::ReplicaStore),
+// recovers the newest checkpoint and the log records after it, and rebuilds the Replica from them
+// before it takes any input. Each loop iteration then appends the output's persist records and
+// commits the log (fdatasync under sync = "always") BEFORE any of that iteration's messages or
+// replies leave: nothing a peer or a client has seen can depend on a record a crash loses. Every
 // checkpoint_entries executed entries the replica writes a checkpoint, which truncates the log.
+// A byzantine replica rebuilt from a non-fresh disk comes back recovering: it takes part but
+// serves nothing until it has caught up with the others, or (after a whole-cluster crash) all of
+// them agreed where the order resumes; that step sets loaded_state like a loaded snapshot does.
 // Damage recovery cannot repair (storage::WalCorruption, StoreCorruption, an undecodable record)
 // stops the constructor with ReplicaStorageError (exit kExitStorageFailed), as does an I/O error
 // while running: a replica that cannot persist must not pretend it did.
@@ -90,11 +93,12 @@ struct ReplicaServerOptions {
   //  - failstop (failstop::Options::join; no data_dir, or an empty one): asks the running cluster
   //    to add it and loads a member's state, instead of starting as a founding member of view 0.
   //    Ignored when its disk holds a state (it recovers that).
-  //  - byzantine (byzantine::Options::join; the mode keeps nothing on disk): a restarted replica
-  //    takes part in the protocol at once but executes nothing and serves no client
+  //  - byzantine (byzantine::Options::join; no durable data_dir, or an empty one): a restarted
+  //    replica takes part in the protocol at once but executes nothing and serves no client
   //    (kNotServing) until it has loaded the snapshot of a checkpoint that t+1 replicas signed
   //    (docs/DESIGN.md §11.7). Without it, a restarted byzantine replica would start from an
-  //    empty state and diverge.
+  //    empty state and diverge. Ignored when its disk holds a state: it recovers that, then
+  //    catches up the same way (or recovers with the whole cluster, §11.8).
   bool join = false;
 };
 
@@ -223,6 +227,8 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t rejected_transfers_logged_ = 0;
   bool logged_joining_ = false;
   bool logged_awaiting_state_ = false;
+  // Byzantine whole-cluster recoveries already logged (byzantine::Core::recoveries_completed).
+  uint64_t logged_recoveries_ = 0;
   ViewNumber logged_view_{0};
 
   uint64_t executed_ = 0;

@@ -677,14 +677,96 @@ TEST(ConfigTest, EachStorageErrorNamesItsField) {
             0u);
 }
 
-TEST(ConfigTest, ByzantineModeRefusesADataDir) {
-  const std::string message = error_of(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\n");
-  EXPECT_EQ(message,
-            "cluster.toml: storage.data_dir: durability is not implemented for the byzantine "
-            "mode yet");
-  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
-  config.storage.data_dir = "/d";
-  EXPECT_THROW(validate_config(config, "built"), ConfigError);
+// [storage] applies to the byzantine mode too: with sync = "always" the core certifies every
+// certify_interval_ms (default 2), under any other policy or without a table it is not durable.
+TEST(ConfigTest, ByzantineModeIsDurableExactlyWhenTheStorageIs) {
+  const auto certify_us = [](const std::string& text) {
+    return parse_config(text, "b.toml")
+        .byzantine_options(ReplicaId{1}, nullptr, nullptr)
+        .certify_interval_us;
+  };
+  const ClusterConfig durable =
+      parse_config(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\n", "b.toml");
+  EXPECT_TRUE(durable.storage.durable());
+  EXPECT_EQ(durable.byzantine->certify_interval_ms, 2u);
+  EXPECT_EQ(certify_us(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\n"), 2'000u);
+  EXPECT_EQ(certify_us(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = 5") +
+                       "\n[storage]\ndata_dir = \"d\"\nsync = \"always\"\n"),
+            5'000u);
+  EXPECT_EQ(certify_us(byzantine_text()), 0u);
+  EXPECT_EQ(certify_us(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = 5")),
+            0u);
+  EXPECT_EQ(certify_us(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\nsync = \"none\"\n"), 0u);
+  EXPECT_EQ(
+      certify_us(byzantine_text() + "\n[storage]\ndata_dir = \"d\"\nsync = \"batch-interval\"\n"),
+      0u);
+  // Every other option is the same durable or not.
+  byzantine::Options with_disk = durable.byzantine_options(ReplicaId{1}, nullptr, nullptr);
+  with_disk.certify_interval_us = 0;
+  const byzantine::Options without_disk =
+      parse_config(byzantine_text(), "b.toml").byzantine_options(ReplicaId{1}, nullptr, nullptr);
+  EXPECT_EQ(with_disk.checkpoint_interval_us, without_disk.checkpoint_interval_us);
+  EXPECT_EQ(with_disk.delta_us, without_disk.delta_us);
+  EXPECT_FALSE(with_disk.join);
+  // And the file says it back.
+  ClusterConfig tuned =
+      parse_config(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = 4") +
+                       "\n[storage]\ndata_dir = \"/srv/d\"\n",
+                   "b.toml");
+  EXPECT_EQ(tuned.byzantine->certify_interval_ms, 4u);
+  EXPECT_EQ(parse_config(format_config(tuned), "again.toml"), tuned);
+}
+
+TEST(ConfigTest, CertifyIntervalIsPositiveAndDividesTheCheckpointInterval) {
+  const auto error_in = [](const std::string& text) {
+    try {
+      parse_config(text, "b.toml");
+    } catch (const ConfigError& error) {
+      return std::string(error.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string durable = "\n[storage]\ndata_dir = \"d\"\n";
+  EXPECT_EQ(error_in(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = 0")),
+            "b.toml: byzantine.certify_interval_ms: must be in [1, 86400000], got 0");
+  EXPECT_EQ(
+      error_in(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = \"2\"")),
+      "b.toml: byzantine.certify_interval_ms: expected an integer, got a string");
+  // 1001 ms is not a multiple of the default 2 ms: refused once durable.
+  const std::string odd =
+      byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncheckpoint_interval_ms = 1001");
+  EXPECT_EQ(error_in(odd + durable),
+            "b.toml: byzantine.checkpoint_interval_ms: must be a multiple of "
+            "byzantine.certify_interval_ms (2) in a durable cluster ([storage] with sync = "
+            "\"always\"), got 1001");
+  // A cluster that certifies nothing keeps the intervals it had.
+  EXPECT_EQ(error_in(odd), "(no error)");
+  EXPECT_EQ(error_in(odd + "\n[storage]\ndata_dir = \"d\"\nsync = \"none\"\n"), "(no error)");
+  EXPECT_EQ(error_in(byzantine_with("epsilon_ms = 1",
+                                    "epsilon_ms = 1\ncheckpoint_interval_ms = 1001\n"
+                                    "certify_interval_ms = 7") +
+                     durable),
+            "(no error)");
+  EXPECT_EQ(error_in(byzantine_with("epsilon_ms = 1", "epsilon_ms = 1\ncertify_interval_ms = 3") +
+                     durable),
+            "b.toml: byzantine.checkpoint_interval_ms: must be a multiple of "
+            "byzantine.certify_interval_ms (3) in a durable cluster ([storage] with sync = "
+            "\"always\"), got 1000");
+  // A failstop file has no [byzantine] table to put it in.
+  EXPECT_EQ(error_in(with("t = 2", "t = 2\n[byzantine]\ncertify_interval_ms = 2\n")),
+            "b.toml: byzantine: only in byzantine mode");
+
+  // Configurations built in code are held to the same rules.
+  ClusterConfig built = parse_config(byzantine_text() + durable, "b.toml");
+  validate_config(built, "built");
+  built.byzantine->certify_interval_ms = 0;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
+  built.byzantine->certify_interval_ms = 3;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
+  built.storage.sync = storage::SyncPolicy::kBatchInterval;
+  validate_config(built, "built");
+  built.byzantine->certify_interval_ms = kTimeoutMsMax + 1;
+  EXPECT_THROW(validate_config(built, "built"), ConfigError);
 }
 
 TEST(ConfigTest, ValidateChecksStorageOfConfigsBuiltInCode) {

@@ -6,9 +6,10 @@
 // D/replica-<id>.key and one client principal's key in D/client-1.key (for `lockstep kv|workload
 // --key`).
 //
-// `--data` makes the replicas durable (failstop): cluster.toml gets `[storage] data_dir = D/data`
-// and each replica keeps its log and checkpoints in D/data/replica-<id>, so a replica killed
-// and started again (`lockstep replica --config D/cluster.toml --id N`) recovers from its disk.
+// `--data` makes the replicas durable (either mode): cluster.toml gets `[storage] data_dir =
+// D/data` and each replica keeps its log and checkpoints in D/data/replica-<id>, so a replica
+// killed and started again (`lockstep replica --config D/cluster.toml --id N`) recovers from its
+// disk.
 // `--sync always|batch-interval|none` picks the sync policy (see runtime/config.h for what each
 // risks) and `--checkpoint-entries N` how often checkpoints are taken.
 //
@@ -81,11 +82,6 @@ int run_local_cluster(const LocalClusterArgs& args) {
   }
   options.spares = args.spares;
   if (args.data) {
-    if (options.mode == runtime::Mode::kByzantine) {
-      std::cerr << "local-cluster: --data: durability is not implemented for the byzantine mode "
-                   "yet\n";
-      return 2;
-    }
     options.storage.data_dir = "data";  // under --dir
     options.storage.sync = storage::parse_sync_policy(args.sync).value();
     if (args.checkpoint_entries != 0) options.storage.checkpoint_entries = args.checkpoint_entries;
@@ -188,7 +184,7 @@ LOCKSTEP_COMMAND(
                      "with --join, for `lockstep admin add-replica`")
           ->check(CLI::Range(0, 32));
       app.add_flag("--data", args->data,
-                   "failstop: keep each replica's state on disk under DIR/data (durable)");
+                   "keep each replica's state on disk under DIR/data (durable with --sync always)");
       app.add_option("--sync", args->sync, "with --data: always (default), batch-interval, none")
           ->check(CLI::IsMember({"always", "batch-interval", "none"}));
       app.add_option("--checkpoint-entries", args->checkpoint_entries,
