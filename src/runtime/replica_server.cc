@@ -107,6 +107,7 @@ ReplicaServer::ReplicaServer(net::EventLoop& loop, ClusterConfig config, Replica
     verifier_ = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
     byzantine::Options core = config_.byzantine_options(self_, signer_.get(), verifier_.get());
     core.join = options_.join && !has_state;
+    core.recovery_excused = options_.recover_without;
     // See ReplicaServer::inputs_open_: recovered from its disk, the replica is catching up as
     // much as one that starts with nothing, and must see every instance from its first input.
     inputs_open_ = !core.join && !has_state;

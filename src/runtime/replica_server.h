@@ -100,6 +100,11 @@ struct ReplicaServerOptions {
   //    empty state and diverge. Ignored when its disk holds a state: it recovers that, then
   //    catches up the same way (or recovers with the whole cluster, §11.8).
   bool join = false;
+  // `lockstep replica --recover-without R,...` (byzantine, durable): after a whole-cluster crash,
+  // recover without these replicas' claims (byzantine::Options::recovery_excused). Give every
+  // replica the same list. Ruling out an honest replica loses any acknowledged write that only its
+  // disk held (docs/DESIGN.md §11.8).
+  std::vector<ReplicaId> recover_without;
 };
 
 // Exit codes of a replica process (`lockstep replica`).

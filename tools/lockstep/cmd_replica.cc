@@ -11,11 +11,19 @@
 // a member whose disk was wiped is removed and added back by itself. With a state on disk the flag
 // is ignored (the replica recovers it).
 //
-// `--join` (byzantine): a replica restarted without its state (the mode keeps nothing on disk, so
-// every restart is one) takes part in the protocol at once, executes nothing and serves no client
+// `--join` (byzantine): a replica restarted without its state (a wiped disk, or a cluster without
+// durable storage) takes part in the protocol at once, executes nothing and serves no client
 // until it has loaded the snapshot of a checkpoint that t+1 replicas vouch for, then executes the
-// rest (docs/DESIGN.md §11.7). Restart a byzantine replica with --join, always: without it, it
-// starts from an empty state, diverges, and counts as one of the t faulty replicas.
+// rest (docs/DESIGN.md §11.7). Without durable storage, restart a byzantine replica with --join,
+// always: without it, it starts from an empty state, diverges, and counts as one of the t faulty
+// replicas. With durable storage ([storage] sync = "always") a restart recovers from the disk and
+// the flag is ignored: it catches up from the live replicas, or recovers with all of them after a
+// whole-cluster crash (§11.8).
+//
+// `--recover-without R,...` (byzantine, durable): a whole-cluster recovery goes on without these
+// replicas' claims (docs/DESIGN.md §11.8). It needs a claim from every replica otherwise, since
+// the only copy of an acknowledged write may be on any honest replica's disk; so rule out only a
+// replica that is gone for good or faulty, and give every replica the same list.
 //
 // `--misbehave wrong-output|silent` (hidden from --help) makes the replica faulty on purpose, for
 // the byzantine tests and the demo: see runtime/replica_server.h, Misbehaviour.
@@ -41,6 +49,7 @@ struct ReplicaArgs {
   std::string key_path;
   std::string misbehave = "none";
   bool join = false;
+  std::vector<uint32_t> recover_without;
 };
 
 int run_replica(const ReplicaArgs& args) {
@@ -62,6 +71,13 @@ int run_replica(const ReplicaArgs& args) {
   }
   options.misbehave = *misbehave;
   options.join = args.join;
+  for (uint32_t r : args.recover_without) {
+    if (r >= config.replicas.size()) {
+      std::cerr << "--recover-without: replica " << r << " is not in the cluster file\n";
+      return 2;
+    }
+    options.recover_without.push_back(ReplicaId{r});
+  }
   if (config.mode == runtime::Mode::kByzantine) {
     if (args.key_path.empty()) {
       std::cerr << args.config_path
@@ -112,6 +128,11 @@ LOCKSTEP_COMMAND("replica", "Run one replica of a cluster in the foreground",
                                 "state transfer instead of starting as a founding member; "
                                 "byzantine: restarted without its state, catch up from a "
                                 "checkpoint t+1 replicas vouch for");
+                   app.add_option("--recover-without", args->recover_without,
+                                  "byzantine, durable: after a whole-cluster crash, recover "
+                                  "without these replicas' claims (comma-separated ids; the "
+                                  "same list on every replica; see docs/DESIGN.md §11.8)")
+                       ->delimiter(',');
                    // For tests and the demo only: an empty group keeps it out of --help.
                    app.add_option("--misbehave", args->misbehave,
                                   "none, wrong-output or silent (tests only)")
