@@ -493,7 +493,7 @@ std::vector<ByzantineHook::Injection> DrawnByzantineHook::on_step(const Step& st
           now_slot - slot * random.between(1, std::max<uint64_t>(1, d_us() / slot));
       if (timestamp <= f.flood_slot_us) timestamp = f.flood_slot_us + slot;
       f.flood_slot_us = timestamp;
-      Proposal proposal{step.replica, timestamp, {}};
+      Proposal proposal{step.replica, timestamp, {}, {}};
       const uint64_t requests = random.between(1, 8);
       for (uint64_t k = 0; k < requests; ++k) {
         if (!f.seen_requests.empty() && random.chance(600'000)) {

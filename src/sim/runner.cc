@@ -79,6 +79,7 @@ std::string encode_result(const RunResult& r) {
       << ' ' << r.profile.reconfiguration << ' ' << r.profile.spare << ' '
       << r.state_transfers_loaded << ' ' << r.profile.checkpoint_interval_us << ' '
       << r.profile.restarts << ' ' << r.snapshots_refused << ' ' << r.state_chunks_sent << ' '
+      << r.profile.certify_interval_us << ' ' << r.recoveries_completed << ' '
       << escape(r.profile.behaviours).size() << ':' << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
@@ -101,7 +102,8 @@ std::optional<RunResult> decode_result(std::string_view line) {
       r.profile.byzantine_clients >> r.profile.durable >> r.profile.checkpoint_interval >>
       r.profile.sync_latency_ns >> r.final_view >> r.profile.reconfiguration >> r.profile.spare >>
       r.state_transfers_loaded >> r.profile.checkpoint_interval_us >> r.profile.restarts >>
-      r.snapshots_refused >> r.state_chunks_sent;
+      r.snapshots_refused >> r.state_chunks_sent >> r.profile.certify_interval_us >>
+      r.recoveries_completed;
   r.profile.mode = static_cast<Mode>(mode);
   {
     size_t size = 0;
@@ -402,8 +404,10 @@ std::vector<std::string> all_planted_bug_names() {
 }
 
 std::vector<std::string> planted_bug_names_for(Mode mode) {
-  if (mode == Mode::kByzantine)
-    return {"decide_early", "ignore_equivocation", "accept_short_quorum", "load_forged_state"};
+  if (mode == Mode::kByzantine) {
+    return {"decide_early", "ignore_equivocation", "accept_short_quorum", "load_forged_state",
+            "persist_after_send"};
+  }
   return {"execute_before_stable", "skip_relay", "reply_before_execute", "drop_session_entry",
           "persist_after_send"};
 }

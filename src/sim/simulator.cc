@@ -130,6 +130,11 @@ constexpr uint64_t kCatchUpShortDowntimeMaxNs = 40 * kMs;
 constexpr uint64_t kCatchUpDowntimeMaxNs = 2 * kSec;
 // A rolling restart (every honest replica in turn) that has no budget right now tries again.
 constexpr uint64_t kRollingRetryNs = 100 * kMs;
+// Durable byzantine runs (docs/DESIGN.md §11.8): on this share of the seeds, with the order
+// certified every 1–5 ms of order time; checkpoint boundaries fall on certified positions.
+constexpr uint32_t kByzantineDurablePerMillion = 400'000;
+constexpr uint64_t kCertifyIntervalMinUs = 1'000;
+constexpr uint64_t kCertifyIntervalMaxUs = 5'000;
 
 using RequestKey = std::pair<ClientId, Sequence>;
 
@@ -406,6 +411,12 @@ struct ReplicaSlot {
   byzantine::Options byzantine_options;
   bool catching_up = false;
   uint64_t catch_up_started_ns = 0;
+  // Durable byzantine runs: restarted from its own disk and not serving again yet; an honest
+  // replica of a whole-cluster crash that has not served since; executions of a faulty replica
+  // (not checked, but they schedule its checkpoints).
+  bool restarted_from_disk = false;
+  bool cluster_recovering = false;
+  uint64_t unchecked_executions = 0;
 };
 
 // A replica->replica channel: FIFO by construction (a message never arrives before one sent
@@ -494,6 +505,8 @@ class Simulator {
 
   void draw_profile();
   void draw_byzantine_profile(Random& draw);
+  void draw_byzantine_durability();
+  void set_catch_up_margin();
   void set_up();
   void set_up_byzantine(Random& draw);
   bool byzantine_mode() const { return options_.mode == Mode::kByzantine; }
@@ -536,6 +549,7 @@ class Simulator {
   bool corrupt_disk(ReplicaId r);
   bool cluster_crash();
   storage::WalOptions wal_options() const;
+  void open_fresh_disk(ReplicaSlot& slot);
   bool restart_window_open() const;
   void forget_unsynced_executions(ReplicaId r);
   bool membership_settled() const;
@@ -562,6 +576,12 @@ class Simulator {
   // Byzantine restarts.
   bool catch_up_restart(std::vector<ReplicaId> candidates, std::optional<ReplicaId> target);
   void restart_byzantine(ReplicaId r);
+  void restart_as_joiner(ReplicaId r);
+  // Durable byzantine runs: a replica restarted from its disk serves again.
+  void on_recovered(ReplicaId r, const std::string& how);
+  // After a whole-cluster crash: what the recovered cluster executes at `position` replaces the
+  // agreed sequence from there (uncertified executions may be dropped, acknowledged ones never).
+  void cut_agreed_sequence(ReplicaId r, uint64_t position, const Replica::Executed& executed);
   void record_checkpoint_votes(ReplicaId r, const std::vector<Replica::PeerMessage>& to_peers);
   void on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer);
   void forge_for_joiner(ReplicaMessage& message);
@@ -653,6 +673,14 @@ class Simulator {
   // Durable runs: replicas down in a whole-cluster crash (the budget does not apply to it).
   uint32_t cluster_down_ = 0;
   uint64_t cluster_crashes_ = 0;
+  // Durable byzantine runs: honest replicas of a whole-cluster crash not serving yet (the budget
+  // does not apply until all are), whether the agreed sequence may still be cut back where the
+  // recovered cluster continues (from the crash until the first execution past its end or the
+  // first cut), and restarted replicas that served again.
+  uint32_t cluster_recovering_ = 0;
+  bool cluster_rewrite_open_ = false;
+  uint64_t boundary_voted_before_crash_us_ = 0;  // the last boundary honest votes named then
+  uint64_t recoveries_completed_ = 0;
   uint64_t last_restart_ns_ = 0;
 
   // Reconfiguration checkers. Every StateTransfer a donor sends is tagged (by a hash of its two
@@ -785,7 +813,7 @@ void Simulator::draw_profile() {
   p.think_max_ns = 2 * run_profile_.fault_phase_ns / per_client;
   if (byzantine_mode()) {
     draw_byzantine_profile(draw);
-    LOCKSTEP_ASSERT(!options_.durable.value_or(false), "the byzantine mode has no durability");
+    draw_byzantine_durability();
     LOCKSTEP_ASSERT(!options_.reconfiguration.value_or(false),
                     "the byzantine mode has no reconfiguration");
     return;
@@ -883,14 +911,48 @@ void Simulator::draw_byzantine_profile(Random& draw) {
   } else {
     p.rolling_restarts = false;
   }
+  set_catch_up_margin();
+}
+
+void Simulator::set_catch_up_margin() {
   // A restarted replica loads by: its participation start (σ + 2D after its first input), the
   // first boundary after it (an interval), that boundary's votes (decided a latency after it,
   // then Δ), the request and the snapshot (2Δ); one more interval in case its donors moved on
   // (or crashed) before they answered, and one more latency and a tick of slack.
+  const RunProfile& run = run_profile_;
+  const byzantine::Options defaults;
+  const uint64_t latency_us = defaults.slot_us + (run.t + 1) * (run.delta_us + run.epsilon_us);
   catch_up_margin_ns_ =
       (2 * run.checkpoint_interval_us + 3 * latency_us + 4 * (run.delta_us + run.epsilon_us)) *
           kUs +
       kTickMaxNs + 10 * kMs;
+}
+
+void Simulator::draw_byzantine_durability() {
+  // From a stream of its own, so that a seed that draws a non-durable run is exactly the run it
+  // was before durability existed in this mode.
+  Random draw(options_.seed ^ 0xd0ab1e5u);
+  const bool drawn = draw.chance(kByzantineDurablePerMillion);
+  run_profile_.durable = options_.durable.value_or(drawn);
+  if (!durable()) return;
+  RunProfile& run = run_profile_;
+  Profile& p = profile_;
+  run.certify_interval_us = draw.between(kCertifyIntervalMinUs, kCertifyIntervalMaxUs);
+  // Checkpoint boundaries on certified positions: rounded up to a multiple of the interval.
+  run.checkpoint_interval_us = (run.checkpoint_interval_us + run.certify_interval_us - 1) /
+                               run.certify_interval_us * run.certify_interval_us;
+  set_catch_up_margin();
+  run.checkpoint_interval = draw.between(kCheckpointIntervalMin, kCheckpointIntervalMax);
+  // Persist, then send: a step's messages wait for its fsync, so an honest message takes the
+  // flush delay + the fsync + the link, and all three together stay within Δ: the fsync gets at
+  // most a quarter of Δ and the links what is left.
+  const uint64_t sync_max_ns = std::min(kSyncLatencyMaxNs, run.delta_us * kUs / 4);
+  run.sync_latency_ns = draw.chance(200'000) ? 0 : draw.between(10 * kUs, sync_max_ns);
+  replica_delay_cap_ns_ = run.delta_us * kUs - kFlushDelayMaxNs - run.sync_latency_ns;
+  p.weight_restart = static_cast<uint32_t>(draw.between(2, 10));
+  p.weight_cluster_crash = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 3)) : 0;
+  p.weight_corruption = draw.chance(600'000) ? static_cast<uint32_t>(draw.between(1, 4)) : 0;
+  p.torn_per_million = draw.chance(500'000) ? static_cast<uint32_t>(draw.between(1, 1'000'000)) : 0;
 }
 
 void Simulator::set_up() {
@@ -922,11 +984,7 @@ void Simulator::set_up() {
       slot.options = o;
       slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>(), limits());
       observe_state_transfers(ReplicaId{i});
-      if (durable()) {
-        slot.disk = std::make_unique<storage::MemoryStorage>();
-        storage::StoreRecovery recovery;
-        slot.store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
-      }
+      if (durable()) open_fresh_disk(slot);
       slot.clock.skew_ns =
           static_cast<int64_t>(draw.between(0, 2 * profile_.skew_max_ns)) - profile_.skew_max_ns;
       slot.clock.drift_ppm = static_cast<int32_t>(draw.between(0, 2 * profile_.drift_max_ppm)) -
@@ -1061,10 +1119,13 @@ void Simulator::set_up_byzantine(Random& draw) {
     o.verifier = verifier_.get();
     o.planted = options_.planted.byzantine;
     o.checkpoint_interval_us = run_profile_.checkpoint_interval_us;
+    // Durable: every replica, faulty ones too (they run the honest code underneath).
+    if (durable()) o.certify_interval_us = run_profile_.certify_interval_us;
     ReplicaSlot& slot = replicas_[i];
     slot.byzantine_options = o;
     slot.replica = std::make_unique<Replica>(o, std::make_unique<kv::KvMachine>(), limits());
     observe_state_transfers(ReplicaId{i});
+    if (durable()) open_fresh_disk(slot);
     // |skew| + wander <= ε/2 - 1 µs: two honest clocks never differ by more than ε.
     const auto bound = static_cast<uint64_t>(profile_.skew_max_ns);
     slot.clock.wander_ns = draw.between(0, bound);
@@ -1251,6 +1312,7 @@ RunResult Simulator::run() {
   result.state_transfers_loaded = state_transfers_loaded_;
   result.state_chunks_sent = state_chunks_sent_;
   result.snapshots_refused = snapshots_refused_;
+  result.recoveries_completed = recoveries_completed_;
   for (const ReplicaSlot& slot : replicas_) {
     if (byzantine_mode() && !faulty(slot.replica->id())) {
       result.snapshots_refused += slot.replica->rejected_state_transfers();
@@ -1539,13 +1601,21 @@ void Simulator::flush_replica(ReplicaId r) {
             timestamp_text(executed.timestamp) + ": " + outcome);
     }
     // A faulty replica owes nothing: what it executes is not checked.
-    if (faulty(r)) continue;
+    if (faulty(r)) {
+      ++slot.unchecked_executions;
+      continue;
+    }
     // Agreement: this replica's k-th execution must be the k-th of the one sequence.
     const uint64_t position = slot.executed_position++;
     if (position < reference_.size()) {
       const Replica::Executed& expected = reference_[position];
-      if (expected.timestamp != executed.timestamp || expected.client != executed.client ||
-          expected.sequence != executed.sequence || expected.outcome != executed.outcome) {
+      const bool differs =
+          expected.timestamp != executed.timestamp || expected.client != executed.client ||
+          expected.sequence != executed.sequence || expected.outcome != executed.outcome;
+      if (differs && cluster_rewrite_open_) {
+        cut_agreed_sequence(r, position, executed);
+        if (violation_) return;
+      } else if (differs) {
         fail("agreement: r" + std::to_string(r.value) + "'s execution #" +
              std::to_string(position + 1) + " is " + key_text(key) + " at " +
              timestamp_text(executed.timestamp) + " (" + outcome + "), but another replica's is " +
@@ -1556,8 +1626,18 @@ void Simulator::flush_replica(ReplicaId r) {
                                       " times: did its disk lose what it had executed?)"
                                 : ""));
       }
+    } else if (byzantine_mode() && durable() && position > reference_.size()) {
+      fail("agreement: r" + std::to_string(r.value) + "'s execution #" +
+           std::to_string(position + 1) + " (" + key_text(key) + " at " +
+           timestamp_text(executed.timestamp) + ") follows executions the agreed sequence no " +
+           "longer has: it ends at #" + std::to_string(reference_.size()) +
+           " since the whole-cluster recovery (r" + std::to_string(r.value) +
+           " recovered a state beyond what the cluster kept)");
+      return;
     } else {
       reference_.push_back(executed);
+      // The recovered cluster went past the end of the sequence it had: no cut from here on.
+      cluster_rewrite_open_ = false;
     }
     if (executed.outcome == Service::Outcome::kExecuted) first_executed_ns_.emplace(key, now_ns_);
     if (executed.outcome == Service::Outcome::kExecuted && !slot.executed_once.insert(key).second) {
@@ -1568,9 +1648,15 @@ void Simulator::flush_replica(ReplicaId r) {
   }
 
   if (byzantine_mode() && !faulty(r) && !violation_) {
-    if (slot.catching_up && slot.replica->serving()) {
-      // Every load passes the observer (observe_state_transfers), whole or in pieces.
-      fail("simulator: r" + std::to_string(r.value) + " serves again but no load was observed");
+    if (slot.catching_up && slot.replica->serving() && slot.cluster_recovering) {
+      // A whole-cluster recovery completed (no snapshot needed: it continues from the highest
+      // certified position among every replica's claim).
+      on_recovered(r, "takes part in the whole-cluster recovery and serves again");
+    } else if (slot.catching_up && slot.replica->serving()) {
+      // Every load passes the observer (observe_state_transfers), whole or in pieces; a single
+      // replica restarted from its disk catches up by a load too (docs/DESIGN.md §11.8).
+      fail("simulator: r" + std::to_string(r.value) + " serves again but no load was observed" +
+           (slot.restarted_from_disk ? " (restarted from its disk while the others were up)" : ""));
       return;
     }
     slot.built_transfers.clear();  // byzantine donors serve a boundary's snapshot: checked at load
@@ -1603,7 +1689,8 @@ void Simulator::flush_replica(ReplicaId r) {
   }
   // A faulty replica's own messages: replays, floods, late values (only while clients run, so
   // that the cluster can settle for the final checks).
-  if (byzantine_mode() && faulty(r) && (phase_ == Phase::kFaults || phase_ == Phase::kHeal)) {
+  if (byzantine_mode() && faulty(r) && (phase_ == Phase::kFaults || phase_ == Phase::kHeal) &&
+      cluster_recovering_ == 0) {
     const ByzantineHook::Step step{r, now_ns_, slot.clock.at(now_ns_), kWallEpochNs};
     for (ByzantineHook::Injection& injection : hook_->on_step(step, random_))
       send_injected(r, std::move(injection));
@@ -1674,8 +1761,9 @@ void Simulator::release_output(ReplicaId r, std::vector<Replica::PeerMessage> to
 }
 
 void Simulator::check_budget() {
-  // A whole-cluster crash is an episode of its own: everyone restarts from a synced disk.
-  if (cluster_down_ > 0) return;
+  // A whole-cluster crash is an episode of its own: everyone restarts from a synced disk (and in
+  // byzantine mode recovers together, so the episode lasts until every honest replica serves).
+  if (cluster_down_ > 0 || cluster_recovering_ > 0) return;
   uint32_t failed = 0;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
@@ -1696,7 +1784,16 @@ void Simulator::check_budget() {
 
 void Simulator::send_peer(ReplicaId from, ReplicaId to, ReplicaMessage message) {
   LOCKSTEP_ASSERT(to.value < replicas_.size(), "message to a replica outside the cluster");
-  if (faulty(from)) {
+  // A whole-cluster recovery needs a decided claim from every replica (docs/DESIGN.md §11.8): a
+  // faulty replica that withholds or equivocates its own claim holds it up by design (an operator
+  // must rule it out; not built). So while one is under way, a faulty replica's own claims leave
+  // as its core made them (and it injects nothing); everything else it sends, relays of the
+  // others' claims included, still passes its hook.
+  const auto* proposal = std::get_if<SignedProposal>(&message);
+  const bool own_claim = cluster_recovering_ > 0 && proposal != nullptr &&
+                         proposal->proposal.origin == from && !proposal->proposal.claim.empty() &&
+                         proposal->chain.size() == 1;
+  if (faulty(from) && !own_claim) {
     std::optional<ReplicaMessage> original;
     if (byzantine_mode()) original = message;
     if (!hook_->on_peer_send(from, to, message, random_)) {
@@ -1931,6 +2028,12 @@ void Simulator::crash(ReplicaId r) {
 
 // ---- durability (durable failstop runs) -------------------------------------------------------
 
+void Simulator::open_fresh_disk(ReplicaSlot& slot) {
+  slot.disk = std::make_unique<storage::MemoryStorage>();
+  storage::StoreRecovery recovery;
+  slot.store.emplace(storage::ReplicaStore::open(*slot.disk, wal_options(), recovery));
+}
+
 storage::WalOptions Simulator::wal_options() const {
   storage::WalOptions options;
   options.segment_bytes = kSegmentBytes;
@@ -2023,7 +2126,9 @@ void Simulator::disk_sync(ReplicaId r) {
 
 void Simulator::maybe_checkpoint(ReplicaId r) {
   ReplicaSlot& slot = replicas_[r.value];
-  if (slot.executed_position < slot.checkpoint_position + run_profile_.checkpoint_interval) return;
+  // A faulty replica's executions are not checked (no position), but it checkpoints as often.
+  const uint64_t executed = faulty(r) ? slot.unchecked_executions : slot.executed_position;
+  if (executed < slot.checkpoint_position + run_profile_.checkpoint_interval) return;
   // A checkpoint at the index of the current one could not replace it crash-safely (the store
   // refuses); wait for a record.
   if (slot.store->next_index() <= slot.checkpoint_log_index) return;
@@ -2039,7 +2144,7 @@ void Simulator::write_checkpoint(ReplicaId r) {
   // write_checkpoint synced the log first, and the checkpoint itself is durable.
   slot.synced_position = slot.executed_position;
   slot.checkpoint_positions[log_index] = slot.executed_position;
-  slot.checkpoint_position = slot.executed_position;
+  slot.checkpoint_position = faulty(r) ? slot.unchecked_executions : slot.executed_position;
   slot.checkpoint_log_index = log_index;
   hash_.add(0xc0000000 + log_index);
   trace("r" + std::to_string(r.value) + " checkpoints at log index " + std::to_string(log_index) +
@@ -2168,27 +2273,61 @@ bool Simulator::corrupt_disk(ReplicaId r) {
 bool Simulator::cluster_crash() {
   if (cluster_crashes_ >= kClusterCrashesMax) return false;
   std::vector<ReplicaId> up;
+  // Byzantine: the recovery needs every replica's claim, so a replica that crashed earlier (for
+  // good) restarts from its disk with the others, and none may be without a usable disk (refused,
+  // joining, never synced) or still catching up.
+  std::vector<ReplicaId> down;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
     if (slot.restart_pending) return false;  // one restart episode at a time
-    if (!slot.crashed && !slot.replica->halted()) up.push_back(ReplicaId{i});
+    if (byzantine_mode() && (slot.refused || slot.catching_up || !slot.replica->serving() ||
+                             (slot.store && slot.store->next_index() == 0))) {
+      return false;
+    }
+    if (!slot.crashed && !slot.replica->halted()) {
+      up.push_back(ReplicaId{i});
+    } else if (byzantine_mode()) {
+      down.push_back(ReplicaId{i});
+    }
   }
   if (up.empty()) return false;
-  if (!membership_settled() || restart_window_open()) return false;
+  if (!byzantine_mode() && (!membership_settled() || restart_window_open())) return false;
   ++cluster_crashes_;
   const uint64_t downtime = random_.between(1 * kMs, kClusterDowntimeMaxNs);
   count_fault(FaultKind::kClusterCrash,
-              std::to_string(up.size()) + " replicas, down for " + time_text(downtime) + "s");
-  cluster_down_ = static_cast<uint32_t>(up.size());
+              std::to_string(up.size()) + " replicas, down for " + time_text(downtime) + "s" +
+                  (down.empty() ? ""
+                                : "; " + std::to_string(down.size()) +
+                                      " crashed earlier restart with them"));
+  cluster_down_ = static_cast<uint32_t>(up.size() + down.size());
+  if (byzantine_mode()) {
+    cluster_rewrite_open_ = true;
+    boundary_voted_before_crash_us_ =
+        honest_checkpoints_.empty() ? 0 : honest_checkpoints_.rbegin()->first;
+    for (uint32_t i = 0; i < replicas_.size(); ++i) {
+      if (faulty(ReplicaId{i})) continue;
+      replicas_[i].cluster_recovering = true;
+      ++cluster_recovering_;
+    }
+  }
   for (ReplicaId r : up) {
     replicas_[r.value].in_cluster_crash = true;
     crash_for_restart(r, downtime + random_.between(0, kClusterRestartJitterNs), false);
+  }
+  for (ReplicaId r : down) {
+    ReplicaSlot& slot = replicas_[r.value];
+    slot.in_cluster_crash = true;
+    slot.restart_pending = true;
+    slot.restart_releases_unit = false;
+    slot.restart_after_corruption = false;
+    schedule(now_ns_ + downtime + random_.between(0, kClusterRestartJitterNs),
+             RestartDue{r, slot.generation});
   }
   return true;
 }
 
 void Simulator::restart(ReplicaId r) {
-  if (byzantine_mode()) {
+  if (byzantine_mode() && !durable()) {
     restart_byzantine(r);
     return;
   }
@@ -2197,7 +2336,7 @@ void Simulator::restart(ReplicaId r) {
   ++slot.restarts;
   // A joiner (reconfiguration): a fresh process with Options::join, on a wiped disk or its old
   // one. Non-durable runs have no disk: every restart there is a joiner's.
-  const bool join = std::exchange(slot.restart_join, false);
+  bool join = std::exchange(slot.restart_join, false);
   const bool wipe = std::exchange(slot.restart_wipe, false);
   LOCKSTEP_ASSERT(durable() || join, "a non-durable replica restarts only as a joiner");
   if (wipe && durable()) wipe_disk(r);
@@ -2231,11 +2370,22 @@ void Simulator::restart(ReplicaId r) {
     return;
   }
   slot.store = std::move(store);
-  failstop::Options options = slot.options;
-  options.incarnation = random_.between(1, UINT64_MAX);
-  slot.options = options;  // without `join`: a later restart from its disk recovers as usual
-  options.join = join;
-  slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
+  // Byzantine: a disk with nothing on it (crashed before its first fsync) is a new machine; it
+  // starts as a joiner, as an operator would start it.
+  if (byzantine_mode() && !recovery.checkpoint && recovery.records.empty()) join = true;
+  if (byzantine_mode()) {
+    // The same key and clock; `join` only on a wiped disk (a catch-up restart).
+    snapshots_refused_ += slot.replica->rejected_state_transfers();
+    byzantine::Options options = slot.byzantine_options;
+    options.join = join;
+    slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
+  } else {
+    failstop::Options options = slot.options;
+    options.incarnation = random_.between(1, UINT64_MAX);
+    slot.options = options;  // without `join`: a later restart from its disk recovers as usual
+    options.join = join;
+    slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
+  }
   observe_state_transfers(r);
   Replica::CheckpointData data;
   uint64_t position = 0;
@@ -2249,6 +2399,27 @@ void Simulator::restart(ReplicaId r) {
       return;
     }
     position = known->second;
+    if (byzantine_mode()) {
+      // A durable byzantine checkpoint holds the base t+1 replicas vouched for (its service
+      // snapshot) and the batches after it (the core's half, run again when its recovery
+      // completes): the replica resumes at the base, the agreed prefix stamped below it.
+      const std::optional<byzantine::DurableState> state =
+          byzantine::decode_durable_state(recovery.checkpoint->protocol_state);
+      if (!state) {
+        fail("durability: r" + std::to_string(r.value) +
+             " wrote a checkpoint whose protocol state does not decode");
+        return;
+      }
+      const uint64_t base_us = state->base_and_batches.base.position_us;
+      position =
+          faulty(r)
+              ? 0
+              : static_cast<uint64_t>(std::partition_point(reference_.begin(), reference_.end(),
+                                                           [&](const Replica::Executed& e) {
+                                                             return e.timestamp.clock < base_us;
+                                                           }) -
+                                      reference_.begin());
+    }
   }
   if (position > reference_.size()) {
     fail("simulator: r" + std::to_string(r.value) + " recovered to execution #" +
@@ -2283,6 +2454,7 @@ void Simulator::restart(ReplicaId r) {
   slot.executed_position = position;
   slot.synced_position = position;
   slot.checkpoint_position = position;
+  slot.unchecked_executions = 0;
   slot.checkpoint_log_index = recovery.checkpoint ? recovery.checkpoint->log_index : 0;
   hold_agreed_prefix(slot, position);
   slot.crashed = false;
@@ -2296,7 +2468,7 @@ void Simulator::restart(ReplicaId r) {
   }
   // (After a damaged disk that may be right: what is left of it can be a joiner's records without
   // the state it loaded, and the replica then asks to join again, as a failed one.)
-  if (slot.restart_releases_unit && !join && !slot.restart_after_corruption &&
+  if (!byzantine_mode() && slot.restart_releases_unit && !join && !slot.restart_after_corruption &&
       !slot.replica->serving() && !slot.replica->halted()) {
     fail("failure detection: r" + std::to_string(r.value) +
          " recovered from its disk as removed (a joiner) although it was never down for the "
@@ -2304,6 +2476,28 @@ void Simulator::restart(ReplicaId r) {
     return;
   }
   hash_.add(0xe0000000 + position);
+  if (byzantine_mode()) {
+    // Recovering (restarted from its disk) or joining (wiped): it serves nothing until it has
+    // caught up from a live cluster or the whole-cluster recovery has completed.
+    slot.flush_scheduled = false;
+    slot.loaded_digest_due = false;
+    slot.restarted_from_disk = !join;
+    slot.catching_up = !faulty(r) && !slot.replica->serving();
+    slot.catch_up_started_ns = now_ns_;
+    if (!faulty(r) && slot.replica->serving() && !join &&
+        (recovery.checkpoint || !records.empty())) {
+      fail("durability: r" + std::to_string(r.value) +
+           " serves at once after recovering from its disk (a restarted replica must catch up or "
+           "take part in a whole-cluster recovery first)");
+      return;
+    }
+    if (cluster_down_ == 0 && cluster_recovering_ > 0) {
+      // The last replica of a whole-cluster crash is up: the recovery's time starts now.
+      for (ReplicaSlot& other : replicas_) {
+        if (other.cluster_recovering) other.catch_up_started_ns = now_ns_;
+      }
+    }
+  }
   if (!durable()) {
     trace("r" + std::to_string(r.value) + " starts as a joiner (a new process, no state)");
   } else
@@ -2324,7 +2518,8 @@ void Simulator::restart(ReplicaId r) {
                      " damaged checkpoint(s)") +
           (slot.replica->halted() ? "; its disk says it was removed: halted" : "") +
           (!join && !slot.replica->halted() && !slot.replica->serving()
-               ? "; its disk says it was removed: it asks to join"
+               ? (byzantine_mode() ? "; recovering"
+                                   : "; its disk says it was removed: it asks to join")
                : ""));
   slot.replica->core().check_invariants();
   schedule(now_ns_ + random_.between(0, profile_.tick_interval_ns),
@@ -2367,12 +2562,26 @@ std::optional<std::string> Simulator::lost_acknowledged_write() const {
   std::map<uint64_t, RequestKey> request_of;
   for (const auto& [key, id] : history_ids_)
     request_of.emplace(id, key);
+  // ... and in the final agreed history (byzantine: of the honest replicas; after a whole-cluster
+  // crash, the sequence the recovered cluster continued).
+  std::set<RequestKey> agreed;
+  for (const Replica::Executed& executed : reference_) {
+    if (executed.outcome == Service::Outcome::kExecuted)
+      agreed.emplace(executed.client, executed.sequence);
+  }
   const std::vector<check::Operation>& operations = history_.operations();
   for (size_t id = 0; id < operations.size(); ++id) {
     const check::Operation& op = operations[id];
     if (op.outcome != check::Outcome::kOk || op.kind == check::OpKind::kGet) continue;
     auto key = request_of.find(id);
     if (key == request_of.end()) continue;
+    if (!agreed.contains(key->second)) {
+      return "acknowledged write lost: " + std::string(check::op_kind_name(op.kind)) + " " +
+             op.key + " " + key_text(key->second) + " completed at " +
+             time_text(op.return_ns.value_or(0)) + "s, but it is not in the agreed sequence (" +
+             std::to_string(reference_.size()) + " executions, " +
+             std::to_string(cluster_crashes_) + " whole-cluster crashes)";
+    }
     for (uint32_t i = 0; i < replicas_.size(); ++i) {
       if (!serving(ReplicaId{i}) || replicas_[i].executed_any.contains(key->second)) continue;
       return "acknowledged write lost: " + std::string(check::op_kind_name(op.kind)) + " " +
@@ -2717,7 +2926,7 @@ bool Simulator::catch_up_restart(std::vector<ReplicaId> candidates,
     count_fault(FaultKind::kCatchUpRestart, "r" + std::to_string(r.value) +
                                                 " comes back after its crash: a new process "
                                                 "with --join");
-    restart_byzantine(r);
+    restart_as_joiner(r);
     return true;
   }
   if (budget_full) return false;
@@ -2733,8 +2942,92 @@ bool Simulator::catch_up_restart(std::vector<ReplicaId> candidates,
           (slot.restarts > 0 ? " (restart " + std::to_string(slot.restarts + 1) + ")" : ""));
   crash(r);
   slot.restart_pending = true;
+  // Durable runs: the machine's disk is wiped too (restart() then starts a joiner on it).
+  slot.restart_join = true;
+  slot.restart_wipe = true;
+  slot.restart_releases_unit = false;
+  slot.restart_after_corruption = false;
   schedule(now_ns_ + downtime, RestartDue{r, slot.generation});
   return true;
+}
+
+void Simulator::restart_as_joiner(ReplicaId r) {
+  if (!durable()) {
+    restart_byzantine(r);
+    return;
+  }
+  ReplicaSlot& slot = replicas_[r.value];
+  slot.restart_join = true;
+  slot.restart_wipe = true;
+  slot.restart_releases_unit = false;
+  slot.restart_after_corruption = false;
+  restart(r);
+}
+
+void Simulator::on_recovered(ReplicaId r, const std::string& how) {
+  ReplicaSlot& slot = replicas_[r.value];
+  const bool from_disk = std::exchange(slot.restarted_from_disk, false);
+  if (from_disk) ++recoveries_completed_;
+  slot.catching_up = false;
+  // (A faulty replica that caught up after a whole-cluster crash stays faulty: its unit stays.)
+  if (slot.budgeted && !faulty(r)) {
+    slot.budgeted = false;
+    --budget_used_;
+  }
+  if (std::exchange(slot.cluster_recovering, false)) --cluster_recovering_;
+  if (!how.empty()) {
+    trace("r" + std::to_string(r.value) + " " + how + ", " +
+          time_text(now_ns_ - slot.catch_up_started_ns) + "s after its restart" +
+          (from_disk ? " from its disk" : ""));
+  }
+  if (from_disk || !how.empty()) hash_.add(0xe2000000 + r.value);
+  check_budget();
+}
+
+void Simulator::cut_agreed_sequence(ReplicaId r, uint64_t position,
+                                    const Replica::Executed& executed) {
+  // After a whole-cluster crash the cluster continues from the highest certified position among
+  // every replica's claim (docs/DESIGN.md §11.8): executions past it were never acknowledged (an
+  // honest replica holds replies until their position is certified) and may be replaced. So the
+  // first recovered execution that differs from the agreed sequence cuts it back there, once per
+  // crash; the cut must drop nothing an honest replica had acknowledged.
+  const uint64_t old_size = reference_.size();
+  for (uint64_t i = position; i < old_size; ++i) {
+    const Replica::Executed& dropped = reference_[i];
+    if (dropped.outcome != Service::Outcome::kExecuted) continue;
+    const RequestKey key{dropped.client, dropped.sequence};
+    auto acknowledged = honest_outputs_.find(key);
+    if (acknowledged != honest_outputs_.end()) {
+      fail("durability: after the whole-cluster crash r" + std::to_string(r.value) +
+           "'s execution #" + std::to_string(position + 1) + " is " +
+           key_text({executed.client, executed.sequence}) + " at " +
+           timestamp_text(executed.timestamp) + ", so the recovered cluster dropped #" +
+           std::to_string(i + 1) + " " + key_text(key) + " at " +
+           timestamp_text(dropped.timestamp) + ", which honest r" +
+           std::to_string(acknowledged->second.first.value) +
+           " had acknowledged (a reply leaves only once its position is certified)");
+      return;
+    }
+    first_executed_ns_.erase(key);
+  }
+  // Votes cast before the crash for boundaries past the first dropped instance named a state
+  // that is gone (those cast since the recovery name the state it continues from: kept).
+  const uint64_t first_dropped_us = reference_[position].timestamp.clock;
+  if (first_dropped_us < boundary_voted_before_crash_us_) {
+    honest_checkpoints_.erase(honest_checkpoints_.upper_bound(first_dropped_us),
+                              honest_checkpoints_.upper_bound(boundary_voted_before_crash_us_));
+  }
+  reference_.resize(position);
+  forget_prefix_digests_after(position);
+  for (ReplicaSlot& slot : replicas_)
+    slot.executed_high = std::min<uint64_t>(slot.executed_high, position);
+  reference_.push_back(executed);
+  cluster_rewrite_open_ = false;
+  hash_.add(0xd1000000 + position);
+  trace("the recovered cluster continues differently from execution #" +
+        std::to_string(position + 1) + " (r" + std::to_string(r.value) +
+        "): the agreed sequence is cut from " + std::to_string(old_size) + " to " +
+        std::to_string(position) + " executions, none acknowledged");
 }
 
 void Simulator::restart_byzantine(ReplicaId r) {
@@ -2822,16 +3115,29 @@ void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer)
   ReplicaSlot& slot = replicas_[r.value];
   ++state_transfers_loaded_;
   ++slot.state_loads;
-  const uint64_t boundary = transfer.view.value;
-  const Digest loaded = crypto::digest(transfer.service_snapshot);
+  // A vote names the order's running hash there with the snapshot's digest (the transfer carries
+  // the hash; a whole-cluster recovery's transfer is a vouched base plus batches after it, and the
+  // base is what must be honest).
+  const std::optional<byzantine::BaseAndBatches> carried =
+      byzantine::decode_base_and_batches(transfer.protocol_state);
+  if (!carried) {
+    fail("catch-up: r" + std::to_string(r.value) + " loaded an undecodable state from r" +
+         std::to_string(transfer.sender.value));
+    return;
+  }
+  const uint64_t boundary = carried->base.position_us;
+  const Digest loaded =
+      crypto::position_digest(carried->base.order_hash, crypto::digest(transfer.service_snapshot));
   auto honest = honest_checkpoints_.find(boundary);
-  if (honest == honest_checkpoints_.end()) {
+  // Base 0 is the empty state (the core checks it against its own genesis): nothing to vouch.
+  if (boundary == 0) {
+    // nothing to compare with an honest vote
+  } else if (honest == honest_checkpoints_.end()) {
     fail("catch-up: r" + std::to_string(r.value) + " loaded r" +
          std::to_string(transfer.sender.value) + "'s snapshot for boundary " +
          std::to_string(boundary) + ", for which no honest replica signed a digest");
     return;
-  }
-  if (honest->second.first != loaded) {
+  } else if (honest->second.first != loaded) {
     fail("catch-up: r" + std::to_string(r.value) + " loaded a forged snapshot from r" +
          std::to_string(transfer.sender.value) + " at boundary " + std::to_string(boundary) +
          ": its digest is not the one honest r" + std::to_string(honest->second.second) +
@@ -2863,11 +3169,7 @@ void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer)
   slot.executed_position = position;
   hold_agreed_prefix(slot, position);
   slot.loaded_digest_due = true;
-  slot.catching_up = false;
-  if (slot.budgeted) {
-    slot.budgeted = false;
-    --budget_used_;
-  }
+  on_recovered(r, "");
   hash_.add(0xb1000000 + position);
   trace("r" + std::to_string(r.value) + " loads r" + std::to_string(transfer.sender.value) +
         "'s snapshot at boundary " + std::to_string(boundary) + " (execution #" +
@@ -3217,11 +3519,11 @@ bool Simulator::try_fault(FaultKind kind, std::optional<ReplicaId> target) {
     candidates.push_back(ReplicaId{i});
   }
   // While a whole cluster is down and coming back, no replica fault of any other kind.
-  if (cluster_down_ > 0 && kind != FaultKind::kClientPartition && kind != FaultKind::kClientCrash &&
-      kind != FaultKind::kClockJump) {
+  if ((cluster_down_ > 0 || cluster_recovering_ > 0) && kind != FaultKind::kClientPartition &&
+      kind != FaultKind::kClientCrash && kind != FaultKind::kClockJump) {
     return false;
   }
-  if (durable()) {
+  if (durable() && !byzantine_mode()) {
     // A replica recovered from its disk suspects no one until it has heard from every member of
     // its recovered view (failstop/core.cc, tick; a member that never comes back needs an
     // operator, DESIGN §10). So the protocol is live only if failures and restarts do not
@@ -3287,7 +3589,10 @@ bool Simulator::try_fault(FaultKind kind, std::optional<ReplicaId> target) {
       if (candidates.empty()) return false;
       const ReplicaId r = candidates[random_.below(candidates.size())];
       ReplicaSlot& slot = replicas_[r.value];
-      const uint64_t downtime = random_.between(1 * kMs, kShortPauseMaxNs);
+      // Failstop: back before the failure timeout. Byzantine: any time (it is a unit of t until
+      // it has caught up), as long as a catch-up restart's.
+      const uint64_t downtime = random_.between(
+          1 * kMs, byzantine_mode() ? profile_.catch_up_downtime_max_ns : kShortPauseMaxNs);
       ++budget_used_;
       slot.budgeted = true;
       if (kind == FaultKind::kReplicaRestart) {
@@ -3703,6 +4008,10 @@ std::string RunProfile::describe() const {
            " byzantine_clients=" + std::to_string(byzantine_clients) +
            " checkpoint_interval=" + std::to_string(checkpoint_interval_us / 1000) + "ms" +
            (restarts ? " restarts" : "") +
+           (durable ? " durable (certify every " + std::to_string(certify_interval_us) +
+                          "us, disk checkpoint every " + std::to_string(checkpoint_interval) +
+                          " executions, fsync " + std::to_string(sync_latency_ns / kUs) + "us)"
+                    : "") +
            (behaviours.empty() ? "" : "\n  behaviours: " + behaviours);
   }
   return "t=" + std::to_string(t) + " replicas=" + std::to_string(replicas) +
@@ -3835,6 +4144,9 @@ std::string summarize(const RunResult& result) {
   }
   if (result.snapshots_refused > 0) {
     text += "; snapshots refused=" + std::to_string(result.snapshots_refused);
+  }
+  if (result.recoveries_completed > 0) {
+    text += "; recoveries from disk completed=" + std::to_string(result.recoveries_completed);
   }
   if (!result.passed) text += "\n  violation: " + result.violation;
   return text;

@@ -61,7 +61,8 @@ enum class FaultKind : uint8_t {
   kByzantineAlter,   // a faulty replica rewrote a message (equivocation, forged chain, time lie)
   kByzantineLie,     // a faulty replica altered a reply's result
   kByzantineClient,  // a Byzantine client sent a bad request (equivocation, forgery, replay)
-  // Durable failstop runs (replicas keep a log and checkpoints on a simulated disk):
+  // Durable runs (replicas keep a log and checkpoints on a simulated disk; byzantine mode: a
+  // restarted honest replica recovers, then catches up or takes part in a whole-cluster recovery):
   kReplicaRestart,      // crash, then restart from the disk before the failure timeout
   kReplicaLongRestart,  // crash, restart after the others removed it: it halts (counts against t)
   kClusterCrash,        // every live replica crashes at once and restarts from its disk
@@ -93,7 +94,7 @@ struct PlantedBugs {
   failstop::Options::PlantedBugs failstop;
   byzantine::Options::PlantedBugs byzantine;
   bool accept_short_quorum = false;  // ClientOptions::planted_accept_short_quorum
-  // Durable failstop runs: release a step's messages and replies before its log records are
+  // Durable runs (both modes): release a step's messages and replies before its log records are
   // synced (the runtime's "persist, then send" rule broken), so a crash loses what was promised.
   bool persist_after_send = false;
   // Byzantine restarts (a simulator hook, not a protocol switch): every checkpoint vote and
@@ -122,10 +123,11 @@ struct SimOptions {
   // safety must not depend on clocks at all, so this is on for a share of the seeds. The
   // byzantine mode assumes synchronized clocks: there it must be absent or false.
   std::optional<bool> clock_beyond_bounds;
-  // Failstop: whether replicas keep their state on a simulated disk (a log synced before every
-  // release, and checkpoints), so that they can crash and restart, alone or all at once, and
-  // suffer torn writes and bad sectors. Drawn (on a share of the seeds) when absent. The
-  // byzantine mode has no durability: there it must be absent or false.
+  // Whether replicas keep their state on a simulated disk (a log synced before every release, and
+  // checkpoints), so that they can crash and restart, alone or all at once, and suffer torn writes
+  // and bad sectors. Drawn when absent: on about a third of the failstop seeds, and on 40% of the
+  // byzantine ones (there every replica, faulty ones too, certifies its order every
+  // `certify_interval_us`, drawn per seed).
   std::optional<bool> durable;
   // Failstop: whether the schedule reconfigures the cluster (operator removals, rejoins by state
   // transfer, wiped members rejoining, a spare slot joining). When absent: drawn (on half the
@@ -163,10 +165,11 @@ struct RunProfile {
   uint32_t keys = 0;
   uint64_t fault_phase_ns = 0;
   bool clock_beyond_bounds = false;
-  // Durable failstop runs.
+  // Durable runs (both modes).
   bool durable = false;
-  uint64_t checkpoint_interval = 0;  // executed entries between checkpoints
+  uint64_t checkpoint_interval = 0;  // executed entries between checkpoints (on the disk)
   uint64_t sync_latency_ns = 0;      // how long an fsync takes
+  uint64_t certify_interval_us = 0;  // byzantine: order time between certified positions
   // Failstop reconfiguration: whether it is on, and the slot that starts outside the membership
   // (a spare; -1: none). Slots are t+1 members, plus the spare.
   bool reconfiguration = false;
@@ -200,6 +203,9 @@ struct RunResult {
   uint64_t state_chunks_sent = 0;       // pieces of state transfers (StateChunk messages)
   // Byzantine restarts: snapshots joiners refused (forged or damaged: not the vouched-for digest).
   uint64_t snapshots_refused = 0;
+  // Durable byzantine runs: replicas restarted from their disk that served again (caught up from
+  // a live cluster, or took part in a whole-cluster recovery).
+  uint64_t recoveries_completed = 0;
   uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
   std::vector<std::string> trace_tail;  // the last events before the end or the violation
 };

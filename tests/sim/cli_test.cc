@@ -91,12 +91,14 @@ TEST(SimCliTest, ByzantineSeedRangeSummarizesTheAdversary) {
 }
 
 TEST(SimCliTest, AByzantinePlantedBugFailsWithAByzantineReplayCommand) {
-  const Outcome outcome = run_tool("sim --mode byzantine --seed 1 --plant accept_short_quorum");
+  // (Not durable: seed 1 draws durability, and held replies change where the lie shows.)
+  const Outcome outcome =
+      run_tool("sim --mode byzantine --seed 1 --durable no --plant accept_short_quorum");
   EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
   EXPECT_TRUE(contains(outcome.output, "accepted result")) << outcome.output;
   EXPECT_TRUE(contains(outcome.output,
-                       "replay: lockstep sim --mode byzantine --seed 1 --ops 500 --plant "
-                       "accept_short_quorum --trace"))
+                       "replay: lockstep sim --mode byzantine --seed 1 --ops 500 --durable no "
+                       "--plant accept_short_quorum --trace"))
       << outcome.output;
 }
 
@@ -107,20 +109,19 @@ TEST(SimCliTest, ByzantineModeRefusesWhatIsOutsideItsModel) {
   // A planted bug belongs to one mode's code.
   EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant decide_early").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --plant skip_relay").exit_code, 2);
-  EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --durable yes").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --restarts yes").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode failstop --seed 1 --plant load_forged_state").exit_code, 2);
   EXPECT_EQ(run_tool("sim --mode byzantine --seed 1 --restarts maybe").exit_code, 2);
 }
 
 TEST(SimCliTest, AForgedCheckpointLoadFailsWithAReplayCommandThatKeepsTheRestarts) {
-  const Outcome outcome =
-      run_tool("sim --mode byzantine --seed 2 --restarts yes --plant load_forged_state");
+  const Outcome outcome = run_tool(
+      "sim --mode byzantine --seed 2 --durable no --restarts yes --plant load_forged_state");
   EXPECT_EQ(outcome.exit_code, 1) << outcome.output;
   EXPECT_TRUE(contains(outcome.output, "catch-up: ")) << outcome.output;
   EXPECT_TRUE(contains(outcome.output, "--restarts yes --plant load_forged_state --trace"))
       << outcome.output;
-  const Outcome clean = run_tool("sim --mode byzantine --seed 2 --restarts yes");
+  const Outcome clean = run_tool("sim --mode byzantine --seed 2 --durable no --restarts yes");
   EXPECT_EQ(clean.exit_code, 0) << clean.output;
   EXPECT_TRUE(contains(clean.output, "catch_up_restart=")) << clean.output;
   EXPECT_TRUE(contains(clean.output, "checkpoint_interval=")) << clean.output;
@@ -139,6 +140,15 @@ TEST(SimCliTest, DurableRunsAreChosenAndReplayedByTheFlag) {
             std::string::npos)
       << planted.output;
   EXPECT_EQ(run_tool("sim --seed 1 --durable maybe").exit_code, 2);
+}
+
+TEST(SimCliTest, ByzantineDurableRunsAreChosenByTheFlag) {
+  const Outcome durable = run_tool("sim --mode byzantine --seed 3 --durable yes");
+  EXPECT_EQ(durable.exit_code, 0) << durable.output;
+  EXPECT_TRUE(contains(durable.output, "durable (certify every")) << durable.output;
+  const Outcome plain = run_tool("sim --mode byzantine --seed 3 --durable no");
+  EXPECT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_FALSE(contains(plain.output, "durable (")) << plain.output;
 }
 
 TEST(SimCliTest, BadArgumentsAreRefused) {

@@ -22,6 +22,9 @@ constexpr uint64_t kFailstopSeeds = 1000;
 // this test near 30 s in a release build.
 constexpr uint64_t kByzantineSeeds = 200;
 constexpr uint64_t kDurableSeeds = 400;
+// Durable byzantine runs cost more (disks, certificates, recoveries): a few dozen seeds here, the
+// long runs with `lockstep sim --mode byzantine --durable yes`.
+constexpr uint64_t kByzantineDurableSeeds = 60;
 constexpr uint32_t kOpsPerRun = 500;
 constexpr uint32_t kFaultEpisodesPerRun = 10;
 
@@ -79,6 +82,11 @@ TEST(SeedsTest, FailstopDurableSeedRangePasses) {
 
 TEST(SeedsTest, ByzantineSeedRangePasses) {
   expect_seed_range_passes(Mode::kByzantine, kByzantineSeeds);
+}
+
+// Every replica durable: restarts from disk, torn writes, bad bytes, whole-cluster crashes.
+TEST(SeedsTest, ByzantineDurableSeedRangePasses) {
+  expect_seed_range_passes(Mode::kByzantine, kByzantineDurableSeeds, true);
 }
 
 }  // namespace

@@ -113,6 +113,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t state_chunks_sent = 0;
   uint64_t restart_runs = 0;
   uint64_t snapshots_refused = 0;
+  uint64_t recoveries_completed = 0;
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -133,6 +134,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         if (result.profile.spare >= 0) ++spare_runs;
         if (result.profile.restarts) ++restart_runs;
         snapshots_refused += result.snapshots_refused;
+        recoveries_completed += result.recoveries_completed;
         state_transfers_loaded += result.state_transfers_loaded;
         state_chunks_sent += result.state_chunks_sent;
         if (result.profile.byzantine_replicas > 0) ++runs_with_faulty_replicas;
@@ -213,6 +215,10 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         static_cast<unsigned long long>(state_transfers_loaded),
         static_cast<unsigned long long>(state_chunks_sent),
         static_cast<unsigned long long>(snapshots_refused));
+    std::printf("durable runs: %llu of %llu; recoveries from disk completed: %llu\n",
+                static_cast<unsigned long long>(durable_runs),
+                static_cast<unsigned long long>(done),
+                static_cast<unsigned long long>(recoveries_completed));
   }
   if (batch.failures.empty()) return 0;
   std::printf("failing seeds:\n");
@@ -287,10 +293,6 @@ int run(const SimCommandOptions& cli) {
     return 2;
   }
   if (cli.durable == "yes" || cli.durable == "no") {
-    if (mode == sim::Mode::kByzantine && cli.durable == "yes") {
-      std::fprintf(stderr, "lockstep sim: the byzantine mode has no durability (--durable yes)\n");
-      return 2;
-    }
     options.durable = cli.durable == "yes";
   } else if (cli.durable != "drawn") {
     std::fprintf(stderr, "lockstep sim: --durable is drawn, yes or no\n");
@@ -369,8 +371,10 @@ LOCKSTEP_COMMAND(
                      "drawn | bounded | beyond: may replica clocks jump beyond the skew bound")
           ->capture_default_str();
       app.add_option("--durable", cli->durable,
-                     "failstop: drawn | yes | no: replicas keep a log and checkpoints on a "
-                     "simulated disk, and crash, restart, tear writes and meet bad sectors")
+                     "drawn | yes | no: replicas keep a log and checkpoints on a simulated disk, "
+                     "and crash, restart, tear writes and meet bad sectors (byzantine: they "
+                     "certify the order, restart from their disks and catch up, and recover "
+                     "together after a whole-cluster crash)")
           ->capture_default_str();
       app.add_option("--reconfiguration", cli->reconfiguration,
                      "failstop: no | drawn | yes: operator removals, rejoins by state transfer "
@@ -387,7 +391,7 @@ LOCKSTEP_COMMAND(
                      "drop_session_entry, persist_after_send (durable runs); byzantine: "
                      "decide_early, ignore_equivocation, "
                      "accept_short_quorum, load_forged_state (restarts: joiners get forged "
-                     "votes and snapshots)");
+                     "votes and snapshots), persist_after_send (durable runs)");
       app.add_flag("--trace", cli->trace, "print the trace of the last events of the run");
       app.add_option("--trace-events", cli->trace_events, "events kept in the trace")
           ->capture_default_str();
