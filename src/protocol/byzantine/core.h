@@ -127,6 +127,8 @@ class Core final : public OrderingCore {
   bool take_state_replaced() { return std::exchange(state_replaced_, false); }
   bool recovering_from_disk() const { return from_disk_; }
   uint64_t recoveries_completed() const { return recoveries_completed_; }
+  // The position the last completed recovery continued from (0: none).
+  uint64_t recovered_to_us() const { return recovered_to_ ? recovered_to_->position_us : 0; }
 
   // Checkpoints and catching up (docs/DESIGN.md §11.7).
   std::optional<uint64_t> take_checkpoint_boundary() override;
