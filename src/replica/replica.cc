@@ -119,6 +119,10 @@ void Replica::load_transferred_state(Now now, const StateTransfer& transfer) {
     core_->load_state(now, transfer);
   } catch (const std::exception&) {
     ++rejected_state_transfers_;
+    // Byzantine: a replica waiting for a state executes nothing, so its service must hold its
+    // base, which a recovery by claims may replay its disk's batches on (found by review: a
+    // refused snapshot left in place was built upon).
+    if (byzantine_ != nullptr) service_.restore(byzantine_->base_snapshot());
     return;
   }
   output_.loaded_state = true;

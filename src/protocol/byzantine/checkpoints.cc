@@ -58,7 +58,8 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
   if (options_.checkpoint_interval_us == 0) return;
   if (vote.replica.value >= options_.replica_count ||
       vote.boundary_us % options_.checkpoint_interval_us != 0 ||
-      vote.boundary_us < participation_start_us_ || vote.boundary_us > local_us_) {
+      vote.boundary_us < std::max(participation_start_us_, loadable_from_us_) ||
+      vote.boundary_us > local_us_) {
     return;
   }
   if (target_ && vote.boundary_us <= target_->boundary_us) return;
@@ -159,6 +160,7 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
 
 void Core::load_caught_up_state(const StateTransfer& transfer) {
   auto vouched = vouched_.find(transfer.view.value);
+  if (vouched != vouched_.end() && vouched->first < loadable_from_us_) vouched = vouched_.end();
   std::optional<BaseAndBatches> state = decode_base_and_batches(transfer.protocol_state);
   const Digest snapshot_digest = crypto::digest(transfer.service_snapshot);
   if (!target_ || vouched == vouched_.end() || !state ||

@@ -354,6 +354,14 @@ void Core::decide_due() {
         decision_time_us(next_boundary_us_ - 1) < local_us_ &&
         (instances_.empty() || instances_.begin()->first.first >= next_boundary_us_)) {
       if (next_boundary_us_ > loaded_boundary_us_) decided_.push_back(Boundary{next_boundary_us_});
+      if (recovering_ && next_boundary_us_ % options_.checkpoint_interval_us == 0) {
+        // A replica waiting for a state keeps the batches from the previous checkpoint boundary
+        // on (votes for it are in by now) or from the oldest one vouched for, not everything
+        // since its start: a recovery can wait for the operator for long (found by review).
+        uint64_t from = next_boundary_us_ - options_.checkpoint_interval_us;
+        if (!vouched_.empty()) from = std::min(from, vouched_.begin()->first);
+        loadable_from_us_ = std::max(loadable_from_us_, from);
+      }
       next_boundary_us_ += grid_us();
       continue;
     }
@@ -432,11 +440,16 @@ void Core::drain_decided() {
   while (!decided_.empty() && !boundary_due_) {
     auto& front = decided_.front();
     if (recovering_) {
-      // Keep all it saw whole: the state it will load is of a boundary at or after its start.
+      // Keep what it saw whole from the oldest boundary it could still load: the state it will
+      // load is of a boundary at or after its start.
       const uint64_t at = std::holds_alternative<Boundary>(front)
                               ? std::get<Boundary>(front).boundary_us
                               : std::get<DecidedBatch>(front).key.first;
-      if (at >= participation_start_us_) return;
+      // (A completed recovery fetching its target runs everything decided after it: all kept.)
+      if (at >= (recovery_ ? participation_start_us_
+                           : std::max(participation_start_us_, loadable_from_us_))) {
+        return;
+      }
       decided_.pop_front();
       continue;
     }

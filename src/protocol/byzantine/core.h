@@ -194,6 +194,7 @@ class Core final : public OrderingCore {
   bool on_claim_decided(const InstanceKey& key, const Proposal& proposal);
   bool certificate_valid(const Certificate& certificate) const;
   bool excused(ReplicaId replica) const;
+  void bound_position_votes();
   uint64_t claim_period_us() const { return options_.relay_timeout_us; }
   // Boundaries of the order: every certified position when durable, else every checkpoint.
   uint64_t grid_us() const {
@@ -260,6 +261,8 @@ class Core final : public OrderingCore {
   // Recovering: instances from participation_start_us_ on are ones it saw whole.
   bool recovering_ = false;
   uint64_t participation_start_us_ = 0;
+  // While recovering: batches below this were let go, so no boundary below it can be loaded.
+  uint64_t loadable_from_us_ = 0;
   // boundary -> digest -> who signed it, and how
   std::map<uint64_t, std::map<Digest, std::map<ReplicaId, Signature>>> votes_;
   struct Target {
@@ -282,10 +285,9 @@ class Core final : public OrderingCore {
   Digest last_voted_hash_{};
   uint64_t certified_us_ = 0;  // highest position t+1 replicas certified with this one
   Certificate best_certificate_;
-  struct PositionVote {
+  struct PositionVote {  // its signature checked
     Digest digest{};
     Signature signature{};
-    bool verified = false;
   };
   struct PositionVotes {
     std::optional<Certificate> own;  // this replica's vote (signatures: its own)

@@ -46,6 +46,9 @@ namespace {
 constexpr size_t kPositionsHeldMax = 4096;
 // Claims count within this many claim periods before a decided claim.
 constexpr uint64_t kClaimWindowPeriods = 4;
+// Rounds go up by one per life that crashed during a recovery, and a replica adopts at most one
+// round more per decided claim: no replica reaches this.
+constexpr uint64_t kClaimRoundMax = uint64_t{1} << 62;
 
 uint64_t timestamp_of(const Proposal& p) {
   return p.timestamp_us;
@@ -88,6 +91,9 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
     since_base_ = std::move(state->base_and_batches.batches);
     best_certificate_ = state->best;
     logged_round_ = state->claimed_round;
+    if (logged_round_ && *logged_round_ > kClaimRoundMax) {
+      throw std::runtime_error("byzantine recovery: a checkpoint with a claim beyond any round");
+    }
   }
   for (const PersistRecord& record : records) {
     switch (record.type) {
@@ -114,6 +120,9 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
         const uint64_t round = reader.varint();
         if (!reader.ok() || !reader.at_end()) {
           throw std::runtime_error("byzantine recovery: undecodable claim record");
+        }
+        if (round > kClaimRoundMax) {
+          throw std::runtime_error("byzantine recovery: a claim record beyond any round");
         }
         logged_round_ = std::max(logged_round_.value_or(0), round);
         break;
@@ -169,6 +178,7 @@ void Core::vote(uint64_t position_us, const Digest& snapshot_digest) {
   if (!durable()) return;
   position_votes_[position_us].own =
       Certificate{position_us, order_hash_, snapshot_digest, {{options_.self, signature}}};
+  bound_position_votes();
   try_certify(position_us);
 }
 
@@ -181,10 +191,17 @@ void Core::on_position_vote(const CheckpointVote& vote) {
     return;
   }
   PositionVotes& at = position_votes_[vote.boundary_us];
-  if (!at.votes.emplace(vote.replica, PositionVote{vote.digest, vote.signature, false}).second) {
-    return;  // one vote per replica and position
+  if (at.votes.contains(vote.replica)) return;  // one vote per replica and position
+  // Checked before it takes the signer's place: a faulty replica cannot sign in another's name,
+  // but it could send a garbage vote under that name ahead of the real one (found by review).
+  const Bytes signed_bytes =
+      crypto::checkpoint_vote_signing_bytes(vote.replica, vote.boundary_us, vote.digest);
+  if (!options_.verifier->verify_replica(vote.replica, signed_bytes, vote.signature)) {
+    ++rejections_.bad_chain;
+    return;
   }
-  if (position_votes_.size() > kPositionsHeldMax) position_votes_.erase(position_votes_.begin());
+  at.votes.emplace(vote.replica, PositionVote{vote.digest, vote.signature});
+  bound_position_votes();
   try_certify(vote.boundary_us);
 }
 
@@ -194,20 +211,9 @@ void Core::try_certify(uint64_t position_us) {
   Certificate certificate = *it->second.own;
   const Digest digest =
       crypto::position_digest(certificate.order_hash, certificate.snapshot_digest);
-  for (auto& [replica, vote] : it->second.votes) {
+  for (const auto& [replica, vote] : it->second.votes) {
     if (certificate.signatures.size() == options_.t + 1) break;
-    if (vote.digest != digest) continue;
-    if (!vote.verified) {
-      const Bytes signed_bytes =
-          crypto::checkpoint_vote_signing_bytes(replica, position_us, vote.digest);
-      if (!options_.verifier->verify_replica(replica, signed_bytes, vote.signature)) {
-        ++rejections_.bad_chain;
-        vote.digest = Digest{};  // never counted
-        continue;
-      }
-      vote.verified = true;
-    }
-    certificate.signatures.emplace_back(replica, vote.signature);
+    if (vote.digest == digest) certificate.signatures.emplace_back(replica, vote.signature);
   }
   if (certificate.signatures.size() < options_.t + 1) return;
   position_votes_.erase(position_votes_.begin(), std::next(it));
@@ -221,6 +227,10 @@ void Core::try_certify(uint64_t position_us) {
     persist_.push_back(PersistRecord{kCertificateRecord, encode_certificate(certificate)});
     best_certificate_ = std::move(certificate);
   }
+}
+
+void Core::bound_position_votes() {
+  if (position_votes_.size() > kPositionsHeldMax) position_votes_.erase(position_votes_.begin());
 }
 
 bool Core::excused(ReplicaId replica) const {
@@ -278,12 +288,18 @@ void Core::propose_claim_if_due() {
 bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
   if (!durable() || !recovering_ || recovery_ || key.first < participation_start_us_) return false;
   std::optional<Claim> claim = decode_claim(proposal.claim);
-  // A claim every honest replica finds invalid alike is no claim (its origin is faulty).
-  if (!claim || !certificate_valid(claim->certificate)) return false;
+  // A claim every honest replica finds invalid alike is no claim (its origin is faulty). A round
+  // beyond any a replica could reach honestly is one: adopted and logged, it would make the next
+  // life's round wrap around (found by review).
+  if (!claim || claim->round > kClaimRoundMax || !certificate_valid(claim->certificate)) {
+    return false;
+  }
   // A claim under another ruling than this replica's is not counted (operators must give every
   // replica the same one; honest replicas then count alike).
   if (claim->excused != options_.recovery_excused || excused(key.second)) return false;
-  claim_round_ = std::max(claim_round_, claim->round);
+  // One round up at a time: a faulty replica that raises the round at every claim it gets decided
+  // holds the recovery up (until ruled out), but cannot make a round wrap around.
+  if (claim->round > claim_round_) ++claim_round_;
   claims_.push_back(
       DecidedClaim{key.first, key.second, claim->start_us, claim->round, claim->certificate});
   const uint64_t window = kClaimWindowPeriods * claim_period_us();
