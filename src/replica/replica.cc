@@ -218,6 +218,10 @@ void Replica::execute_ready() {
   if (byzantine_mutable_ != nullptr && byzantine_mutable_->take_state_replaced()) {
     output_.loaded_state = true;  // a whole-cluster recovery completed: checkpoint it
   }
+  if (byzantine_mutable_ != nullptr && byzantine_mutable_->take_diverged()) {
+    held_replies_.clear();  // answers from a state that left the honest order
+    held_keys_.clear();
+  }
 }
 
 void Replica::execute_entries() {

@@ -624,10 +624,10 @@ void ReplicaServer::log_stats() {
         "byzantine: reply batches signed {}, replies held until certified {}, backups {}; "
         "rejected: bad client signature {}, unknown client {}, bad chain {}, outside window {}, "
         "off slot {}, oversized {}, overloaded {}, equivocations {}, client equivocations {}; "
-        "checkpoint at {} us{}",
+        "left the honest order {} times; checkpoint at {} us{}",
         reply_batches_signed_, replica_->held_replies(), byzantine->backup_count(),
         r.bad_client_signature, r.unknown_client, r.bad_chain, r.outside_window, r.off_slot,
-        r.oversized, r.overloaded, r.equivocations, r.client_equivocations,
+        r.oversized, r.overloaded, r.equivocations, r.client_equivocations, r.diverged,
         byzantine->checkpoint_us(),
         !byzantine->recovering()            ? ""
         : byzantine->recovering_from_disk() ? ", recovering from its disk (catching up from a "

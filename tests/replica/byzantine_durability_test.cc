@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -80,7 +81,7 @@ class ByzantineDurability : public ByzantineFixture {
         }
         for (auto& send : out.to_peers) {
           if (up_[send.to.value] && !cut_off(r) && !cut_off(send.to.value) &&
-              deaf_ != send.to.value) {
+              deaf_ != send.to.value && !(drop_ && drop_(r, send.to.value, send.message))) {
             replicas_[send.to.value]->on_peer_message(at(now_us_), ReplicaId{r},
                                                       std::move(send.message));
           }
@@ -166,6 +167,7 @@ class ByzantineDurability : public ByzantineFixture {
   std::vector<bool> up_;
   std::optional<uint32_t> cut_off_;  // hears and sends nothing
   std::optional<uint32_t> deaf_;     // sends, hears nothing
+  std::function<bool(uint32_t from, uint32_t to, const ReplicaMessage&)> drop_;
   std::map<ClientId, std::set<uint32_t>> replies_;
   uint64_t now_us_ = 1'000'000;
   uint64_t steps_ = 0;
@@ -310,6 +312,36 @@ TEST_F(ByzantineDurability, AReplicaThatMissedTheRecoveryCatchesUpInstead) {
       << "completed a recovery of its own by claims";
   EXPECT_TRUE(replicas_[0]->last_loaded_transfer().has_value());
   expect_nothing_acknowledged_lost(acked);
+  expect_alike();
+}
+
+// Replica 0 misses every copy of one decided value (as if Δ broke at it: the value came outside
+// its window), so it runs another order than the others. When t+1 of them certify a position it
+// voted differently on, it knows it left the honest order, drops the replies it held (none went
+// out: they were never certified with it) and catches up from a vouched checkpoint.
+TEST_F(ByzantineDurability, AReplicaThatLeftTheOrderNoticesAndCatchesUp) {
+  start();
+  run_load(10);
+  std::optional<std::pair<uint64_t, uint32_t>> missed;
+  drop_ = [&](uint32_t, uint32_t to, const ReplicaMessage& message) {
+    const auto* value = std::get_if<SignedProposal>(&message);
+    if (to != 0 || value == nullptr || value->proposal.requests.empty() ||
+        value->proposal.origin.value == 0) {
+      return false;
+    }
+    const std::pair key{value->proposal.timestamp_us, value->proposal.origin.value};
+    if (!missed) missed = key;
+    return key == *missed;
+  };
+  run_load(30);
+  ASSERT_TRUE(missed.has_value());
+  EXPECT_GE(replicas_[0]->byzantine_core()->rejections().diverged, 1u);
+  drop_ = nullptr;
+  for (int i = 0; i < 400 && !replicas_[0]->serving(); ++i)
+    run_load(1);
+  ASSERT_TRUE(replicas_[0]->serving()) << "it never caught up";
+  EXPECT_TRUE(replicas_[0]->last_loaded_transfer().has_value());
+  expect_nothing_acknowledged_lost(acknowledged());
   expect_alike();
 }
 

@@ -437,6 +437,7 @@ std::optional<Digest> Core::checked_digest(const ClientRequest& request) {
 }
 
 void Core::drain_decided() {
+  leave_order_if_diverged();  // found by a vote outside this loop (checkpoint_taken)
   while (!decided_.empty() && !boundary_due_) {
     auto& front = decided_.front();
     if (recovering_) {
@@ -461,6 +462,10 @@ void Core::drain_decided() {
       execute_decided(batch.key, batch.proposal);
     }
     decided_.pop_front();
+    if (divergence_due_) {
+      leave_order_if_diverged();
+      return;
+    }
   }
 }
 

@@ -93,6 +93,7 @@ struct Rejections {
   uint64_t oversized = 0;             // beyond requests_per_proposal_max / proposal_bytes_max
   uint64_t equivocations = 0;         // instances decided empty because the origin signed two
   uint64_t client_equivocations = 0;  // two different signed requests for one (client, sequence)
+  uint64_t diverged = 0;  // times t+1 others certified an order this replica did not execute
 };
 
 class Core final : public OrderingCore {
@@ -125,6 +126,10 @@ class Core final : public OrderingCore {
   // A whole-cluster recovery (or a catch-up) finished in this step: the Replica reports it as a
   // loaded state, so the runtime writes a checkpoint of it. Each is returned once.
   bool take_state_replaced() { return std::exchange(state_replaced_, false); }
+  // This replica found that its state left the honest order (t+1 others signed another running
+  // hash at a position it voted on: a Δ or ε broken at it, e.g. by overload) and went back to
+  // catching up (§11.7); the Replica drops the replies it holds, which no certificate will cover.
+  bool take_diverged() { return std::exchange(diverged_, false); }
   bool recovering_from_disk() const { return from_disk_; }
   uint64_t recoveries_completed() const { return recoveries_completed_; }
   // The position the last completed recovery continued from (0: none).
@@ -304,6 +309,10 @@ class Core final : public OrderingCore {
   Base genesis_;
   std::vector<Proposal> since_base_;
   bool state_replaced_ = false;
+  bool diverged_ = false;
+  bool divergence_due_ = false;
+  void catch_up_after_divergence();
+  void leave_order_if_diverged();
   uint64_t recoveries_completed_ = 0;
   // Recovering from the disk after a crash (docs/DESIGN.md §11.8): claims every claim period
   // until it loads from a live cluster or a whole-cluster recovery completes.

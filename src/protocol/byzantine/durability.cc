@@ -31,6 +31,7 @@
 // more), and it catches up from them instead; if none completed, all adopt the higher round and
 // complete together. A replica without its disk (--join) or ruled out never completes by claims.
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 
 #include "core/assert.h"
@@ -203,6 +204,7 @@ void Core::on_position_vote(const CheckpointVote& vote) {
   at.votes.emplace(vote.replica, PositionVote{vote.digest, vote.signature});
   bound_position_votes();
   try_certify(vote.boundary_us);
+  leave_order_if_diverged();
 }
 
 void Core::try_certify(uint64_t position_us) {
@@ -211,9 +213,16 @@ void Core::try_certify(uint64_t position_us) {
   Certificate certificate = *it->second.own;
   const Digest digest =
       crypto::position_digest(certificate.order_hash, certificate.snapshot_digest);
+  std::map<Digest, uint32_t> others;
   for (const auto& [replica, vote] : it->second.votes) {
-    if (certificate.signatures.size() == options_.t + 1) break;
-    if (vote.digest == digest) certificate.signatures.emplace_back(replica, vote.signature);
+    if (vote.digest != digest && ++others[vote.digest] == options_.t + 1) {
+      // t+1 signatures, one at least honest, on another order than the one this replica ran.
+      catch_up_after_divergence();
+      return;
+    }
+    if (vote.digest == digest && certificate.signatures.size() < options_.t + 1) {
+      certificate.signatures.emplace_back(replica, vote.signature);
+    }
   }
   if (certificate.signatures.size() < options_.t + 1) return;
   position_votes_.erase(position_votes_.begin(), std::next(it));
@@ -236,6 +245,31 @@ void Core::bound_position_votes() {
 bool Core::excused(ReplicaId replica) const {
   return std::binary_search(options_.recovery_excused.begin(), options_.recovery_excused.end(),
                             replica);
+}
+
+void Core::catch_up_after_divergence() {
+  // Found while draining decided_ (a vote at a boundary): applied once that step is done.
+  divergence_due_ = true;
+}
+
+void Core::leave_order_if_diverged() {
+  // It is one of the t now, and must not answer anyone from its state: it goes back to catching
+  // up as a replica restarted without its state does (§11.7), and loads a vouched checkpoint.
+  // Its disk keeps what it executed; a later recovery from it checks every batch against a
+  // certificate's running hash (rebuild_to), so nothing it ran after leaving the order is used.
+  if (!std::exchange(divergence_due_, false)) return;
+  ++rejections_.diverged;
+  diverged_ = true;
+  recovering_ = true;
+  participation_start_us_ = 0;  // set again at the next input, from this moment
+  loadable_from_us_ = 0;
+  decided_.clear();
+  boundary_due_.reset();
+  boundary_handed_out_ = false;
+  position_votes_.clear();
+  target_.reset();
+  votes_.clear();
+  vouched_.clear();
 }
 
 bool Core::certificate_valid(const Certificate& certificate) const {
