@@ -1,11 +1,14 @@
 #include "sim/byzantine.h"
 
 #include <algorithm>
+#include <span>
+#include <string>
 #include <utility>
 
 #include "apps/kv/kv_machine.h"
 #include "core/assert.h"
 #include "crypto/signing.h"
+#include "protocol/byzantine/durability.h"
 #include "statemachine/service.h"
 
 namespace lockstep::sim {
@@ -52,6 +55,21 @@ Bytes forged_snapshot(uint64_t boundary_us) {
       kv::Command{kv::Op::kPut, "byz-forged", "at" + std::to_string(boundary_us), "", 0});
   service.execute(request, boundary_us);
   return service.snapshot();
+}
+
+Digest forged_order_hash(uint64_t boundary_us) {
+  const std::string text = "byz-forged-order-below-" + std::to_string(boundary_us);
+  return crypto::digest(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+Digest forged_position_digest(uint64_t boundary_us) {
+  return crypto::position_digest(forged_order_hash(boundary_us),
+                                 crypto::digest(forged_snapshot(boundary_us)));
+}
+
+Bytes forged_protocol_state(uint64_t boundary_us) {
+  return byzantine::encode_base_and_batches(
+      byzantine::Certificate{boundary_us, forged_order_hash(boundary_us), {}, {}}, {});
 }
 
 std::string_view behaviour_name(Behaviour behaviour) {
@@ -357,17 +375,21 @@ bool DrawnByzantineHook::forge_state(Faulty& f, ReplicaId from, ReplicaMessage& 
     // a joiner needs t+1). An honest vote now and then makes this replica a signer that joiners
     // ask for the snapshot, which it then forges.
     if (random.chance(f.forge_vote_per_million)) {
-      vote->digest = crypto::digest(forged_snapshot(vote->boundary_us));
+      vote->digest = forged_position_digest(vote->boundary_us);
       vote->signature = f.signer->sign(
           crypto::checkpoint_vote_signing_bytes(from, vote->boundary_us, vote->digest));
     }
     return true;
   }
   if (auto* transfer = std::get_if<StateTransfer>(&message)) {
-    // Either the snapshot its votes named, or the real one with a byte flipped (which may not
-    // even decode).
+    // Either the state its votes named (the forged order hash with the forged snapshot), the
+    // real snapshot under the forged order hash, or the real one with a byte flipped (which may
+    // not even decode).
     if (random.chance(500'000) || transfer->service_snapshot.empty()) {
+      transfer->protocol_state = forged_protocol_state(transfer->view.value);
       transfer->service_snapshot = forged_snapshot(transfer->view.value);
+    } else if (random.chance(333'333)) {
+      transfer->protocol_state = forged_protocol_state(transfer->view.value);
     } else {
       transfer->service_snapshot[random.below(transfer->service_snapshot.size())] ^=
           static_cast<uint8_t>(random.between(1, 255));
@@ -470,9 +492,11 @@ std::vector<ByzantineHook::Injection> DrawnByzantineHook::on_step(const Step& st
   // Unasked forged snapshots: a joiner takes t+1 votes for a boundary within about Δ of the
   // votes going out, and asks for the snapshot then; these arrive around that time.
   for (const auto& [to, boundary] : f.forged_due) {
-    out.push_back(Injection{
-        to, StateTransfer{step.replica, ViewNumber{boundary}, {}, forged_snapshot(boundary)},
-        step.sim_ns + random.between(0, 3 * d_ns)});
+    out.push_back(
+        Injection{to,
+                  StateTransfer{step.replica, ViewNumber{boundary}, forged_protocol_state(boundary),
+                                forged_snapshot(boundary)},
+                  step.sim_ns + random.between(0, 3 * d_ns)});
   }
   f.forged_due.clear();
 

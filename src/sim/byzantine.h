@@ -61,6 +61,14 @@ std::string_view behaviour_name(Behaviour behaviour);
 // that no honest replica ever has: what forge_state serves for `boundary_us`, and what the
 // simulator's planted `load_forged_state` feeds a joiner.
 Bytes forged_snapshot(uint64_t boundary_us);
+// A vote names the order's running hash below its boundary with the snapshot's digest
+// (crypto::position_digest), and a StateTransfer carries that hash: the forgers claim one no
+// honest order has, the same for every colluder.
+Digest forged_order_hash(uint64_t boundary_us);
+// What a forged vote for `boundary_us` signs: the forged order hash with the forged snapshot's.
+Digest forged_position_digest(uint64_t boundary_us);
+// A forged StateTransfer's protocol_state: the forged base at `boundary_us`, no batches after it.
+Bytes forged_protocol_state(uint64_t boundary_us);
 
 struct AdversarySetup {
   uint32_t t = 0;

@@ -80,6 +80,7 @@ std::string encode_result(const RunResult& r) {
       << r.state_transfers_loaded << ' ' << r.profile.checkpoint_interval_us << ' '
       << r.profile.restarts << ' ' << r.snapshots_refused << ' ' << r.state_chunks_sent << ' '
       << r.profile.certify_interval_us << ' ' << r.recoveries_completed << ' '
+      << r.crashes_ended_by_cluster_crash << ' ' << r.recoveries_with_ruling << ' '
       << escape(r.profile.behaviours).size() << ':' << escape(r.profile.behaviours);
   for (uint64_t count : r.faults)
     out << ' ' << count;
@@ -103,7 +104,7 @@ std::optional<RunResult> decode_result(std::string_view line) {
       r.profile.sync_latency_ns >> r.final_view >> r.profile.reconfiguration >> r.profile.spare >>
       r.state_transfers_loaded >> r.profile.checkpoint_interval_us >> r.profile.restarts >>
       r.snapshots_refused >> r.state_chunks_sent >> r.profile.certify_interval_us >>
-      r.recoveries_completed;
+      r.recoveries_completed >> r.crashes_ended_by_cluster_crash >> r.recoveries_with_ruling;
   r.profile.mode = static_cast<Mode>(mode);
   {
     size_t size = 0;

@@ -394,6 +394,7 @@ struct ReplicaSlot {
   bool restart_after_corruption = false;
   bool refused = false;  // recovery refused its damaged disk: down for good
   bool in_cluster_crash = false;
+  bool crashed_for_good = false;  // by a replica_crash, and not restarted since
   uint64_t restarts = 0;
   // Reconfiguration.
   bool spare_idle = false;        // the spare slot, not started yet: not a failure
@@ -581,7 +582,9 @@ class Simulator {
   void on_recovered(ReplicaId r, const std::string& how);
   // After a whole-cluster crash: what the recovered cluster executes at `position` replaces the
   // agreed sequence from there (uncertified executions may be dropped, acknowledged ones never).
-  void cut_agreed_sequence(ReplicaId r, uint64_t position, const Replica::Executed& executed);
+  // Cuts the agreed sequence back to `position` after a whole-cluster crash (`continuation` says
+  // what comes there instead, for the failure message).
+  void cut_agreed_sequence(ReplicaId r, uint64_t position, const std::string& continuation);
   void record_checkpoint_votes(ReplicaId r, const std::vector<Replica::PeerMessage>& to_peers);
   void on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer);
   void forge_for_joiner(ReplicaMessage& message);
@@ -681,6 +684,11 @@ class Simulator {
   bool cluster_rewrite_open_ = false;
   uint64_t boundary_voted_before_crash_us_ = 0;  // the last boundary honest votes named then
   uint64_t recoveries_completed_ = 0;
+  uint64_t crashes_ended_by_cluster_crash_ = 0;
+  uint64_t recoveries_with_ruling_ = 0;
+  // The whole-cluster recovery under way runs with the operator's ruling (the faulty replicas
+  // excused): they then behave as they like, their own claims included.
+  bool cluster_ruling_ = false;
   uint64_t last_restart_ns_ = 0;
 
   // Reconfiguration checkers. Every StateTransfer a donor sends is tagged (by a hash of its two
@@ -1313,6 +1321,8 @@ RunResult Simulator::run() {
   result.state_chunks_sent = state_chunks_sent_;
   result.snapshots_refused = snapshots_refused_;
   result.recoveries_completed = recoveries_completed_;
+  result.crashes_ended_by_cluster_crash = crashes_ended_by_cluster_crash_;
+  result.recoveries_with_ruling = recoveries_with_ruling_;
   for (const ReplicaSlot& slot : replicas_) {
     if (byzantine_mode() && !faulty(slot.replica->id())) {
       result.snapshots_refused += slot.replica->rejected_state_transfers();
@@ -1613,8 +1623,10 @@ void Simulator::flush_replica(ReplicaId r) {
           expected.timestamp != executed.timestamp || expected.client != executed.client ||
           expected.sequence != executed.sequence || expected.outcome != executed.outcome;
       if (differs && cluster_rewrite_open_) {
-        cut_agreed_sequence(r, position, executed);
+        cut_agreed_sequence(r, position,
+                            key_text(key) + " at " + timestamp_text(executed.timestamp));
         if (violation_) return;
+        reference_.push_back(executed);
       } else if (differs) {
         fail("agreement: r" + std::to_string(r.value) + "'s execution #" +
              std::to_string(position + 1) + " is " + key_text(key) + " at " +
@@ -1651,6 +1663,18 @@ void Simulator::flush_replica(ReplicaId r) {
     if (slot.catching_up && slot.replica->serving() && slot.cluster_recovering) {
       // A whole-cluster recovery completed (no snapshot needed: it continues from the highest
       // certified position among every replica's claim).
+      // Everything the old sequence holds from that position on is gone at once (a checkpoint
+      // of the recovered state must not be mapped to the old sequence's positions; seed 1633).
+      const uint64_t target = slot.replica->byzantine_core()->recovered_to_us();
+      const auto cut = std::partition_point(
+          reference_.begin(), reference_.end(),
+          [&](const Replica::Executed& e) { return e.timestamp.clock < target; });
+      if (cluster_rewrite_open_ && cut != reference_.end()) {
+        cut_agreed_sequence(
+            r, static_cast<uint64_t>(cut - reference_.begin()),
+            "the end of the recovered order (certified below " + std::to_string(target) + ")");
+        if (violation_) return;
+      }
       on_recovered(r, "takes part in the whole-cluster recovery and serves again");
     } else if (slot.catching_up && slot.replica->serving()) {
       // Every load passes the observer (observe_state_transfers), whole or in pieces; a single
@@ -1690,7 +1714,7 @@ void Simulator::flush_replica(ReplicaId r) {
   // A faulty replica's own messages: replays, floods, late values (only while clients run, so
   // that the cluster can settle for the final checks).
   if (byzantine_mode() && faulty(r) && (phase_ == Phase::kFaults || phase_ == Phase::kHeal) &&
-      cluster_recovering_ == 0) {
+      (cluster_recovering_ == 0 || cluster_ruling_)) {
     const ByzantineHook::Step step{r, now_ns_, slot.clock.at(now_ns_), kWallEpochNs};
     for (ByzantineHook::Injection& injection : hook_->on_step(step, random_))
       send_injected(r, std::move(injection));
@@ -1784,13 +1808,13 @@ void Simulator::check_budget() {
 
 void Simulator::send_peer(ReplicaId from, ReplicaId to, ReplicaMessage message) {
   LOCKSTEP_ASSERT(to.value < replicas_.size(), "message to a replica outside the cluster");
-  // A whole-cluster recovery needs a decided claim from every replica (docs/DESIGN.md §11.8): a
-  // faulty replica that withholds or equivocates its own claim holds it up by design (an operator
-  // must rule it out; not built). So while one is under way, a faulty replica's own claims leave
-  // as its core made them (and it injects nothing); everything else it sends, relays of the
-  // others' claims included, still passes its hook.
+  // A whole-cluster recovery needs a decided claim from every replica the operator did not rule
+  // out (docs/DESIGN.md §11.8): a faulty replica that withholds or equivocates its own claim
+  // holds it up by design. Without a ruling, while one is under way, a faulty replica's own
+  // claims leave as its core made them (and it injects nothing); everything else it sends,
+  // relays of the others' claims included, still passes its hook. With one, nothing bypasses it.
   const auto* proposal = std::get_if<SignedProposal>(&message);
-  const bool own_claim = cluster_recovering_ > 0 && proposal != nullptr &&
+  const bool own_claim = cluster_recovering_ > 0 && !cluster_ruling_ && proposal != nullptr &&
                          proposal->proposal.origin == from && !proposal->proposal.claim.empty() &&
                          proposal->chain.size() == 1;
   if (faulty(from) && !own_claim) {
@@ -2280,8 +2304,11 @@ bool Simulator::cluster_crash() {
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
     if (slot.restart_pending) return false;  // one restart episode at a time
-    if (byzantine_mode() && (slot.refused || slot.catching_up || !slot.replica->serving() ||
-                             (slot.store && slot.store->next_index() == 0))) {
+    // (A faulty replica may be catching up at any time: one that left the honest order goes
+    // back to it, DESIGN §11.8; that does not keep the cluster from crashing.)
+    const bool behind = !faulty(ReplicaId{i}) && (slot.catching_up || !slot.replica->serving());
+    if (byzantine_mode() &&
+        (slot.refused || behind || (slot.store && slot.store->next_index() == 0))) {
       return false;
     }
     if (!slot.crashed && !slot.replica->halted()) {
@@ -2294,13 +2321,30 @@ bool Simulator::cluster_crash() {
   if (!byzantine_mode() && (!membership_settled() || restart_window_open())) return false;
   ++cluster_crashes_;
   const uint64_t downtime = random_.between(1 * kMs, kClusterDowntimeMaxNs);
+  // Byzantine, with faulty replicas: half the time the operator rules them out of the recovery
+  // (every replica restarts with the same recovery_excused, `--recover-without`). That loses no
+  // acknowledged write: every certificate has an honest signer, whose claim still counts.
+  std::vector<ReplicaId> ruled_out;
+  if (byzantine_mode() && run_profile_.byzantine_replicas > 0 && random_.chance(500'000)) {
+    for (uint32_t i = 0; i < replicas_.size(); ++i) {
+      if (faulty(ReplicaId{i})) ruled_out.push_back(ReplicaId{i});
+    }
+  }
+  std::string ruling;
+  for (ReplicaId r : ruled_out)
+    ruling += (ruling.empty() ? "; the operator rules out r" : ", r") + std::to_string(r.value);
   count_fault(FaultKind::kClusterCrash,
               std::to_string(up.size()) + " replicas, down for " + time_text(downtime) + "s" +
                   (down.empty() ? ""
                                 : "; " + std::to_string(down.size()) +
-                                      " crashed earlier restart with them"));
+                                      " crashed earlier restart with them") +
+                  ruling);
   cluster_down_ = static_cast<uint32_t>(up.size() + down.size());
   if (byzantine_mode()) {
+    cluster_ruling_ = !ruled_out.empty();
+    if (cluster_ruling_) ++recoveries_with_ruling_;
+    for (ReplicaSlot& slot : replicas_)
+      slot.byzantine_options.recovery_excused = ruled_out;
     cluster_rewrite_open_ = true;
     boundary_voted_before_crash_us_ =
         honest_checkpoints_.empty() ? 0 : honest_checkpoints_.rbegin()->first;
@@ -2316,6 +2360,8 @@ bool Simulator::cluster_crash() {
   }
   for (ReplicaId r : down) {
     ReplicaSlot& slot = replicas_[r.value];
+    // Back with the others: a crash for good no longer (its unit of t is free once it serves).
+    if (std::exchange(slot.crashed_for_good, false)) ++crashes_ended_by_cluster_crash_;
     slot.in_cluster_crash = true;
     slot.restart_pending = true;
     slot.restart_releases_unit = false;
@@ -2985,7 +3031,7 @@ void Simulator::on_recovered(ReplicaId r, const std::string& how) {
 }
 
 void Simulator::cut_agreed_sequence(ReplicaId r, uint64_t position,
-                                    const Replica::Executed& executed) {
+                                    const std::string& continuation) {
   // After a whole-cluster crash the cluster continues from the highest certified position among
   // every replica's claim (docs/DESIGN.md §11.8): executions past it were never acknowledged (an
   // honest replica holds replies until their position is certified) and may be replaced. So the
@@ -2999,11 +3045,9 @@ void Simulator::cut_agreed_sequence(ReplicaId r, uint64_t position,
     auto acknowledged = honest_outputs_.find(key);
     if (acknowledged != honest_outputs_.end()) {
       fail("durability: after the whole-cluster crash r" + std::to_string(r.value) +
-           "'s execution #" + std::to_string(position + 1) + " is " +
-           key_text({executed.client, executed.sequence}) + " at " +
-           timestamp_text(executed.timestamp) + ", so the recovered cluster dropped #" +
-           std::to_string(i + 1) + " " + key_text(key) + " at " +
-           timestamp_text(dropped.timestamp) + ", which honest r" +
+           "'s execution #" + std::to_string(position + 1) + " is " + continuation +
+           ", so the recovered cluster dropped #" + std::to_string(i + 1) + " " + key_text(key) +
+           " at " + timestamp_text(dropped.timestamp) + ", which honest r" +
            std::to_string(acknowledged->second.first.value) +
            " had acknowledged (a reply leaves only once its position is certified)");
       return;
@@ -3021,7 +3065,6 @@ void Simulator::cut_agreed_sequence(ReplicaId r, uint64_t position,
   forget_prefix_digests_after(position);
   for (ReplicaSlot& slot : replicas_)
     slot.executed_high = std::min<uint64_t>(slot.executed_high, position);
-  reference_.push_back(executed);
   cluster_rewrite_open_ = false;
   hash_.add(0xd1000000 + position);
   trace("the recovered cluster continues differently from execution #" +
@@ -3194,10 +3237,12 @@ void Simulator::forge_for_joiner(ReplicaMessage& message) {
   // The planted load_forged_state: as if t+1 replicas vouched for a forged state.
   if (auto* vote = std::get_if<CheckpointVote>(&message)) {
     if (vote->replica.value >= replica_signers_.size()) return;
-    vote->digest = crypto::digest(forged_snapshot(vote->boundary_us));
+    vote->digest = forged_position_digest(vote->boundary_us);
     vote->signature = replica_signers_[vote->replica.value]->sign(
         crypto::checkpoint_vote_signing_bytes(vote->replica, vote->boundary_us, vote->digest));
   } else if (auto* transfer = std::get_if<StateTransfer>(&message)) {
+    // The order hash the votes named travels with the snapshot (the joiner checks both).
+    transfer->protocol_state = forged_protocol_state(transfer->view.value);
     transfer->service_snapshot = forged_snapshot(transfer->view.value);
   }
 }
@@ -3543,6 +3588,7 @@ bool Simulator::try_fault(FaultKind kind, std::optional<ReplicaId> target) {
       const ReplicaId r = candidates[random_.below(candidates.size())];
       ++budget_used_;
       replicas_[r.value].budgeted = true;
+      replicas_[r.value].crashed_for_good = true;
       count_fault(kind, "r" + std::to_string(r.value));
       crash(r);
       return true;
@@ -4147,6 +4193,13 @@ std::string summarize(const RunResult& result) {
   }
   if (result.recoveries_completed > 0) {
     text += "; recoveries from disk completed=" + std::to_string(result.recoveries_completed);
+  }
+  if (result.recoveries_with_ruling > 0) {
+    text += "; recoveries_with_ruling=" + std::to_string(result.recoveries_with_ruling);
+  }
+  if (result.crashes_ended_by_cluster_crash > 0) {
+    text += "; crashes ended by a cluster crash=" +
+            std::to_string(result.crashes_ended_by_cluster_crash);
   }
   if (!result.passed) text += "\n  violation: " + result.violation;
   return text;

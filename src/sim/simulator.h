@@ -206,6 +206,13 @@ struct RunResult {
   // Durable byzantine runs: replicas restarted from their disk that served again (caught up from
   // a live cluster, or took part in a whole-cluster recovery).
   uint64_t recoveries_completed = 0;
+  // Durable byzantine runs: replicas crashed for good (replica_crash) that a whole-cluster crash
+  // then restarted with the others (each served again, so its unit of t was free again).
+  uint64_t crashes_ended_by_cluster_crash = 0;
+  // Durable byzantine runs with faulty replicas: whole-cluster crashes after which the operator
+  // ruled the faulty replicas out of the recovery (recovery_excused); after the others, the
+  // faulty replicas' own claims bypass their hook instead.
+  uint64_t recoveries_with_ruling = 0;
   uint64_t event_log_hash = 0;          // over every event and output: equal runs have equal hashes
   std::vector<std::string> trace_tail;  // the last events before the end or the violation
 };

@@ -61,13 +61,25 @@ TEST(ByzantineDurableSimTest, AWholeClusterCrashLosesNoAcknowledgedWrite) {
   // checker: agreement across the recovery (the recovered cluster may replace only what no
   // honest replica acknowledged), every accepted write in the final agreed history and on every
   // serving replica, linearizability of the whole history, and every replica serving again.
+  // With faulty replicas, either the operator rules them out (recovery_excused) and they do as
+  // they like, or it does not and their own claims bypass their hook: both must lose nothing.
   uint64_t runs = 0;
   uint64_t crashes = 0;
+  uint64_t ruled = 0;
+  uint64_t unruled_with_faulty = 0;
   const uint64_t seeds = std::max<uint64_t>(40, scale_count(120, seeds_scale_from_environment()));
   BatchResult batch = run_seeds(durable_options(), SeedRange{1, seeds}, 1, [&](const RunResult& r) {
+    EXPECT_LE(r.recoveries_with_ruling, count_of(r, FaultKind::kClusterCrash)) << summarize(r);
+    if (r.profile.byzantine_replicas == 0) {
+      EXPECT_EQ(r.recoveries_with_ruling, 0u) << "nobody to rule out: " << summarize(r);
+    }
     if (count_of(r, FaultKind::kClusterCrash) == 0) return;
     ++runs;
     crashes += count_of(r, FaultKind::kClusterCrash);
+    ruled += r.recoveries_with_ruling;
+    if (r.profile.byzantine_replicas > 0) {
+      unruled_with_faulty += count_of(r, FaultKind::kClusterCrash) - r.recoveries_with_ruling;
+    }
     EXPECT_TRUE(r.passed) << summarize(r);
     EXPECT_GE(r.recoveries_completed, r.profile.replicas - r.profile.byzantine_replicas)
         << "every honest replica of the crash serves again: " << summarize(r);
@@ -76,8 +88,13 @@ TEST(ByzantineDurableSimTest, AWholeClusterCrashLosesNoAcknowledgedWrite) {
     ADD_FAILURE() << summarize(failure)
                   << "\n  replay: " << replay_command(durable_options(), failure.seed);
   EXPECT_GE(runs, 5u) << "too few runs with a whole-cluster crash to say anything";
-  std::printf("%llu runs with %llu whole-cluster crashes\n", static_cast<unsigned long long>(runs),
-              static_cast<unsigned long long>(crashes));
+  EXPECT_GT(ruled, 0u) << "the operator's ruling should be drawn on some whole-cluster crashes";
+  EXPECT_GT(unruled_with_faulty, 0u) << "and not on others with faulty replicas";
+  std::printf(
+      "%llu runs with %llu whole-cluster crashes (%llu with the faulty ruled out, %llu "
+      "with faulty replicas not ruled out)\n",
+      static_cast<unsigned long long>(runs), static_cast<unsigned long long>(crashes),
+      static_cast<unsigned long long>(ruled), static_cast<unsigned long long>(unruled_with_faulty));
 }
 
 TEST(ByzantineDurableSimTest, DurabilityIsDrawnOnAShareAndLeavesOtherSeedsAsTheyWere) {

@@ -12,6 +12,8 @@
 
 #include "apps/kv/kv_machine.h"
 #include "crypto/crypto.h"
+#include "crypto/signing.h"
+#include "protocol/byzantine/durability.h"
 #include "sim/byzantine.h"
 #include "sim/runner.h"
 #include "sim/simulator.h"
@@ -41,6 +43,7 @@ TEST(ByzantineRestartSimTest, DrawnSeedsRestartReplicasThatCatchUpAndPass) {
   uint64_t loads = 0;
   uint64_t runs_with_several = 0;
   uint64_t runs_with_forgers = 0;
+  uint64_t refused_with_forgers = 0;
   BatchResult batch =
       run_seeds(restart_options(1), SeedRange{1, seeds}, 1, [&](const RunResult& r) {
         EXPECT_TRUE(r.profile.restarts);
@@ -49,7 +52,10 @@ TEST(ByzantineRestartSimTest, DrawnSeedsRestartReplicasThatCatchUpAndPass) {
         restarts += count;
         loads += r.state_transfers_loaded;
         runs_with_several += count >= 2 ? 1 : 0;
-        runs_with_forgers += r.profile.behaviours.find("forge_state") != std::string::npos;
+        if (r.profile.behaviours.find("forge_state") != std::string::npos) {
+          ++runs_with_forgers;
+          refused_with_forgers += r.snapshots_refused;
+        }
         // A restarted process loads once at most.
         EXPECT_LE(r.state_transfers_loaded, count) << summarize(r);
       });
@@ -60,6 +66,8 @@ TEST(ByzantineRestartSimTest, DrawnSeedsRestartReplicasThatCatchUpAndPass) {
   EXPECT_GT(loads, restarts / 2) << "most restarted replicas should load a checkpoint";
   EXPECT_GT(runs_with_several, 0u) << "some runs restart several times";
   EXPECT_GT(runs_with_forgers, 0u) << "forge_state should be drawn on some of these seeds";
+  // The forgers' states reach joiners, and the core refuses them (none was loaded: they pass).
+  EXPECT_GT(refused_with_forgers, 0u) << "no forged state was ever refused";
 }
 
 TEST(ByzantineRestartSimTest, RestartsAreOffWhenAskedAndTheSeedStaysDeterministic) {
@@ -85,6 +93,17 @@ TEST(ByzantineRestartSimTest, ForgedSnapshotIsAValidStateNoHonestReplicaHas) {
   EXPECT_NE(crypto::digest(forged), crypto::digest(scratch.snapshot()));
   scratch.restore(forged);  // decodes: only the digest check keeps it out
   EXPECT_EQ(scratch.executed_count(), 1u);
+  // The protocol state names the order hash the forged votes name with the snapshot's digest.
+  const std::optional<byzantine::BaseAndBatches> state =
+      byzantine::decode_base_and_batches(forged_protocol_state(100'000));
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->base.position_us, 100'000u);
+  EXPECT_TRUE(state->batches.empty());
+  EXPECT_EQ(state->base.order_hash, forged_order_hash(100'000));
+  EXPECT_NE(forged_order_hash(100'000), Digest{});
+  EXPECT_EQ(crypto::position_digest(state->base.order_hash, crypto::digest(forged)),
+            forged_position_digest(100'000));
+  EXPECT_NE(forged_position_digest(100'000), forged_position_digest(200'000));
 }
 
 TEST(ByzantineRestartSimTest, AJoinerFedAForgedStateIsCaught) {

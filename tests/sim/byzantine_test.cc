@@ -68,12 +68,23 @@ TEST(ByzantineSimTest, RunsHaveTheShapeTheModelPromises) {
   bool saw_honest_only = false;
   bool saw_full_budget = false;
   bool saw_liar_clients = false;
+  bool saw_crash_ended_by_cluster_crash = false;
   for (uint64_t seed = 1; seed <= 30; ++seed) {
     const RunResult r = run_simulation(byzantine_options(seed));
     const auto count = [&](FaultKind kind) { return r.faults[static_cast<size_t>(kind)]; };
     EXPECT_EQ(r.profile.mode, Mode::kByzantine);
     EXPECT_EQ(r.profile.replicas, 2 * r.profile.t + 1) << summarize(r);
-    EXPECT_LE(r.profile.byzantine_replicas + count(FaultKind::kReplicaCrash), r.profile.t)
+    // A crash is for good, except that a whole-cluster crash (durable runs) restarts the replicas
+    // crashed earlier with the others: those served again, and their units of t were free again.
+    EXPECT_LE(r.crashes_ended_by_cluster_crash, count(FaultKind::kReplicaCrash)) << summarize(r);
+    if (r.crashes_ended_by_cluster_crash > 0) {
+      EXPECT_TRUE(r.profile.durable) << summarize(r);
+      EXPECT_GT(count(FaultKind::kClusterCrash), 0u) << summarize(r);
+    }
+    saw_crash_ended_by_cluster_crash |= r.crashes_ended_by_cluster_crash > 0;
+    EXPECT_LE(r.profile.byzantine_replicas + count(FaultKind::kReplicaCrash) -
+                  r.crashes_ended_by_cluster_crash,
+              r.profile.t)
         << summarize(r);
     EXPECT_GE(r.profile.delta_us, 2'000u);
     EXPECT_GE(r.profile.epsilon_us, 200u);
@@ -104,6 +115,7 @@ TEST(ByzantineSimTest, RunsHaveTheShapeTheModelPromises) {
   }
   EXPECT_TRUE(ts.contains(1) && ts.contains(2));
   EXPECT_TRUE(saw_honest_only && saw_full_budget && saw_liar_clients);
+  EXPECT_TRUE(saw_crash_ended_by_cluster_crash) << "seed 7 has one";
   EXPECT_EQ(behaviours_seen.size(), kBehaviourCount) << "swarm: every behaviour on some seed";
 }
 

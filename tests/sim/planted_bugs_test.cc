@@ -114,7 +114,9 @@ TEST(PlantedBugsTest, PersistAfterSendIsCaughtInByzantineDurableRuns) {
   expect_caught("persist_after_send",
                 {"durability", "agreement", "linearizability", "accepted result", "reply agreement",
                  "state digest", "catch-up", "liveness", "convergence"},
-                Mode::kByzantine, true, std::nullopt, 60);
+                // A loss needs a whole-cluster crash inside an fsync at the replicas holding the
+                // newest certificate: first caught at seed 79 on 554b6a4.
+                Mode::kByzantine, true, std::nullopt, 150);
 }
 
 TEST(PlantedBugsTest, DecideEarlyIsCaught) {

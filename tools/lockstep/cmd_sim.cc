@@ -114,6 +114,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
   uint64_t restart_runs = 0;
   uint64_t snapshots_refused = 0;
   uint64_t recoveries_completed = 0;
+  uint64_t recoveries_with_ruling = 0;
   auto rate = [&](Clock::time_point now) {
     const double seconds = std::chrono::duration<double>(now - start).count();
     return seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
@@ -135,6 +136,7 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         if (result.profile.restarts) ++restart_runs;
         snapshots_refused += result.snapshots_refused;
         recoveries_completed += result.recoveries_completed;
+        recoveries_with_ruling += result.recoveries_with_ruling;
         state_transfers_loaded += result.state_transfers_loaded;
         state_chunks_sent += result.state_chunks_sent;
         if (result.profile.byzantine_replicas > 0) ++runs_with_faulty_replicas;
@@ -215,10 +217,12 @@ int run_many(const SimCommandOptions& cli, const sim::SimOptions& options) {
         static_cast<unsigned long long>(state_transfers_loaded),
         static_cast<unsigned long long>(state_chunks_sent),
         static_cast<unsigned long long>(snapshots_refused));
-    std::printf("durable runs: %llu of %llu; recoveries from disk completed: %llu\n",
-                static_cast<unsigned long long>(durable_runs),
-                static_cast<unsigned long long>(done),
-                static_cast<unsigned long long>(recoveries_completed));
+    std::printf(
+        "durable runs: %llu of %llu; recoveries from disk completed: %llu; whole-cluster crashes "
+        "with faulty replicas ruled out by the operator: %llu\n",
+        static_cast<unsigned long long>(durable_runs), static_cast<unsigned long long>(done),
+        static_cast<unsigned long long>(recoveries_completed),
+        static_cast<unsigned long long>(recoveries_with_ruling));
   }
   if (batch.failures.empty()) return 0;
   std::printf("failing seeds:\n");
