@@ -1,152 +1,21 @@
-// Adversarial review of durable byzantine Replicas (docs/DESIGN.md §11.8). The harness is the one
-// of byzantine_durability_test.cc (an instant network, a "disk" per replica keeping what the
-// runtime would) plus hooks through which the test plays the faulty replica: it can drop, rewrite
-// or add messages. Tests marked "pins" pass on the code reviewed and hold a subtle property; the
-// others fail on it and name the fix they need.
-#include <gtest/gtest.h>
+// Adversarial review of durable byzantine Replicas (docs/DESIGN.md §11.8), on the harness of
+// byzantine_durable_fixture.h: the test plays the faulty replica through its hooks (it can drop,
+// rewrite or add messages). Tests marked "pins" pass on the code reviewed and hold a subtle
+// property; the others fail on it and name the fix they need.
+#include <variant>
 
-#include <algorithm>
-#include <functional>
-#include <map>
-#include <memory>
-#include <optional>
-#include <set>
-#include <string>
-#include <vector>
-
-#include "../protocol/byzantine_fixture.h"
-#include "apps/kv/kv_machine.h"
+#include "byzantine_durable_fixture.h"
 #include "core/wire.h"
-#include "replica/replica.h"
 
 namespace lockstep {
 namespace {
 
 using byzantine::testing::at;
-using byzantine::testing::ByzantineFixture;
 using byzantine::testing::kEpsilonUs;
 using byzantine::testing::kSlotUs;
 
-constexpr uint64_t kCertifyIntervalUs = 2'000;
-constexpr uint64_t kCheckpointIntervalUs = 50'000;
-constexpr uint32_t kReplicas = 3;
-
-struct Disk {
-  Replica::CheckpointData checkpoint;
-  std::vector<OrderingCore::PersistRecord> records;
-};
-
-class DurabilityReview : public ByzantineFixture {
+class DurabilityReview : public byzantine::testing::DurableCluster {
  protected:
-  std::unique_ptr<Replica> make(uint32_t self) const {
-    byzantine::Options options = options_for(self);
-    options.checkpoint_interval_us = kCheckpointIntervalUs;
-    options.certify_interval_us = kCertifyIntervalUs;
-    return std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>());
-  }
-
-  void start() {
-    for (uint32_t r = 0; r < kReplicas; ++r) {
-      replicas_.push_back(make(r));
-      disks_.emplace_back();
-      up_.push_back(true);
-    }
-  }
-
-  void restart(uint32_t r) {
-    replicas_[r] = make(r);
-    replicas_[r]->recover(disks_[r].checkpoint, disks_[r].records);
-    up_[r] = true;
-  }
-
-  void checkpoint(uint32_t r) {
-    disks_[r].checkpoint = replicas_[r]->checkpoint();
-    disks_[r].records.clear();
-  }
-
-  void deliver(uint32_t from, uint32_t to, ReplicaMessage message) {
-    if (up_[to]) replicas_[to]->on_peer_message(at(now_us_), ReplicaId{from}, std::move(message));
-  }
-
-  void step() {
-    now_us_ += 500;
-    if (before_step_) before_step_();
-    for (uint32_t r = 0; r < kReplicas; ++r) {
-      if (up_[r]) replicas_[r]->tick(at(now_us_));
-    }
-    for (int round = 0; round < 4; ++round) {
-      for (uint32_t r = 0; r < kReplicas; ++r) {
-        if (!up_[r]) continue;
-        Replica::Output out = replicas_[r]->take_output();
-        if (out.loaded_state) checkpoint(r);
-        for (auto& record : out.persist)
-          disks_[r].records.push_back(std::move(record));
-        for (const ClientReply& reply : out.to_clients) {
-          if (reply.status == ReplyStatus::kOk) replies_[reply.client].insert(reply.replica.value);
-        }
-        for (auto& send : out.to_peers) {
-          if (filter_ && !filter_(r, send.to.value, send.message)) continue;
-          deliver(r, send.to.value, std::move(send.message));
-        }
-      }
-    }
-    ++steps_;
-    const bool every_step = checkpoint_every_step_;
-    if (every_step || steps_ % 97 == 0) {
-      for (uint32_t r = 0; r < kReplicas; ++r) {
-        if (up_[r] && (every_step || replicas_[r]->serving())) checkpoint(r);
-      }
-    }
-  }
-
-  ClientId put(const std::string& key) {
-    const uint32_t session = ++sessions_;
-    ClientRequest r = request(session, 1, "");
-    kv::Command command;
-    command.op = kv::Op::kPut;
-    command.key = key;
-    command.value = "value of " + key;
-    r.command = kv::encode_command(command);
-    crypto::sign_request(*client_signer_, r);
-    for (uint32_t i = 0; i < kReplicas; ++i) {
-      if (up_[i]) replicas_[i]->on_client_request(at(now_us_), r);
-    }
-    return r.client;
-  }
-
-  std::vector<ClientId> acknowledged() const {
-    std::vector<ClientId> out;
-    for (const auto& [client, from] : replies_) {
-      if (from.size() >= 2) out.push_back(client);
-    }
-    return out;
-  }
-
-  void run_load(int puts) {
-    for (int i = 0; i < puts; ++i) {
-      put("k" + std::to_string(sessions_));
-      for (int s = 0; s < 3; ++s)
-        step();
-    }
-  }
-
-  void run(int steps) {
-    for (int s = 0; s < steps; ++s)
-      step();
-  }
-
-  bool all_serving() const {
-    return std::all_of(replicas_.begin(), replicas_.end(),
-                       [](const auto& r) { return r->serving(); });
-  }
-
-  void expect_alike() {
-    run(200);
-    for (uint32_t r = 1; r < kReplicas; ++r) {
-      EXPECT_EQ(replicas_[r]->service().digest(), replicas_[0]->service().digest()) << "r" << r;
-    }
-  }
-
   void run_refused_transfer_then_rebuild(bool garbage) {
     start();
     run_load(10);
@@ -186,18 +55,6 @@ class DurabilityReview : public ByzantineFixture {
     ASSERT_FALSE(replicas_[0]->last_loaded_transfer().has_value()) << "it fetched: no rebuild";
     expect_alike();
   }
-
-  std::vector<std::unique_ptr<Replica>> replicas_;
-  std::vector<Disk> disks_;
-  std::vector<bool> up_;
-  // (from, to, message) -> deliver it? The test plays the faulty replica through it.
-  std::function<bool(uint32_t, uint32_t, ReplicaMessage&)> filter_;
-  std::function<void()> before_step_;
-  bool checkpoint_every_step_ = false;
-  std::map<ClientId, std::set<uint32_t>> replies_;
-  uint64_t now_us_ = 1'000'000;
-  uint64_t steps_ = 0;
-  uint32_t sessions_ = 0;
 };
 
 bool is_vote_from(const ReplicaMessage& message, uint32_t replica) {
