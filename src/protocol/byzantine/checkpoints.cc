@@ -190,6 +190,7 @@ void Core::load_caught_up_state(const StateTransfer& transfer) {
   last_voted_hash_ = order_hash_;
   certified_us_ = std::max(certified_us_, boundary);
   if (boundary > best_certificate_.position_us) best_certificate_ = certificate;
+  log_state_replaced(certificate);
   // Votes can outrun this replica's clock by ε, and the network can be faster than Δ: instances
   // below the boundary may still be undecided here. Their decisions are in the snapshot; they
   // must not run again on top of it (found by review).

@@ -200,6 +200,7 @@ class Core final : public OrderingCore {
   bool certificate_valid(const Certificate& certificate) const;
   bool excused(ReplicaId replica) const;
   void bound_position_votes();
+  void log_state_replaced(const Certificate& certificate);
   uint64_t claim_period_us() const { return options_.relay_timeout_us; }
   // Boundaries of the order: every certified position when durable, else every checkpoint.
   uint64_t grid_us() const {

@@ -242,6 +242,15 @@ void Core::bound_position_votes() {
   if (position_votes_.size() > kPositionsHeldMax) position_votes_.erase(position_votes_.begin());
 }
 
+void Core::log_state_replaced(const Certificate& certificate) {
+  // The step that replaces the state always logs something, so that the runtime can checkpoint
+  // the new state after the step's records even when its last checkpoint sits at the log's end
+  // (a restart right after one; simulator seeds 2614 and 2818).
+  if (durable()) {
+    persist_.push_back(PersistRecord{kCertificateRecord, encode_certificate(certificate)});
+  }
+}
+
 bool Core::excused(ReplicaId replica) const {
   return std::binary_search(options_.recovery_excused.begin(), options_.recovery_excused.end(),
                             replica);
@@ -410,6 +419,7 @@ void Core::finish_recovery() {
   claims_.clear();
   certified_us_ = std::max(certified_us_, target.position_us);
   if (target.position_us > best_certificate_.position_us) best_certificate_ = target;
+  log_state_replaced(target);
   last_voted_hash_ = order_hash_;
   ++recoveries_completed_;
 }
