@@ -80,9 +80,12 @@ TEST(ByzantineDurableSimTest, AWholeClusterCrashLosesNoAcknowledgedWrite) {
     if (r.profile.byzantine_replicas > 0) {
       unruled_with_faulty += count_of(r, FaultKind::kClusterCrash) - r.recoveries_with_ruling;
     }
+    // Every replica serving again by the end is the liveness checker's (r.passed); one that
+    // crashed again during the recovery, or whose disk was refused and came back wiped, does so
+    // by catching up instead of by claims, so at least one recovery by claims is all that is
+    // certain here.
     EXPECT_TRUE(r.passed) << summarize(r);
-    EXPECT_GE(r.recoveries_completed, r.profile.replicas - r.profile.byzantine_replicas)
-        << "every honest replica of the crash serves again: " << summarize(r);
+    EXPECT_GE(r.recoveries_completed, 1u) << "a whole-cluster recovery completed: " << summarize(r);
   });
   for (const RunResult& failure : batch.failures)
     ADD_FAILURE() << summarize(failure)
