@@ -80,7 +80,7 @@ class OrderingCore {
   // Byzantine checkpoints (docs/DESIGN.md §11.7): at a boundary of the agreed order the core stops
   // handing out entries until the Replica gives it the service snapshot of that moment.
   virtual std::optional<uint64_t> take_checkpoint_boundary() { return std::nullopt; }
-  virtual void checkpoint_taken(uint64_t /*boundary*/, std::span<const uint8_t> /*snapshot*/) {}
+  virtual void checkpoint_taken(uint64_t /*boundary*/, Bytes /*snapshot*/) {}
   // Whether it may answer clients: not halted, and a member with its state (not still joining).
   virtual bool serving() const { return !halted(); }
 

@@ -34,14 +34,15 @@ std::optional<uint64_t> Core::take_checkpoint_boundary() {
   return boundary_due_;
 }
 
-void Core::checkpoint_taken(uint64_t boundary_us, std::span<const uint8_t> snapshot) {
+void Core::checkpoint_taken(uint64_t boundary_us, Bytes snapshot) {
   LOCKSTEP_ASSERT(boundary_due_ == boundary_us && boundary_handed_out_,
                   "a snapshot is taken at the boundary handed out");
-  checkpoint_ = Snapshot{boundary_us, order_hash_,
-                         std::make_shared<const Bytes>(snapshot.begin(), snapshot.end())};
+  const Digest snapshot_digest = crypto::digest(snapshot);
+  checkpoint_ =
+      Snapshot{boundary_us, order_hash_, std::make_shared<const Bytes>(std::move(snapshot))};
   // The vote names the order's running hash and the snapshot's digest together: a replica that
   // loads the snapshot learns the hash it continues from (docs/DESIGN.md §11.8).
-  vote(boundary_us, crypto::digest(snapshot));
+  vote(boundary_us, snapshot_digest);
   boundary_due_.reset();
   boundary_handed_out_ = false;
   drain_decided();

@@ -386,7 +386,8 @@ void Core::decide_due() {
                on_claim_decided(key, instance.values.front().message.proposal)) {
       // A whole-cluster recovery completed at this claim: only what is decided after it runs.
     } else if (key.first >= loaded_boundary_us_) {
-      decided_.push_back(DecidedBatch{key, std::move(instance.values.front().message.proposal)});
+      Accepted& value = instance.values.front();
+      decided_.push_back(DecidedBatch{key, std::move(value.message.proposal), value.digest});
     }
     instances_.erase(it);
     last_decided_ = key;
@@ -458,7 +459,7 @@ void Core::drain_decided() {
       at_position(boundary->boundary_us);
     } else {
       auto& batch = std::get<DecidedBatch>(front);
-      record_executed(batch.proposal);
+      record_executed(batch.proposal, batch.digest);
       execute_decided(batch.key, batch.proposal);
     }
     decided_.pop_front();

@@ -137,7 +137,8 @@ class Core final : public OrderingCore {
 
   // Checkpoints and catching up (docs/DESIGN.md §11.7).
   std::optional<uint64_t> take_checkpoint_boundary() override;
-  void checkpoint_taken(uint64_t boundary_us, std::span<const uint8_t> snapshot) override;
+  // Keeps the snapshot (to serve catching-up replicas): moved in, not copied.
+  void checkpoint_taken(uint64_t boundary_us, Bytes snapshot) override;
   bool awaits_state() const override { return target_.has_value() || recovery_.has_value(); }
   void load_state(Now now, const StateTransfer& transfer) override;
   bool serving() const override { return !recovering_; }
@@ -194,7 +195,7 @@ class Core final : public OrderingCore {
   void vote(uint64_t position_us, const Digest& snapshot_digest);
   void on_position_vote(const CheckpointVote& vote);
   void try_certify(uint64_t position_us);
-  void record_executed(const Proposal& proposal);
+  void record_executed(const Proposal& proposal, const Digest& digest);
   void propose_claim_if_due();
   bool on_claim_decided(const InstanceKey& key, const Proposal& proposal);
   bool certificate_valid(const Certificate& certificate) const;
@@ -247,6 +248,7 @@ class Core final : public OrderingCore {
   struct DecidedBatch {
     InstanceKey key;
     Proposal proposal;
+    Digest digest;  // its proposal_digest, computed when the value was accepted
   };
   struct Boundary {
     uint64_t boundary_us;

@@ -141,8 +141,8 @@ void Core::recover(std::span<const uint8_t> checkpoint_state,
   recovering_ = true;
 }
 
-void Core::record_executed(const Proposal& proposal) {
-  order_hash_ = crypto::extend_order_hash(order_hash_, crypto::proposal_digest(proposal));
+void Core::record_executed(const Proposal& proposal, const Digest& digest) {
+  order_hash_ = crypto::extend_order_hash(order_hash_, digest);
   if (!durable()) return;
   persist_.push_back(PersistRecord{kBatchRecord, encode_proposal(proposal)});
   since_base_.push_back(proposal);
