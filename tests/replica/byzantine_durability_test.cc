@@ -53,9 +53,7 @@ TEST_F(ByzantineDurability, AWholeClusterCrashLosesNoAcknowledgedWrite) {
   run_load(60);
   const std::vector<ClientId> acked = acknowledged();
   ASSERT_GT(acked.size(), 40u);
-  crash_all();
-  for (uint32_t r = 0; r < kReplicas; ++r)
-    restart(r);
+  crash_and_restart_all();
   for (uint32_t r = 0; r < kReplicas; ++r)
     EXPECT_FALSE(replicas_[r]->serving()) << "serves before the recovery";
   run_until_serving(4000);
@@ -123,15 +121,11 @@ TEST_F(ByzantineDurability, AWholeClusterCrashDuringTheRecoveryStillRecovers) {
   start();
   run_load(30);
   const std::vector<ClientId> acked = acknowledged();
-  crash_all();
-  for (uint32_t r = 0; r < kReplicas; ++r)
-    restart(r);
+  crash_and_restart_all();
   for (int s = 0; s < 80; ++s)
     step();  // claims decided, recovery not yet complete
   ASSERT_FALSE(all_serving());
-  crash_all();
-  for (uint32_t r = 0; r < kReplicas; ++r)
-    restart(r);
+  crash_and_restart_all();
   run_until_serving(6000);
   ASSERT_TRUE(all_serving());
   expect_nothing_acknowledged_lost(acked);
@@ -146,9 +140,7 @@ TEST_F(ByzantineDurability, AReplicaThatMissedTheRecoveryCatchesUpInstead) {
   start();
   run_load(30);
   const std::vector<ClientId> acked = acknowledged();
-  crash_all();
-  for (uint32_t r = 0; r < kReplicas; ++r)
-    restart(r);
+  crash_and_restart_all();
   for (int s = 0; s < 80; ++s)
     step();  // its claims are decided everywhere
   deaf_ = 0;

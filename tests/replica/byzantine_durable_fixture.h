@@ -59,6 +59,13 @@ class DurableCluster : public ByzantineFixture {
       up_[r] = false;
   }
 
+  // Every replica dies at once and comes back from its disk.
+  void crash_and_restart_all() {
+    crash_all();
+    for (uint32_t r = 0; r < kReplicas; ++r)
+      restart(r);
+  }
+
   void checkpoint(uint32_t r) {
     disks_[r].checkpoint = replicas_[r]->checkpoint();
     disks_[r].records.clear();
