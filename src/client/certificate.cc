@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "core/assert.h"
+#include "crypto/membership.h"
 #include "crypto/signing.h"
 
 namespace lockstep {
@@ -84,8 +86,24 @@ std::string_view reply_status_name(ReplyStatus status) {
 }
 
 bool verify_certificate(const ReplyCertificate& certificate, const crypto::Verifier& verifier,
-                        uint32_t quorum, std::string* why) {
+                        uint32_t quorum, std::string* why,
+                        std::span<const ReplicaId> initial_members) {
   if (quorum == 0) return fail(why, "a quorum of zero proves nothing");
+  std::vector<ReplicaId> first_members(initial_members.begin(), initial_members.end());
+  for (uint32_t r = 0; initial_members.empty() && r < verifier.replica_count(); ++r)
+    first_members.push_back(ReplicaId{r});
+  std::optional<Schedule> schedule = Schedule::from_proofs(
+      std::move(first_members), certificate.membership_changes, verifier, verifier.replica_count());
+  if (!schedule) {
+    return fail(
+        why,
+        "membership_changes: not every change is signed by the administrator (is "
+        "admin_public_key in the cluster file?), or their epochs do not follow one another");
+  }
+  // Epoch 0's t is the cluster file's (the quorum); later epochs' follow from their members.
+  auto faults_of = [&](uint64_t epoch) {
+    return epoch == 0 ? quorum - 1 : schedule->configurations()[epoch].t;
+  };
   if (certificate.reply.status != ReplyStatus::kOk) {
     return fail(why, "the reply's status is " +
                          std::string(reply_status_name(certificate.reply.status)) +
@@ -109,6 +127,7 @@ bool verify_certificate(const ReplyCertificate& certificate, const crypto::Verif
     // The reply as this replica sent it: a reply's digest names its sender.
     ClientReply as_sent = certificate.reply;
     as_sent.replica = proof.replica;
+    as_sent.epoch = proof.epoch;
     if (proof.batch_digests[proof.index] != crypto::reply_digest(as_sent)) {
       return fail(why, proof_name(i, proof) + ": the digest at index " +
                            std::to_string(proof.index) +
@@ -120,11 +139,31 @@ bool verify_certificate(const ReplyCertificate& certificate, const crypto::Verif
       return fail(why, proof_name(i, proof) + ": the signature does not verify");
     }
   }
-  if (replicas.size() < quorum) {
-    return fail(why, std::to_string(replicas.size()) + " of the " + std::to_string(quorum) +
-                         " signatures needed (t+1 distinct replicas)");
+  // As the client counts (client_session.h): t_e+1 signers that are members of one
+  // configuration e, whatever epochs their replies state. Otherwise the configuration closest
+  // to enough is named, the latest of equals.
+  const Configuration* closest = nullptr;
+  uint64_t closest_signers = 0;
+  for (const Configuration& configuration : schedule->configurations()) {
+    uint64_t signers = 0;
+    for (uint32_t replica : replicas)
+      signers += configuration.contains(ReplicaId{replica}) ? 1 : 0;
+    const uint64_t needed = uint64_t{faults_of(configuration.epoch)} + 1;
+    if (signers >= needed) return true;
+    if (closest == nullptr ||
+        needed - signers <= uint64_t{faults_of(closest->epoch)} + 1 - closest_signers) {
+      closest = &configuration;
+      closest_signers = signers;
+    }
   }
-  return true;
+  LOCKSTEP_ASSERT(closest != nullptr, "a schedule has at least epoch 0");
+  const uint32_t faults = faults_of(closest->epoch);
+  return fail(
+      why, std::to_string(closest_signers) + " of the " + std::to_string(faults + 1) +
+               " signatures needed (t+1 distinct members of one configuration; closest: "
+               "epoch " +
+               std::to_string(closest->epoch) + ", t = " + std::to_string(faults) +
+               "; signers outside it: " + std::to_string(replicas.size() - closest_signers) + ")");
 }
 
 std::string certificate_to_json(const ReplyCertificate& certificate) {
@@ -133,10 +172,21 @@ std::string certificate_to_json(const ReplyCertificate& certificate) {
     nlohmann::ordered_json digests = nlohmann::ordered_json::array();
     for (const Digest& digest : proof.batch_digests)
       digests.push_back(crypto::to_hex(digest));
-    proofs.push_back({{"replica", proof.replica.value},
-                      {"index", proof.index},
-                      {"batch_digests", std::move(digests)},
-                      {"signature", crypto::to_hex(proof.signature)}});
+    nlohmann::ordered_json entry = {{"replica", proof.replica.value},
+                                    {"index", proof.index},
+                                    {"batch_digests", std::move(digests)},
+                                    {"signature", crypto::to_hex(proof.signature)}};
+    // Absent for epoch 0, so that certificates of clusters that never changed read as before.
+    if (proof.epoch != 0) entry["epoch"] = proof.epoch;
+    proofs.push_back(std::move(entry));
+  }
+  nlohmann::ordered_json changes = nlohmann::ordered_json::array();
+  for (const ClientRequest& change : certificate.membership_changes) {
+    changes.push_back({{"client", change.client.value},
+                       {"sequence", change.sequence.value},
+                       {"acked_below", change.acked_below.value},
+                       {"command_hex", crypto::to_hex(change.command)},
+                       {"signature", crypto::to_hex(change.signature)}});
   }
   nlohmann::ordered_json out;
   out["client"] = certificate.reply.client.value;
@@ -144,6 +194,7 @@ std::string certificate_to_json(const ReplyCertificate& certificate) {
   out["status"] = std::string(reply_status_name(certificate.reply.status));
   out["result_hex"] = crypto::to_hex(certificate.reply.result);
   out["proofs"] = std::move(proofs);
+  if (!certificate.membership_changes.empty()) out["membership_changes"] = std::move(changes);
   return out.dump(2) + "\n";
 }
 
@@ -187,7 +238,35 @@ ReplyCertificate certificate_from_json(std::string_view text, const std::string&
     }
     proof.signature = hex_array<sizeof(Signature)>(member(entry, "signature", source, where),
                                                    source, where + "signature");
+    if (entry.contains("epoch")) {
+      proof.epoch = unsigned_member(entry, "epoch", UINT64_MAX, source, where);
+    }
     certificate.proofs.push_back(std::move(proof));
+  }
+  if (in.contains("membership_changes")) {
+    const nlohmann::json& changes = in["membership_changes"];
+    if (!changes.is_array()) malformed(source, "membership_changes", "expected an array");
+    if (changes.size() > kCertificateChangesMax) {
+      malformed(source, "membership_changes",
+                "more than " + std::to_string(kCertificateChangesMax));
+    }
+    for (size_t i = 0; i < changes.size(); ++i) {
+      const std::string where = "membership_changes[" + std::to_string(i) + "].";
+      const nlohmann::json& entry = changes[i];
+      if (!entry.is_object()) malformed(source, where.substr(0, where.size() - 1), "not an object");
+      ClientRequest change;
+      change.client = ClientId{unsigned_member(entry, "client", UINT64_MAX, source, where)};
+      change.sequence = Sequence{unsigned_member(entry, "sequence", UINT64_MAX, source, where)};
+      change.acked_below =
+          Sequence{unsigned_member(entry, "acked_below", UINT64_MAX, source, where)};
+      auto command = crypto::bytes_from_hex(string_member(entry, "command_hex", source, where));
+      if (!command) malformed(source, where + "command_hex", "expected hex digits");
+      change.command = std::move(*command);
+      const Signature signature = hex_array<sizeof(Signature)>(
+          member(entry, "signature", source, where), source, where + "signature");
+      change.signature.assign(signature.begin(), signature.end());
+      certificate.membership_changes.push_back(std::move(change));
+    }
   }
   return certificate;
 }

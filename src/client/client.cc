@@ -19,7 +19,20 @@ Client::Client(net::EventLoop& loop, NetworkClientOptions options)
   if (options_.verifier != nullptr) {
     LOCKSTEP_ASSERT(options_.verifier->replica_count() == options_.replicas.size(),
                     "the verifier must know every replica's key");
+    // The cluster's verifier knows the administrator's key too when the file names one
+    // (runtime/config.h, key_directory).
+    if (options_.session.membership_verifier == nullptr) {
+      options_.session.membership_verifier = options_.verifier;
+    }
   }
+  std::vector<ReplicaId> initial = options_.session.initial_members;
+  if (initial.empty()) {
+    for (uint32_t r = 0; r < options_.session.replica_count; ++r)
+      initial.push_back(ReplicaId{r});
+  }
+  membership_ = std::make_unique<MembershipLearner>(
+      std::move(initial), options_.session.reply_quorum - 1, options_.session.replica_count,
+      options_.session.membership_verifier);
   incarnation_ = 0;
   while (incarnation_ == 0)
     incarnation_ = random_();
@@ -56,7 +69,9 @@ ClientId Client::fresh_id() {
 ClientId Client::open_session() {
   LOCKSTEP_ASSERT(sessions_.size() < options_.sessions_max, "too many client sessions");
   ClientId id = fresh_id();
-  sessions_.emplace(id.value, std::make_unique<Session>(id, options_.session));
+  auto session = std::make_unique<Session>(id, options_.session);
+  session->core.adopt_schedule(membership_->schedule());
+  sessions_.emplace(id.value, std::move(session));
   return id;
 }
 
@@ -288,8 +303,11 @@ void Client::on_signed_replies(size_t replica, SignedReplies& batch) {
     }
     return;
   }
-  // One proof object for the batch (its digests came out of the check); only its index changes
-  // per reply. A session copies it when it keeps the reply as a vote.
+  if (batch.membership_changes.size() > membership_->schedule().proofs().size()) {
+    learn_membership(replica, batch.membership_changes);
+  }
+  // One proof object for the batch (its digests came out of the check); only its index and
+  // epoch change per reply. A session copies it when it keeps the reply as a vote.
   proof.replica = batch.replica;
   proof.signature = batch.signature;
   const uint64_t now = loop_.now_ns();
@@ -298,8 +316,38 @@ void Client::on_signed_replies(size_t replica, SignedReplies& batch) {
     auto it = sessions_.find(reply.client.value);
     if (it == sessions_.end()) continue;  // a closed session, or a late reply to one
     proof.index = static_cast<uint32_t>(i);
+    proof.epoch = reply.epoch;
     it->second->core.on_reply(now, reply, &proof);
     mark_dirty(*it->second);
+  }
+}
+
+void Client::learn_membership(size_t replica, const std::vector<ClientRequest>& changes) {
+  // Learnt once here, then handed to every session: signatures are the expensive part.
+  const uint64_t refused_before = membership_->refused();
+  const bool grew = membership_->offer(ReplicaId{static_cast<uint32_t>(replica)}, changes);
+  const uint64_t refused = membership_->refused();
+  // A faulty replica can send these on every batch: warn at the 1st, 2nd, 4th, 8th... only.
+  if (refused != refused_before && std::bit_floor(refused) > refused_before) {
+    spdlog::warn("replica {} sent membership changes that were refused ({}; {} so far)", replica,
+                 options_.session.membership_verifier == nullptr
+                     ? std::string("this client has no administrator key to check them with")
+                     : std::string("malformed, contradicting a known epoch, or a second change "
+                                   "for one epoch"),
+                 refused);
+  }
+  if (!grew) return;
+  const Schedule& schedule = membership_->schedule();
+  const Configuration& latest = schedule.latest();
+  std::string members;
+  for (ReplicaId member : latest.members)
+    members += (members.empty() ? "" : ", ") + std::to_string(member.value);
+  spdlog::info(
+      "learnt epoch {} (t+1 members vouched; the last from replica {}): members [{}] "
+      "from {} us (t = {})",
+      latest.epoch, replica, members, latest.from_us, latest.t);
+  for (auto& [id, session] : sessions_) {
+    if (session->core.adopt_schedule(schedule)) mark_dirty(*session);
   }
 }
 

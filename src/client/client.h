@@ -12,7 +12,11 @@
 // SignedReplies frames; each frame's signature is checked once, and every reply in it goes to
 // its session with the proof that the replica signed it. A request completes when t+1 replicas
 // sent the same result (ClientSession), and the result carries that reply certificate and the
-// replicas that said otherwise. Unsigned ClientReply frames are ignored.
+// replicas that said otherwise. Unsigned ClientReply frames are ignored. Membership changes
+// attached to a batch (SignedReplies::membership_changes) go to one MembershipLearner for the
+// whole client (client/core/membership_learner.h): a change is adopted once t+1 members of the
+// epoch before it showed it, whichever connections' batches carried it, then handed to every
+// session (ClientSession::adopt_schedule).
 //
 // Connections that fail are redialed with backoff; requests sent while a replica is unreachable
 // are not queued for it, since the session's retry broadcasts them again and the other replicas
@@ -108,6 +112,11 @@ class Client final : public net::ConnectionHandler {
   size_t connected_replicas() const;
   // Byzantine mode: SignedReplies frames dropped because their signature did not verify.
   uint64_t bad_reply_batches() const { return bad_reply_batches_; }
+  // Byzantine mode: the configurations this client knows (the cluster file's, then every
+  // administrator's change that t+1 members of the epoch before it attached to their replies),
+  // and changes it refused.
+  const Schedule& schedule() const { return membership_->schedule(); }
+  uint64_t refused_membership_changes() const { return membership_->refused(); }
   // One line per replica: its address and whether it is connected or why not.
   std::string connection_summary() const;
 
@@ -141,6 +150,7 @@ class Client final : public net::ConnectionHandler {
   ClientId fresh_id();
   ReplicaLink* link_of(net::Connection& connection);
   void on_signed_replies(size_t replica, SignedReplies& batch);
+  void learn_membership(size_t replica, const std::vector<ClientRequest>& changes);
 
   net::EventLoop& loop_;
   NetworkClientOptions options_;
@@ -163,6 +173,7 @@ class Client final : public net::ConnectionHandler {
   std::vector<std::pair<StatusCallback, std::optional<StatusReply>>> status_results_;
   uint64_t next_nonce_ = 1;
   uint64_t bad_reply_batches_ = 0;
+  std::unique_ptr<MembershipLearner> membership_;  // made once the options are complete
 };
 
 // One request at a time, blocking the calling thread, for the CLI and tests. Never hangs: every

@@ -45,7 +45,8 @@ enum class ReplicaTag : uint8_t {
 // prefix takes at least one byte.
 // client, sequence, acked_below, command length, signature length
 constexpr size_t kClientRequestBytesMin = 5;
-constexpr size_t kClientReplyBytesMin = 5;  // client, sequence, replica, status, result length
+// client, sequence, replica, status, result length, epoch
+constexpr size_t kClientReplyBytesMin = 6;
 constexpr size_t kEndorsementBytesMin = 1 + sizeof(Signature);        // signer, raw signature
 constexpr size_t kOrderedEntryBytesMin = 3 + kClientRequestBytesMin;  // index, clock, source
 constexpr size_t kStreamTailBytesMin = 3;  // source, received, entries count
@@ -104,6 +105,7 @@ void put(Sink& s, const ClientReply& m) {
   put(s, m.replica);
   s.u8(static_cast<uint8_t>(m.status));
   s.bytes(m.result);
+  s.varint(m.epoch);
 }
 template <typename Sink>
 void put(Sink& s, const OrderedEntry& m) {
@@ -284,6 +286,7 @@ void put(Sink& s, const StatusReply& m) {
   put(s, m.members);
   s.varint(m.executed);
   s.varint(m.digest);
+  s.varint(m.epoch);
 }
 template <typename Sink>
 void put(Sink& s, const SignedReplies& m) {
@@ -292,6 +295,9 @@ void put(Sink& s, const SignedReplies& m) {
   for (const ClientReply& r : m.replies)
     put(s, r);
   put_raw(s, m.signature);
+  s.varint(m.membership_changes.size());
+  for (const ClientRequest& change : m.membership_changes)
+    put(s, change);
 }
 
 template <typename Sink>
@@ -493,6 +499,7 @@ void get(Decoder& d, ClientReply& m) {
   }
   m.status = static_cast<ReplyStatus>(status);
   m.result = d.bytes("ClientReply.result");
+  m.epoch = d.varint("ClientReply.epoch");
 }
 void get(Decoder& d, OrderedEntry& m) {
   m.index = d.varint("OrderedEntry.index");
@@ -698,6 +705,7 @@ void get(Decoder& d, StatusReply& m) {
   get_ids(d, "StatusReply.members", m.members);
   m.executed = d.varint("StatusReply.executed");
   m.digest = d.varint("StatusReply.digest");
+  m.epoch = d.varint("StatusReply.epoch");
 }
 void get(Decoder& d, SignedReplies& m) {
   m.replica = d.replica_id("SignedReplies.replica");
@@ -706,6 +714,10 @@ void get(Decoder& d, SignedReplies& m) {
   for (uint64_t i = 0; i < n && !d.failed(); ++i)
     get(d, m.replies[i]);
   m.signature = d.raw<sizeof(Signature)>("SignedReplies.signature");
+  const uint64_t changes = d.count("SignedReplies.membership_changes", kClientRequestBytesMin);
+  m.membership_changes.resize(changes);
+  for (uint64_t i = 0; i < changes && !d.failed(); ++i)
+    get(d, m.membership_changes[i]);
 }
 
 // Decodes a whole input as one T, which must use every byte.

@@ -41,6 +41,10 @@ struct ClientReply {
   ReplicaId replica{};
   ReplyStatus status = ReplyStatus::kOk;
   Bytes result;
+  // Byzantine mode: the configuration epoch of the replica when it executed the request (or
+  // refused it), so that a client counts the reply against that epoch's members and t
+  // (crypto/membership.h, docs/DESIGN.md §11.9). Always 0 in failstop mode.
+  uint64_t epoch = 0;
   bool operator==(const ClientReply&) const = default;
 };
 
@@ -253,6 +257,7 @@ struct StatusReply {
   std::vector<ReplicaId> members;
   uint64_t executed = 0;  // requests executed (duplicates included)
   uint64_t digest = 0;    // Service::digest() of the replicated state
+  uint64_t epoch = 0;     // byzantine mode: the configuration epoch in force at the replica
   bool operator==(const StatusReply&) const = default;
 };
 
@@ -277,10 +282,19 @@ struct AdminReply {
 // Byzantine mode: a replica's replies to one client connection, under one signature over the
 // digest of all of them (crypto/signing.h, reply_batch_signing_bytes), so that signing and checking
 // cost one operation per batch, not per reply.
+//
+// `membership_changes` are the administrator's signed requests that started every configuration
+// after the first (crypto/membership.h, Schedule::proofs), in epoch order, so that a client meeting
+// a reply of an epoch it does not know can learn that epoch's members. A replica attaches them to
+// a connection's first batches, and to its next 64 after each change. They are outside the
+// replica's signature (each carries the administrator's), and a client adopts a change for epoch
+// k+1 only once t_k+1 members of epoch k showed it the same one (client/core/membership_learner.h):
+// the administrator may sign a change the order then refuses.
 struct SignedReplies {
   ReplicaId replica{};
   std::vector<ClientReply> replies;
   Signature signature{};
+  std::vector<ClientRequest> membership_changes{};
   bool operator==(const SignedReplies&) const = default;
 };
 

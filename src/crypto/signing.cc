@@ -113,6 +113,7 @@ Digest reply_digest(const ClientReply& reply) {
   w.varint(reply.replica.value);
   w.u8(static_cast<uint8_t>(reply.status));
   w.bytes(reply.result);
+  w.varint(reply.epoch);
   return digest(out);
 }
 

@@ -36,7 +36,9 @@ Digest position_digest(const Digest& order_hash, const Digest& snapshot_digest);
 // the hash before || the proposal's digest (which names its origin and timestamp).
 Digest extend_order_hash(const Digest& order_hash, const Digest& proposal_digest);
 
-// Digest of one reply: "lockstep/reply/v1" || client || sequence || replica || status || result.
+// Digest of one reply: "lockstep/reply/v1" || client || sequence || replica || status || result
+// || epoch. The epoch is signed so that a replica cannot have its reply counted against another
+// configuration than the one it stated (a removed member claiming an epoch it belonged to).
 Digest reply_digest(const ClientReply& reply);
 // What a replica signs for a batch of replies: "lockstep/replies/v1" || replica || the replies'
 // digests in order. A reply certificate keeps the digests of its batch to re-check it offline.

@@ -46,6 +46,12 @@ class OrderingCore {
   // Whether a request arriving from a client may be looked at at all (byzantine: its client
   // signature checks), before the replica answers it from the session table.
   virtual bool admits(const ClientRequest& request) = 0;
+  // For an entry just taken from take_executable(): the output when the request is the
+  // replication layer's own (byzantine: an administrator's membership change), which the service
+  // records instead of running the state machine. nullopt for an ordinary request.
+  virtual std::optional<Bytes> take_system_output(const OrderedEntry& /*entry*/) {
+    return std::nullopt;
+  }
 
   // ---- durability (docs/DESIGN.md §10) ----
   // Records that must be durable before the messages and replies of this step are released: the

@@ -40,6 +40,11 @@ Replica::Replica(byzantine::Options options, std::unique_ptr<StateMachine> machi
 void Replica::on_client_request(Now now, ClientRequest request) {
   last_now_ = now;
   if (!core_->serving()) {
+    // A replica catching up learns of a membership change sent to it (a new member started
+    // before the change: it decides nothing before it is a member; docs/DESIGN.md §11.9).
+    if (byzantine_ != nullptr && from_administrator(request) && core_->admits(request)) {
+      core_->on_client_request(now, request);
+    }
     refuse(request, ReplyStatus::kNotServing);
     return;
   }
@@ -59,7 +64,7 @@ void Replica::on_client_request(Now now, ClientRequest request) {
   if (held_keys_.contains({request.client, request.sequence})) return;  // goes out when certified
   if (auto cached = service_.cached_reply(request.client, request.sequence)) {
     output_.to_clients.push_back(ClientReply{request.client, request.sequence, core_->id(),
-                                             ReplyStatus::kOk, std::move(*cached)});
+                                             ReplyStatus::kOk, std::move(*cached), epoch()});
     return;
   }
   if (service_.already_executed_or_stale(request.client, request.sequence)) return;
@@ -83,7 +88,7 @@ void Replica::on_client_request(Now now, ClientRequest request) {
 void Replica::refuse(const ClientRequest& request, ReplyStatus status) {
   if (status == ReplyStatus::kBusy) ++busy_replies_;
   output_.to_clients.push_back(
-      ClientReply{request.client, request.sequence, core_->id(), status, {}});
+      ClientReply{request.client, request.sequence, core_->id(), status, {}, epoch()});
 }
 
 void Replica::on_peer_message(Now now, ReplicaId from, ReplicaMessage message) {
@@ -226,7 +231,8 @@ void Replica::execute_ready() {
 
 void Replica::execute_entries() {
   for (OrderedEntry& entry : core_->take_executable()) {
-    Service::Result result = service_.execute(entry.request, order_time_us(entry));
+    Service::Result result =
+        service_.execute(entry.request, order_time_us(entry), core_->take_system_output(entry));
     ++executed_since_start_;
     output_.executed.push_back(
         Executed{entry.timestamp, entry.request.client, entry.request.sequence, result.outcome});
@@ -234,8 +240,11 @@ void Replica::execute_entries() {
       service_.forget_session_for_testing(entry.request.client);  // planted bug
     }
     if (result.outcome != Service::Outcome::kStale && core_->replies_to(entry)) {
-      ClientReply reply{entry.request.client, entry.request.sequence, core_->id(), ReplyStatus::kOk,
-                        std::move(result.reply)};
+      // Counted by clients against the configuration that ordered it.
+      const uint64_t epoch =
+          byzantine_ != nullptr ? byzantine_->schedule().at(entry.timestamp.clock).epoch : 0;
+      ClientReply reply{entry.request.client, entry.request.sequence,  core_->id(),
+                        ReplyStatus::kOk,     std::move(result.reply), epoch};
       if (byzantine_ != nullptr && byzantine_->durable()) {
         held_keys_.emplace(reply.client, reply.sequence);
         held_replies_.push_back(HeldReply{order_time_us(entry), std::move(reply)});
@@ -244,6 +253,11 @@ void Replica::execute_entries() {
       }
     }
   }
+}
+
+const std::vector<ClientRequest>& Replica::membership_proofs() const {
+  static const std::vector<ClientRequest> kNone;
+  return byzantine_ != nullptr ? byzantine_->schedule().proofs() : kNone;
 }
 
 uint64_t Replica::order_time_us(const OrderedEntry& entry) const {

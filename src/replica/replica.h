@@ -105,6 +105,13 @@ class Replica {
   bool halted() const { return core_->halted(); }
   // Answers clients: not halted and not still joining.
   bool serving() const { return core_->serving(); }
+  // Byzantine membership changes (docs/DESIGN.md §11.9): the configuration epoch in force at
+  // this replica's clock (0 in failstop), and the administrator's signed changes that lead to
+  // it, for clients to check (empty in failstop).
+  uint64_t epoch() const { return byzantine_ != nullptr ? byzantine_->epoch() : 0; }
+  const std::vector<ClientRequest>& membership_proofs() const;
+  // Whether a request from a client may be looked at at all (byzantine: its signature checks).
+  bool admits(const ClientRequest& request) { return core_->admits(request); }
   // StateTransfers that could not be loaded (malformed): the joiner keeps asking.
   uint64_t rejected_state_transfers() const { return rejected_state_transfers_; }
   // The last state this replica loaded, for logs.

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/assert.h"
+#include "crypto/membership.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -75,7 +76,9 @@ class Errors {
   }
   // A required string of exactly 64 hex digits: an Ed25519 public key.
   crypto::PublicKey public_key(const toml::table& table, const std::string& field) const {
-    const toml::node* node = table.get("public_key");
+    return public_key(table.get("public_key"), field);
+  }
+  crypto::PublicKey public_key(const toml::node* node, const std::string& field) const {
     if (node == nullptr) fail(field, "missing (byzantine mode needs every key)");
     if (!node->is_string()) {
       fail(field,
@@ -195,6 +198,7 @@ byzantine::Options ClusterConfig::byzantine_options(ReplicaId self, const crypto
   options.certify_interval_us = storage.durable() ? byzantine->certify_interval_ms * 1000 : 0;
   options.signer = signer;
   options.verifier = verifier;
+  options.members = initial_members();
   return options;
 }
 
@@ -214,6 +218,9 @@ crypto::KeyDirectory ClusterConfig::key_directory() const {
   }
   for (const ClientPrincipalConfig& principal : clients)
     directory.clients.emplace(principal.principal, principal.public_key);
+  if (byzantine && byzantine->admin_public_key) {
+    directory.clients.emplace(kAdminPrincipal, *byzantine->admin_public_key);
+  }
   return directory;
 }
 
@@ -224,6 +231,7 @@ ClientOptions ClusterConfig::client_options() const {
   options.deadline_ns = client.deadline_ms * 1'000'000;
   // t+1 matching replies include at least one from an honest replica (byzantine mode).
   options.reply_quorum = mode == Mode::kByzantine ? t + 1 : 1;
+  if (mode == Mode::kByzantine) options.initial_members = initial_members();
   return options;
 }
 
@@ -266,29 +274,16 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
   // With t = 0 there is nobody to outvote and no round of Dolev–Strong to run.
   if (byzantine && config.t == 0) errors.fail("t", "byzantine mode needs t >= 1, got 0");
   const uint32_t needed = ClusterConfig::replicas_needed(config.mode, config.t);
-  // Spares (member = false) are a failstop feature: the byzantine mode's membership is fixed.
-  for (size_t i = 0; i < config.replicas.size(); ++i) {
-    if (byzantine && !config.replicas[i].member) {
-      errors.fail("replicas[" + std::to_string(i) + "].member",
-                  "reconfiguration is not supported in byzantine mode: every replica is a member "
-                  "(remove `member = false`)");
-    }
-  }
   const size_t members = config.initial_members().size();
   if (!config.replicas.empty() && members == 0) {
     errors.fail("replicas",
                 "no member: every replica says member = false, but view 0 needs at least one");
   }
-  if (byzantine && config.replicas.size() != needed) {
-    errors.fail("replicas", std::string(mode_name(config.mode)) + " mode with t = " +
-                                std::to_string(config.t) + " needs " + std::to_string(needed) +
-                                " replicas, got " + std::to_string(config.replicas.size()));
-  }
-  if (!byzantine && members != needed) {
+  if (members != needed) {
     const size_t spares = config.replicas.size() - members;
     errors.fail("replicas",
-                "failstop mode with t = " + std::to_string(config.t) + " needs " +
-                    std::to_string(needed) + " replicas" +
+                std::string(mode_name(config.mode)) + " mode with t = " + std::to_string(config.t) +
+                    " needs " + std::to_string(needed) + " replicas" +
                     (spares == 0 ? std::string()
                                  : " that are members (spares, member = false, not counted)") +
                     ", got " + std::to_string(members) +
@@ -363,6 +358,20 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
                       std::to_string(config.byzantine->checkpoint_interval_ms) +
                       " (1000 when not given)");
     }
+    if (config.byzantine->admin_public_key) {
+      if (config.storage.durable()) {
+        errors.fail("byzantine.admin_public_key",
+                    "membership changes are not built for durable byzantine clusters yet "
+                    "([storage] with sync = \"always\"): remove one or the other");
+      }
+      for (size_t i = 0; i < config.replicas.size(); ++i) {
+        // One key for two roles would let a replica sign membership changes.
+        if (config.replicas[i].public_key == config.byzantine->admin_public_key) {
+          errors.fail("byzantine.admin_public_key",
+                      "same key as replicas[" + std::to_string(i) + "]");
+        }
+      }
+    }
     if (config.clients.empty()) {
       errors.fail("clients",
                   "missing (byzantine mode accepts only requests signed by a "
@@ -376,6 +385,10 @@ void validate_config(const ClusterConfig& config, const std::string& source) {
       const std::string field = "clients[" + std::to_string(i) + "]";
       if (config.clients[i].principal == 0) {
         errors.fail(field + ".principal", "must be in [1, 4294967295], got 0");
+      }
+      if (config.clients[i].principal == kAdminPrincipal) {
+        errors.fail(field + ".principal",
+                    "4294967295 is reserved for the administrator (byzantine.admin_public_key)");
       }
       if (i > 0 && config.clients[i - 1].principal >= config.clients[i].principal) {
         errors.fail(field + ".principal", "principals must be unique and ascending, got " +
@@ -518,11 +531,6 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
                     std::string("expected true or false, got ") + type_name(flag->type()));
       }
       member = flag->value_or(true);
-      if (!member && config.mode == Mode::kByzantine) {
-        errors.fail(field + ".member",
-                    "reconfiguration is not supported in byzantine mode: every replica is a "
-                    "member (remove `member = false`)");
-      }
     }
     config.replicas.push_back(
         ReplicaConfig{ReplicaId{static_cast<uint32_t>(id)}, *parsed, key, member});
@@ -547,9 +555,10 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
   }
   if (const toml::table* byzantine = errors.optional_table(root, "byzantine")) {
     if (config.mode != Mode::kByzantine) errors.fail("byzantine", "only in byzantine mode");
-    errors.reject_unknown_keys(*byzantine, "byzantine.",
-                               {"delta_ms", "epsilon_ms", "relay_timeout_ms",
-                                "checkpoint_interval_ms", "certify_interval_ms"});
+    errors.reject_unknown_keys(
+        *byzantine, "byzantine.",
+        {"delta_ms", "epsilon_ms", "relay_timeout_ms", "checkpoint_interval_ms",
+         "certify_interval_ms", "admin_public_key"});
     // Δ and ε are what the protocol's windows are made of; a default would hide a forgotten
     // measurement, so both must be stated.
     for (const char* key : {"delta_ms", "epsilon_ms"}) {
@@ -569,6 +578,9 @@ ClusterConfig parse_config(std::string_view text, const std::string& source) {
     out.certify_interval_ms =
         errors.integer(*byzantine, "certify_interval_ms", "byzantine.certify_interval_ms",
                        out.certify_interval_ms, 1, kTimeoutMsMax);
+    if (const toml::node* admin = byzantine->get("admin_public_key")) {
+      out.admin_public_key = errors.public_key(admin, "byzantine.admin_public_key");
+    }
     config.byzantine = out;
   }
   if (const toml::node* clients = root.get("clients")) {
@@ -701,6 +713,10 @@ std::string format_config(const ClusterConfig& config) {
     out << "relay_timeout_ms = " << config.byzantine->relay_timeout_ms << "\n";
     out << "checkpoint_interval_ms = " << config.byzantine->checkpoint_interval_ms << "\n";
     out << "certify_interval_ms = " << config.byzantine->certify_interval_ms << "\n";
+    if (config.byzantine->admin_public_key) {
+      out << "admin_public_key = \"" << crypto::to_hex(*config.byzantine->admin_public_key)
+          << "\"\n";
+    }
   }
   for (const ClientPrincipalConfig& principal : config.clients) {
     out << "\n[[clients]]\n";

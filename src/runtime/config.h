@@ -7,11 +7,12 @@
 //   id = 0
 //   address = "127.0.0.1:7000"   # where it listens, "host:port" ("[::1]:7000" for IPv6)
 //   public_key = "<64 hex>"      # byzantine mode only, and required there: its Ed25519 key
-//   member = false               # failstop only; optional, default true. A spare: listed (its
-//                                # address is known to clients and peers) but not a member of
-//                                # view 0; it becomes one by `lockstep admin add-replica N` and
-//                                # then `lockstep replica --join` (docs/DESIGN.md §12). In
-//                                # failstop mode t+1 replicas must be members; spares are extra.
+//   member = false               # optional, default true. A spare: listed (its address is known
+//                                # to clients and peers) but not a member of view 0 (failstop)
+//                                # or epoch 0 (byzantine); it becomes one by `lockstep admin
+//                                # add-replica N` and `lockstep replica --join` (docs/DESIGN.md
+//                                # §12, §11.9). t+1 (failstop) or 2t+1 (byzantine) replicas must
+//                                # be members; spares are extra.
 //
 //   [byzantine]                  # required in byzantine mode, rejected in failstop
 //   delta_ms = 10                # Δ: delivery bound between honest replicas, processing included
@@ -33,6 +34,12 @@
 //                                # Each replica takes at most Δ/(160 µs·n) client requests (at
 //                                # least 8) per event-loop step and answers the rest "busy": the
 //                                # mode is safe only while every step ends well within Δ.
+//   admin_public_key = "<64 hex>"  # optional: the administrator's Ed25519 key (`lockstep keygen`),
+//                                # which signs membership changes (`lockstep admin --key`,
+//                                # docs/DESIGN.md §11.9); it is client principal 0xFFFFFFFF, which
+//                                # no [[clients]] entry may use. Without it the membership is
+//                                # fixed. Not with sync = "always" (not built for durable
+//                                # byzantine clusters yet).
 //
 //   [[clients]]                  # byzantine mode: client principals allowed to sign requests
 //   principal = 1                # 1..2^32-1, unique
@@ -125,7 +132,7 @@ struct ReplicaConfig {
   net::Address address;
   // Byzantine mode: the key its signatures are checked with (present exactly in that mode).
   std::optional<crypto::PublicKey> public_key{};
-  // False for a spare (failstop): listed, but not a member of view 0.
+  // False for a spare: listed, but not a member of view 0 (failstop) or epoch 0 (byzantine).
   bool member = true;
   bool operator==(const ReplicaConfig&) const = default;
 };
@@ -148,6 +155,8 @@ struct ByzantineConfig {
   uint64_t checkpoint_interval_ms = 1000;
   // Durable clusters only (StorageConfig::durable): byzantine::Options::certify_interval_us.
   uint64_t certify_interval_ms = 2;
+  // Signs membership changes (client principal kAdminPrincipal); none: the membership is fixed.
+  std::optional<crypto::PublicKey> admin_public_key{};
   bool operator==(const ByzantineConfig&) const = default;
 };
 
@@ -250,10 +259,12 @@ struct ClusterConfig {
   // Byzantine mode: how long after a proposal's timestamp it is decided, σ + (t+1)·(Δ+ε), in µs
   // (byzantine::Core::decision_time_us(0) of a core built from byzantine_options).
   uint64_t byzantine_decision_latency_us() const;
-  // Every public key of the cluster (byzantine mode only), for crypto::make_verifier.
+  // Every public key of the cluster (byzantine mode only), for crypto::make_verifier; the
+  // administrator's, if any, as client principal kAdminPrincipal.
   crypto::KeyDirectory key_directory() const;
-  // The client library's options for this cluster: reply_quorum = t+1 in byzantine mode (the
-  // caller sets the signer, see runtime/credentials.h).
+  // The client library's options for this cluster: reply_quorum = t+1 in byzantine mode, and the
+  // members of epoch 0 (the caller sets the signer and the verifier that checks membership
+  // changes, see runtime/credentials.h).
   ClientOptions client_options() const;
   std::vector<net::Address> addresses() const;
   // The replica's limits (session table and back-pressure) and the listener's (connections).

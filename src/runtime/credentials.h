@@ -34,8 +34,16 @@ ClientCredentials load_client_credentials(const ClusterConfig& config,
 ClientCredentials client_credentials(const ClusterConfig& config, const crypto::KeyPair& keys,
                                      uint32_t principal, const std::string& source);
 
+// The administrator's credentials (`lockstep admin --key`, byzantine membership changes): the
+// key must be the cluster file's byzantine.admin_public_key; they sign as client principal
+// kAdminPrincipal. Throws std::runtime_error saying what to fix (a failstop cluster, a file
+// without admin_public_key, another key).
+ClientCredentials admin_credentials(const ClusterConfig& config, const crypto::KeyPair& keys,
+                                    const std::string& source);
+
 // Client options for `config`: addresses, the session options (reply_quorum t+1 in byzantine
-// mode) and, in byzantine mode, the credentials' signer, verifier and principal. Throws
+// mode, the members of epoch 0) and, in byzantine mode, the credentials' signer, verifier (which
+// also checks membership changes when the file names an administrator) and principal. Throws
 // std::runtime_error for a byzantine configuration without credentials.
 NetworkClientOptions network_client_options(const ClusterConfig& config,
                                             const ClientCredentials* credentials);

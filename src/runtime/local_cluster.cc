@@ -154,10 +154,6 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
         std::to_string(ClusterConfig::replicas_needed(options_.mode, kFaultsTolerableMax)) +
         " replicas in " + std::string(mode_name(options_.mode)) + " mode");
   }
-  if (byzantine && options_.spares != 0) {
-    throw std::runtime_error(
-        "spares: reconfiguration is not supported in byzantine mode (the membership is fixed)");
-  }
   const uint32_t listed = options_.replicas + options_.spares;
   if (options_.binary.empty()) options_.binary = self_executable();
   std::filesystem::create_directories(options_.dir);
@@ -202,6 +198,11 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     crypto::write_key_file(client_key_path().string(), *client_keys);
     config_.clients.push_back(
         ClientPrincipalConfig{kLocalClusterPrincipal, client_keys->public_key});
+    if (options_.administrator && !config_.storage.durable()) {
+      const crypto::KeyPair admin = crypto::generate_key_pair();
+      crypto::write_key_file(admin_key_path().string(), admin);
+      config_.byzantine->admin_public_key = admin.public_key;
+    }
   }
   config_path_ = options_.dir / "cluster.toml";
   validate_config(config_, config_path_.string());
@@ -215,6 +216,10 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
 
 std::filesystem::path LocalCluster::key_path(ReplicaId id) const {
   return options_.dir / ("replica-" + std::to_string(id.value) + ".key");
+}
+
+std::filesystem::path LocalCluster::admin_key_path() const {
+  return options_.dir / "admin.key";
 }
 
 std::filesystem::path LocalCluster::client_key_path() const {

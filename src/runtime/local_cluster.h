@@ -25,7 +25,10 @@
 // Byzantine mode: the constructor also generates an Ed25519 key pair per replica
 // (dir/replica-N.key, passed to each replica with --key) and one for client principal 1
 // (dir/client-1.key), lists the public keys in cluster.toml, and client_options() signs with the
-// client key.
+// client key. Unless the cluster is durable (membership changes are not built for that yet) or
+// options.administrator is false, it also makes the administrator's key (dir/admin.key, listed
+// as byzantine.admin_public_key) for `lockstep admin --key` (docs/DESIGN.md §11.9); spares are
+// then listed and started (with --join) as in failstop mode.
 #pragma once
 
 #include <sys/types.h>
@@ -69,8 +72,10 @@ struct LocalClusterOptions {
   Mode mode = Mode::kFailstop;
   // failstop: t = replicas - 1; byzantine: replicas must be odd, t = (replicas - 1) / 2.
   uint32_t replicas = 3;
-  // Failstop: spare replicas listed after the members with `member = false` (not in view 0).
+  // Spare replicas listed after the members with `member = false` (not in view 0 / epoch 0).
   uint32_t spares = 0;
+  // Byzantine, not durable: make dir/admin.key and name it in cluster.toml.
+  bool administrator = true;
   std::filesystem::path dir;       // created if missing; holds cluster.toml and the logs
   uint16_t base_port = 0;          // replicas listen on base_port + id; 0 picks free ports
   std::filesystem::path binary;    // the lockstep executable; empty means self_executable()
@@ -153,6 +158,11 @@ class LocalCluster {
   // Byzantine mode: where replica `id`'s key and the client principal's key are.
   std::filesystem::path key_path(ReplicaId id) const;
   std::filesystem::path client_key_path() const;
+  // Byzantine mode: the administrator's key file (it exists when has_administrator()).
+  std::filesystem::path admin_key_path() const;
+  bool has_administrator() const {
+    return config_.byzantine && config_.byzantine->admin_public_key.has_value();
+  }
   // Byzantine mode: the client principal's signer and the cluster's verifier (null in failstop).
   const ClientCredentials& credentials() const { return credentials_; }
 

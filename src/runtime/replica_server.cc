@@ -403,6 +403,8 @@ bool ReplicaServer::open_inputs_when_connected() {
   const bool timed_out = net::monotonic_now_ns() >= inputs_wait_until_ns_;
   if (!missing.empty() && !timed_out) return false;
   inputs_open_ = true;
+  for (ClientRequest& held : std::exchange(held_administrator_requests_, {}))
+    replica_->on_client_request(now(), std::move(held));
   if (missing.empty()) {
     spdlog::info("catching up: every peer connected; taking part from now ({} messages before)",
                  inputs_dropped_);
@@ -500,7 +502,14 @@ void ReplicaServer::after_iteration() {
   if (store_ && config_.storage.durable() && !replica_->halted()) checkpoint_if_due();
   if (replica_->halted() && !halted_reported_) {
     halted_reported_ = true;
-    spdlog::error("removed from the membership; halting");
+    if (config_.mode == Mode::kByzantine) {
+      spdlog::error(
+          "removed from the membership by an administrator's change (epoch {}); halting after "
+          "executing everything up to the point it took effect",
+          replica_->membership_proofs().size());
+    } else {
+      spdlog::error("removed from the membership; halting");
+    }
     exit_code_ = kExitHalted;
     loop_.stop();
   }
@@ -587,8 +596,29 @@ void ReplicaServer::send_replies(std::vector<ClientReply>& replies) {
     }
     batches[route->second].push_back(std::move(reply));
   }
+  const std::vector<ClientRequest>& changes = replica_->membership_proofs();
+  // Enough for the client to meet them on batches of many requests (each repeat costs a few
+  // hundred bytes per change), few enough not to weigh on a long-lived connection.
+  constexpr uint32_t kMembershipRepeatBatches = 64;
   for (auto& [connection, batch] : batches) {
-    connection->send(WireMessage(crypto::sign_replies(*signer_, self_, std::move(batch))));
+    SignedReplies frame = crypto::sign_replies(*signer_, self_, std::move(batch));
+    // The administrator's changes go along on the first kMembershipRepeatBatches batches of a
+    // connection after each change: a client that meets a reply of an epoch it does not know
+    // learns its members once t+1 members of the epoch before showed them
+    // (client/core/membership_learner.h), so the rest of its batches cost nothing extra.
+    auto client = clients_.find(connection);
+    if (client != clients_.end() && !changes.empty()) {
+      ClientConnection& state = client->second;
+      if (state.membership_changes_sent < changes.size()) {
+        state.membership_changes_sent = changes.size();
+        state.membership_batches_left = kMembershipRepeatBatches;
+      }
+      if (state.membership_batches_left > 0) {
+        --state.membership_batches_left;
+        frame.membership_changes = changes;
+      }
+    }
+    connection->send(WireMessage(std::move(frame)));
     ++reply_batches_signed_;
   }
 }
@@ -687,6 +717,16 @@ void ReplicaServer::on_message(net::Connection& connection, WireMessage&& messag
   }
   auto* request = std::get_if<ClientRequest>(&message);
   if (request != nullptr && !inputs_open_) {
+    // A membership change that adds this replica is sent once, before the administrator's t+1
+    // answers come from the members: held until inputs open, so that it learns the change
+    // early (docs/DESIGN.md §11.9) rather than probe for it at the change's boundary.
+    // (Its signature checked first: unsigned junk must not take the few places.)
+    if (from_administrator(*request) &&
+        held_administrator_requests_.size() < kHeldAdministratorRequestsMax &&
+        replica_->admits(*request)) {
+      held_administrator_requests_.push_back(std::move(*request));
+      return;
+    }
     ++inputs_dropped_;  // it would serve nothing yet anyway; the client retries elsewhere too
     return;
   }
@@ -725,7 +765,8 @@ StatusReply ReplicaServer::status_reply(uint64_t nonce) const {
                      core.view(),
                      std::move(members),
                      replica_->service().executed_count(),
-                     replica_->service().digest()};
+                     replica_->service().digest(),
+                     replica_->epoch()};
 }
 
 void ReplicaServer::on_closed(net::Connection& connection, const std::string& reason) {

@@ -47,7 +47,10 @@
 // half must be the configuration's key for this id) and checks everyone else's. Each loop
 // iteration's replies to one client connection leave as one SignedReplies frame under one
 // signature (crypto/signing.h), so a signature costs one operation per connection per iteration,
-// not one per reply.
+// not one per reply. A batch also carries the administrator's signed membership changes
+// (Replica::membership_proofs) the first time a connection is sent replies after a new epoch was
+// adopted, and StatusReply states the epoch in force. A replica a change removed halts like a
+// removed failstop replica: it logs it and run() returns kExitHalted.
 #pragma once
 
 #include <cstdint>
@@ -207,6 +210,12 @@ class ReplicaServer final : public net::ConnectionHandler {
   struct ClientConnection {
     std::unique_ptr<net::Connection> connection;
     uint64_t hello_id;
+    // Byzantine: how many of the administrator's membership changes (one per epoch after 0)
+    // this connection's batches carry, and how many more batches carry them: a client adopts a
+    // change only once t+1 members showed it, so each replica repeats it for a while rather than
+    // counting on one batch reaching a client that keeps it.
+    size_t membership_changes_sent = 0;
+    uint32_t membership_batches_left = 0;
   };
   std::unordered_map<net::Connection*, ClientConnection> clients_;
   // Which connection carried each client's latest request: where its replies go.
@@ -225,6 +234,10 @@ class ReplicaServer final : public net::ConnectionHandler {
   bool inputs_open_ = true;
   uint64_t inputs_wait_until_ns_ = 0;
   uint64_t inputs_dropped_ = 0;
+  // The administrator's requests (membership changes) that arrived meanwhile, given to the
+  // replica when inputs open (a few: the administrator sends one change at a time).
+  static constexpr size_t kHeldAdministratorRequestsMax = 16;
+  std::vector<ClientRequest> held_administrator_requests_;
   bool halted_reported_ = false;
   // Answers to `lockstep admin`, sent once this iteration's records are durable.
   std::vector<std::pair<net::Connection*, AdminReply>> admin_replies_;

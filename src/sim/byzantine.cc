@@ -68,8 +68,11 @@ Digest forged_position_digest(uint64_t boundary_us) {
 }
 
 Bytes forged_protocol_state(uint64_t boundary_us) {
-  return byzantine::encode_base_and_batches(
-      byzantine::Certificate{boundary_us, forged_order_hash(boundary_us), {}, {}}, {});
+  // As a donor sends it to a replica catching up: with the (first) membership schedule.
+  return byzantine::encode_catch_up_state(
+      byzantine::encode_base_and_batches(
+          byzantine::Certificate{boundary_us, forged_order_hash(boundary_us), {}, {}}, {}),
+      Schedule{}.encode());
 }
 
 std::string_view behaviour_name(Behaviour behaviour) {

@@ -431,7 +431,7 @@ std::string replay_command(const SimOptions& options, uint64_t seed) {
   // Drawn is the tool's default; a failstop run that drew none (the library's default) says so.
   if (options.reconfiguration) {
     command += *options.reconfiguration ? " --reconfiguration yes" : " --reconfiguration no";
-  } else if (!options.draw_reconfiguration && options.mode == Mode::kFailstop) {
+  } else if (!options.draw_reconfiguration) {
     command += " --reconfiguration no";
   }
   if (options.restarts) command += *options.restarts ? " --restarts yes" : " --restarts no";

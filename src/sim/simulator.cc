@@ -114,6 +114,11 @@ constexpr uint64_t kEpsilonMaxUs = 3'000;
 constexpr int32_t kWanderDriftMaxPpm = 200;
 // Byzantine clients' slots in RequestDelivery::client start here (honest ones are below).
 constexpr size_t kByzantineClientBase = 1'000'000;
+// The administrator's requests (byzantine membership changes), for the trace.
+constexpr size_t kAdministratorClient = 2'000'000;
+// Byzantine membership changes (docs/DESIGN.md §11.9) on this share of the non-durable seeds
+// when drawn (`lockstep sim`); spare slots are listed after the first members.
+constexpr uint32_t kByzantineMembershipPerMillion = 300'000;
 // Client principals: honest clients 1.., Byzantine ones from here.
 constexpr uint32_t kByzantinePrincipalBase = 1000;
 constexpr size_t kSniffedRequestsMax = 256;  // honest requests a Byzantine client may replay
@@ -273,11 +278,15 @@ struct AdminDue {
   ReplicaId replica;
   MembershipChange change;
 };
+// Byzantine: a spare's machine is started (before or after the change that adds it was sent).
+struct SpareStart {
+  ReplicaId replica;
+};
 
-using EventBody =
-    std::variant<PeerDelivery, RequestDelivery, ReplyDelivery, ReplicaTick, ReplicaFlush,
-                 ClientTick, ClientWake, FaultDue, PauseEnd, LivenessDeadline, SettleCheck,
-                 SignedReplyDelivery, ByzantineClientAct, DiskSync, RestartDue, AdminDue>;
+using EventBody = std::variant<PeerDelivery, RequestDelivery, ReplyDelivery, ReplicaTick,
+                               ReplicaFlush, ClientTick, ClientWake, FaultDue, PauseEnd,
+                               LivenessDeadline, SettleCheck, SignedReplyDelivery,
+                               ByzantineClientAct, DiskSync, RestartDue, AdminDue, SpareStart>;
 
 struct Event {
   uint64_t at_ns;
@@ -400,6 +409,7 @@ struct ReplicaSlot {
   bool spare_idle = false;        // the spare slot, not started yet: not a failure
   bool spare_joining = false;     // the spare, started as a joiner and not loaded yet
   bool operator_removed = false;  // barred by an operator; an add must come before it rejoins
+  bool admin_removed = false;     // byzantine: a signed change removes (or removed) it
   bool restart_join = false;      // the pending restart starts a joiner (Options::join)
   bool restart_wipe = false;      // ... on an empty disk
   // Operator requests (change, replica) that reached it while paused: handled on resume.
@@ -507,6 +517,7 @@ class Simulator {
   void draw_profile();
   void draw_byzantine_profile(Random& draw);
   void draw_byzantine_durability();
+  void draw_byzantine_membership();
   void set_catch_up_margin();
   void set_up();
   void set_up_byzantine(Random& draw);
@@ -577,6 +588,12 @@ class Simulator {
   // Byzantine restarts.
   bool catch_up_restart(std::vector<ReplicaId> candidates, std::optional<ReplicaId> target);
   void restart_byzantine(ReplicaId r);
+  void launch_byzantine_process(ReplicaId r, const byzantine::Options& options);
+  // Byzantine membership changes signed by the administrator (docs/DESIGN.md §11.9).
+  void administrator(MembershipChange change, ReplicaId r);
+  void send_signed_change();
+  void start_spare(ReplicaId r);
+  void track_configurations(ReplicaId r);
   void restart_as_joiner(ReplicaId r);
   // Durable byzantine runs: a replica restarted from its disk serves again.
   void on_recovered(ReplicaId r, const std::string& how);
@@ -729,6 +746,29 @@ class Simulator {
   uint64_t catch_up_margin_ns_ = 0;
   uint64_t snapshots_refused_ = 0;    // by processes that are gone (the live ones count at the end)
   uint64_t late_behaviour_seed_ = 0;  // forge_state and later behaviours draw from this
+  // Byzantine membership changes: the spares listed after the first members, when the first
+  // change is sent, whether an honest member is removed after it, the administrator's key, the
+  // configuration the honest replicas adopted last, and the change in flight.
+  uint32_t spares_ = 0;
+  bool spares_start_late_ = false;
+  uint64_t change_at_ns_ = 0;
+  bool removal_planned_ = false;
+  const crypto::Signer* administrator_signer_ = nullptr;
+  Configuration adopted_;
+  uint32_t administrator_session_ = 0;
+  struct ChangeInFlight {
+    MembershipChange kind;
+    ReplicaId replica;
+    ConfigurationChange change;
+    ClientRequest request;
+    uint32_t signings = 0;
+  };
+  std::optional<ChangeInFlight> change_in_flight_;
+  // From a change's signing until its new members loaded a state (or the removed one halted):
+  // the replicas it adds count against the new t until then, so no replica crashes meanwhile
+  // (DESIGN §11.9: a new member loads at the change's boundary from the old members' votes, or
+  // later from t'+1 caught-up new ones).
+  bool membership_changing() const;
   std::vector<ReplicaId> rolling_order_;
   size_t rolling_next_ = 0;
   std::optional<ReplicaId> rolling_target_;
@@ -822,8 +862,7 @@ void Simulator::draw_profile() {
   if (byzantine_mode()) {
     draw_byzantine_profile(draw);
     draw_byzantine_durability();
-    LOCKSTEP_ASSERT(!options_.reconfiguration.value_or(false),
-                    "the byzantine mode has no reconfiguration");
+    draw_byzantine_membership();
     return;
   }
   // Durability is drawn last, from the profile's own stream, so that a seed that draws a
@@ -963,6 +1002,25 @@ void Simulator::draw_byzantine_durability() {
   p.torn_per_million = draw.chance(500'000) ? static_cast<uint32_t>(draw.between(1, 1'000'000)) : 0;
 }
 
+void Simulator::draw_byzantine_membership() {
+  // From a stream of its own, so that a seed that draws no change runs exactly as before. Not
+  // with durability (§11.9: not built together).
+  Random draw(options_.seed ^ 0x3e3b3e5u);
+  const bool drawn = draw.chance(kByzantineMembershipPerMillion);
+  run_profile_.reconfiguration =
+      !durable() && options_.reconfiguration.value_or(options_.draw_reconfiguration && drawn);
+  if (!reconfiguration()) return;
+  // One or two spares, added one change each (a change moves one replica); then, on most seeds,
+  // an honest first member removed (every configuration keeps t' >= t, so the fault budget drawn
+  // for t still holds).
+  spares_ = draw.chance(500'000) ? 2 : 1;
+  run_profile_.spare = static_cast<int32_t>(run_profile_.replicas);
+  run_profile_.replicas += spares_;
+  spares_start_late_ = draw.chance(300'000);
+  change_at_ns_ = draw.between(run_profile_.fault_phase_ns / 10, run_profile_.fault_phase_ns / 2);
+  removal_planned_ = draw.chance(600'000);
+}
+
 void Simulator::set_up() {
   const uint32_t n = run_profile_.replicas;
   Random draw = random_.fork();
@@ -1086,12 +1144,23 @@ void Simulator::set_up_byzantine(Random& draw) {
     add_principal(1 + c);
   for (uint32_t b = 0; b < run_profile_.byzantine_clients; ++b)
     add_principal(kByzantinePrincipalBase + b);
+  // (Last, so that every key drawn above keeps its value.)
+  if (reconfiguration()) {
+    add_principal(kAdminPrincipal);
+    administrator_signer_ = client_signers_.at(kAdminPrincipal).get();
+  }
   verifier_ = crypto::make_verifier(crypto::Scheme::kSim, std::move(directory), std::move(secrets));
+  // The first configuration: every listed replica but the spares.
+  std::vector<ReplicaId> first_members;
+  for (uint32_t i = 0; i < n - spares_; ++i)
+    first_members.push_back(ReplicaId{i});
+  adopted_ = Schedule(first_members).latest();
 
   const byzantine::Options defaults;
   if (hook_ == nullptr) {
-    std::vector<uint32_t> order(n);
-    for (uint32_t i = 0; i < n; ++i)
+    // Faulty replicas among the first members (a spare is nobody's unit of t yet).
+    std::vector<uint32_t> order(n - spares_);
+    for (uint32_t i = 0; i < order.size(); ++i)
       order[i] = i;
     for (size_t i = order.size(); i > 1; --i)
       std::swap(order[i - 1], order[draw.below(i)]);
@@ -1127,6 +1196,7 @@ void Simulator::set_up_byzantine(Random& draw) {
     o.verifier = verifier_.get();
     o.planted = options_.planted.byzantine;
     o.checkpoint_interval_us = run_profile_.checkpoint_interval_us;
+    if (spares_ > 0) o.members = first_members;
     // Durable: every replica, faulty ones too (they run the honest code underneath).
     if (durable()) o.certify_interval_us = run_profile_.certify_interval_us;
     ReplicaSlot& slot = replicas_[i];
@@ -1150,7 +1220,22 @@ void Simulator::set_up_byzantine(Random& draw) {
     }
     slot.clock.monotonic_offset_ns = draw.between(0, 1000 * kSec);
     slot.clock.monotonic_drift_ppm = static_cast<int32_t>(draw.between(0, 200)) - 100;
-    schedule(draw.between(0, profile_.tick_interval_ns), ReplicaTick{ReplicaId{i}});
+    const uint64_t first_tick = draw.between(0, profile_.tick_interval_ns);
+    if (i >= n - spares_) {
+      // A spare: its machine runs from the start (it learns of the change that adds it), or is
+      // started only once the change was sent (it must find out from the members' votes).
+      slot.spare_joining = true;
+      if (spares_start_late_) {
+        slot.crashed = true;
+        slot.spare_idle = true;
+        ++slot.generation;
+        continue;
+      }
+    }
+    schedule(first_tick, ReplicaTick{ReplicaId{i}});
+  }
+  if (reconfiguration()) {
+    schedule(change_at_ns_, AdminDue{ReplicaId{n - spares_}, MembershipChange::kAdd});
   }
 
   for (uint32_t b = 0; b < run_profile_.byzantine_clients; ++b) {
@@ -1186,6 +1271,8 @@ size_t Simulator::add_client(std::optional<uint32_t> principal) {
     id = client_id_of(*principal, ++sessions_[*principal]);
     o.reply_quorum = run_profile_.t + 1;
     o.signer = client_signers_.at(*principal).get();
+    if (spares_ > 0) o.initial_members = replicas_.front().byzantine_options.members;
+    o.membership_verifier = verifier_.get();
     o.planted_accept_short_quorum = options_.planted.accept_short_quorum;
   } else {
     id = ClientId{random_.next_u64()};
@@ -1347,7 +1434,8 @@ void Simulator::trace_event_start(const Event& event) {
                   describe(e.message);
         } else if constexpr (std::is_same_v<T, RequestDelivery>) {
           line += "r" + std::to_string(e.to.value) +
-                  (e.client >= kByzantineClientBase
+                  (e.client == kAdministratorClient ? " <- administrator"
+                   : e.client >= kByzantineClientBase
                        ? " <- byzantine client" + std::to_string(e.client - kByzantineClientBase)
                        : " <- client" + std::to_string(e.client)) +
                   " " + describe(e.request);
@@ -1379,6 +1467,8 @@ void Simulator::trace_event_start(const Event& event) {
           line += "r" + std::to_string(e.replica.value) + " fsync done";
         } else if constexpr (std::is_same_v<T, RestartDue>) {
           line += "r" + std::to_string(e.replica.value) + " restarts";
+        } else if constexpr (std::is_same_v<T, SpareStart>) {
+          line += "r" + std::to_string(e.replica.value) + " (a spare) starts";
         } else if constexpr (std::is_same_v<T, AdminDue>) {
           line += std::string("operator: ") +
                   (e.change == MembershipChange::kAdd ? "add-replica " : "remove-replica ") +
@@ -1508,7 +1598,13 @@ void Simulator::dispatch(Event& event) {
           if (!slot.crashed || !slot.restart_pending || e.generation != slot.generation) return;
           restart(e.replica);
         } else if constexpr (std::is_same_v<T, AdminDue>) {
-          operator_admin(e.change, e.replica);
+          if (byzantine_mode()) {
+            administrator(e.change, e.replica);
+          } else {
+            operator_admin(e.change, e.replica);
+          }
+        } else if constexpr (std::is_same_v<T, SpareStart>) {
+          start_spare(e.replica);
         } else {
           static_assert(std::is_same_v<T, SettleCheck>);
           settle_check();
@@ -1593,6 +1689,7 @@ void Simulator::after_step(ReplicaId r) {
 void Simulator::flush_replica(ReplicaId r) {
   ReplicaSlot& slot = replicas_[r.value];
   Replica::Output output = slot.replica->take_output();
+  if (byzantine_mode()) track_configurations(r);
   for (const Replica::PeerMessage& send : output.to_peers)
     state_chunks_sent_ += std::holds_alternative<StateChunk>(send.message) ? 1 : 0;
 
@@ -1694,7 +1791,7 @@ void Simulator::flush_replica(ReplicaId r) {
       check_prefix_digest(r, slot.executed_position, "at a flush");
     }
   }
-  if (reconfiguration() && !violation_) {
+  if (reconfiguration() && !byzantine_mode() && !violation_) {
     tag_state_transfers(r);
     if (slot.loaded_digest_due) {
       slot.loaded_digest_due = false;
@@ -1723,7 +1820,13 @@ void Simulator::flush_replica(ReplicaId r) {
   if (slot.replica->halted() && !slot.halted_seen) {
     slot.halted_seen = true;
     trace("r" + std::to_string(r.value) + " halts: removed from the membership");
-    if (!slot.budgeted) {
+    if (byzantine_mode()) {
+      // Only a change the administrator signed removes a byzantine replica.
+      if (!slot.admin_removed) {
+        fail("membership: r" + std::to_string(r.value) +
+             " halted, but no change the administrator signed removes it");
+      }
+    } else if (!slot.budgeted) {
       fail("failure detection: r" + std::to_string(r.value) +
            " was removed although it was never silent for the failure timeout (the simulator "
            "kept every live replica's silence under " +
@@ -1793,7 +1896,7 @@ void Simulator::check_budget() {
     const ReplicaSlot& slot = replicas_[i];
     // The spare counts from when it has loaded a state (before, it was never a member). A joiner
     // has no state of its own: it counts like the failure it replaces.
-    if (slot.spare_idle || slot.spare_joining) continue;
+    if (slot.spare_idle || slot.spare_joining || slot.admin_removed) continue;
     if (slot.crashed || slot.replica->halted() || !slot.replica->serving() ||
         faulty(ReplicaId{i})) {
       ++failed;
@@ -1914,6 +2017,8 @@ void Simulator::send_signed_replies(ReplicaId from, std::vector<ClientReply> rep
   if (now_ns_ < clients_[c].partitioned_until_ns[from.value]) return;
   SignedReplies batch =
       crypto::sign_replies(*replica_signers_[from.value], from, std::move(replies));
+  // The runtime attaches them once per connection and epoch; here, every batch carries them.
+  batch.membership_changes = replicas_[from.value].replica->membership_proofs();
   if (phase_ == Phase::kFaults && random_.chance(profile_.client_loss_per_million)) {
     count_fault(FaultKind::kClientLoss,
                 "replies r" + std::to_string(from.value) + "->client" + std::to_string(c));
@@ -1937,9 +2042,11 @@ void Simulator::deliver_signed_replies(size_t c, const SignedReplies& batch) {
           "'s replies: the signature does not check");
     return;
   }
+  clients_[c].session->learn_membership(batch.replica, batch.membership_changes);
   ReplyProof proof{batch.replica, std::move(digests), 0, batch.signature};
   for (uint32_t i = 0; i < batch.replies.size(); ++i) {
     proof.index = i;
+    proof.epoch = batch.replies[i].epoch;
     clients_[c].session->on_reply(now_ns_, batch.replies[i], &proof);
   }
 }
@@ -2957,7 +3064,7 @@ bool Simulator::catch_up_restart(std::vector<ReplicaId> candidates,
   std::vector<ReplicaId> down;
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
-    if (slot.crashed && !slot.restart_pending && !faulty(ReplicaId{i})) {
+    if (slot.crashed && !slot.restart_pending && !faulty(ReplicaId{i}) && !slot.spare_idle) {
       down.push_back(ReplicaId{i});
     }
   }
@@ -3083,6 +3190,18 @@ void Simulator::restart_byzantine(ReplicaId r) {
   snapshots_refused_ += slot.replica->rejected_state_transfers();
   byzantine::Options options = slot.byzantine_options;
   options.join = true;
+  slot.catching_up = true;
+  slot.catch_up_started_ns = now_ns_;
+  hash_.add(0xe1000000 + r.value);
+  trace("r" + std::to_string(r.value) +
+        " starts as a joiner: a new process without state (--join), restart " +
+        std::to_string(slot.restarts));
+  launch_byzantine_process(r, options);
+  check_budget();
+}
+
+void Simulator::launch_byzantine_process(ReplicaId r, const byzantine::Options& options) {
+  ReplicaSlot& slot = replicas_[r.value];
   slot.replica = std::make_unique<Replica>(options, std::make_unique<kv::KvMachine>(), limits());
   observe_state_transfers(r);
   slot.crashed = false;
@@ -3090,17 +3209,11 @@ void Simulator::restart_byzantine(ReplicaId r) {
   slot.resumed_ns = now_ns_;
   slot.flush_scheduled = false;
   slot.loaded_digest_due = false;
-  slot.catching_up = true;
-  slot.catch_up_started_ns = now_ns_;
   // Agreement as a continuation starts at the position of the checkpoint it loads; until then
   // it executes nothing and answers nobody.
   slot.executed_position = 0;
   slot.executed_once.clear();
   slot.executed_any.clear();
-  hash_.add(0xe1000000 + r.value);
-  trace("r" + std::to_string(r.value) +
-        " starts as a joiner: a new process without state (--join), restart " +
-        std::to_string(slot.restarts));
   // Its connections are new: frames in flight to or from the old process never arrive.
   for (uint32_t other = 0; other < replicas_.size(); ++other) {
     Channel& inbound = channels_[other][r.value];
@@ -3113,7 +3226,174 @@ void Simulator::restart_byzantine(ReplicaId r) {
   slot.replica->core().check_invariants();
   schedule(now_ns_ + random_.between(0, profile_.tick_interval_ns),
            ReplicaTick{r, slot.generation});
-  check_budget();
+}
+
+// ---- byzantine membership changes (docs/DESIGN.md §11.9) ---------------------------------------
+
+void Simulator::administrator(MembershipChange kind, ReplicaId r) {
+  if (phase_ == Phase::kDone) return;
+  if (change_in_flight_) {
+    ChangeInFlight& pending = *change_in_flight_;
+    if (adopted_.epoch >= pending.change.epoch) {
+      const ChangeInFlight done = std::move(pending);
+      change_in_flight_.reset();  // adopted (track_configurations saw it)
+      if (done.kind != MembershipChange::kAdd) return;
+      // The next spare (one replica per change), then perhaps a removal.
+      const uint64_t next_ns =
+          now_ns_ + random_.between(1 * kMs, run_profile_.checkpoint_interval_us * kUs);
+      if (done.replica.value + 1 < replicas_.size()) {
+        schedule(next_ns, AdminDue{ReplicaId{done.replica.value + 1}, MembershipChange::kAdd});
+      } else if (removal_planned_) {
+        schedule(next_ns, AdminDue{ReplicaId{0}, MembershipChange::kRemove});
+      }
+      return;
+    }
+    // Not adopted by its boundary (refused as too soon, or lost): a new change, later.
+    if (kWallEpochNs + now_ns_ > pending.change.effective_us * kUs + catch_up_margin_ns_) {
+      trace("administrator: epoch " + std::to_string(pending.change.epoch) +
+            " not adopted by its boundary; signing it again");
+      send_signed_change();
+      return;
+    }
+    // Still in flight: the administrator's client retries (the session table answers repeats).
+    for (uint32_t to = 0; to < replicas_.size(); ++to) {
+      if (!random_.chance(profile_.client_loss_per_million)) {
+        schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+                 RequestDelivery{kAdministratorClient, ReplicaId{to}, pending.request});
+      }
+    }
+    schedule(now_ns_ + profile_.client_retry_ns, AdminDue{pending.replica, pending.kind});
+    return;
+  }
+  // A new change waits until every replica that crashed is back and caught up (the operator
+  // repairs first, then reconfigures; see membership_changing).
+  for (const ReplicaSlot& slot : replicas_) {
+    if (slot.restart_pending || slot.catching_up || (slot.crashed && !slot.spare_idle)) {
+      schedule(now_ns_ + random_.between(10 * kMs, 200 * kMs), AdminDue{r, kind});
+      return;
+    }
+  }
+  // A new change: the spares in, or an honest first member out (never a faulty one: the budget
+  // of faulty replicas is the smallest t of the configurations).
+  ChangeInFlight pending{kind, r, {}, {}, 0};
+  std::vector<ReplicaId> members = adopted_.members;
+  if (kind == MembershipChange::kAdd) {
+    members.push_back(r);
+  } else {
+    std::vector<ReplicaId> candidates;
+    for (ReplicaId m : adopted_.members) {
+      const ReplicaSlot& slot = replicas_[m.value];
+      if (!faulty(m) && !slot.budgeted && !slot.crashed && slot.replica->serving() &&
+          m.value < replicas_.size() - spares_) {
+        candidates.push_back(m);
+      }
+    }
+    if (candidates.empty()) return;
+    pending.replica = candidates[random_.below(candidates.size())];
+    // No fault touches it from now on: it leaves at the change.
+    replicas_[pending.replica.value].admin_removed = true;
+    std::erase(members, pending.replica);
+  }
+  std::sort(members.begin(), members.end());
+  pending.change.members = std::move(members);
+  change_in_flight_ = std::move(pending);
+  send_signed_change();
+}
+
+void Simulator::send_signed_change() {
+  ChangeInFlight& pending = *change_in_flight_;
+  // The boundary: past the core's margin (a decision latency, n·ε, Δ and a slot) after the
+  // change is ordered, which can take the client link's delay and a relay timeout, rounded up
+  // to the checkpoint grid.
+  const uint64_t d = run_profile_.delta_us + run_profile_.epsilon_us;
+  const uint64_t latency_us = byzantine::Options{}.slot_us + (run_profile_.t + 2) * d;
+  // Replica clocks read wall time: the simulated time since the epoch they start from.
+  const uint64_t order_by_us =
+      (kWallEpochNs + now_ns_) / kUs + profile_.client_delay_cap_ns / kUs + 4 * latency_us;
+  const uint64_t earliest_us = order_by_us + latency_us +
+                               replicas_.size() * run_profile_.epsilon_us + run_profile_.delta_us +
+                               random_.between(0, 300'000);
+  const uint64_t grid = run_profile_.checkpoint_interval_us;
+  pending.change.epoch = adopted_.epoch + 1;
+  pending.change.effective_us = (earliest_us / grid + 1) * grid;
+  pending.request = ClientRequest{client_id_of(kAdminPrincipal, ++administrator_session_),
+                                  Sequence{1},
+                                  Sequence{1},
+                                  encode_configuration_change(pending.change),
+                                  {}};
+  crypto::sign_request(*administrator_signer_, pending.request);
+  ++pending.signings;
+  std::string members;
+  for (ReplicaId m : pending.change.members)
+    members += " r" + std::to_string(m.value);
+  trace("administrator: epoch " + std::to_string(pending.change.epoch) + ", members" + members +
+        " from " + std::to_string(pending.change.effective_us) + " us");
+  // Counted once per change, however often it is signed again.
+  if (pending.signings == 1) {
+    count_fault(
+        pending.kind == MembershipChange::kAdd ? FaultKind::kSpareJoin : FaultKind::kOperatorRemove,
+        "the administrator signs epoch " + std::to_string(pending.change.epoch));
+  }
+  for (uint32_t to = 0; to < replicas_.size(); ++to) {
+    schedule(now_ns_ + network_delay(profile_.client_delay_cap_ns),
+             RequestDelivery{kAdministratorClient, ReplicaId{to}, pending.request});
+  }
+  schedule(now_ns_ + profile_.client_retry_ns, AdminDue{pending.replica, pending.kind});
+  // The operator starts a late spare's machine after sending the change, but early enough that
+  // a checkpoint boundary's votes reach it before the change's boundary: it learns of the change
+  // from them and loads the state there, which the old members vouch for (DESIGN §11.9). Later
+  // than that, it would need t'+1 caught-up members of the new configuration, and the faulty
+  // ones with the spares still loading can be more than t'.
+  const uint64_t boundary_ns = pending.change.effective_us * kUs - kWallEpochNs;
+  const uint64_t lead_ns = 2 * run_profile_.checkpoint_interval_us * kUs +
+                           8 * (run_profile_.delta_us + run_profile_.epsilon_us) * kUs;
+  const uint64_t latest_ns = boundary_ns > now_ns_ + lead_ns ? boundary_ns - lead_ns : now_ns_ + 1;
+  if (pending.kind == MembershipChange::kAdd && replicas_[pending.replica.value].spare_idle) {
+    schedule(random_.between(now_ns_ + 1, std::max(now_ns_ + 1, latest_ns)),
+             SpareStart{pending.replica});
+  }
+}
+
+void Simulator::start_spare(ReplicaId r) {
+  ReplicaSlot& slot = replicas_[r.value];
+  if (!slot.spare_idle) return;
+  slot.spare_idle = false;
+  trace("r" + std::to_string(r.value) +
+        " (a spare) starts, after the change that adds it was sent");
+  launch_byzantine_process(r, slot.byzantine_options);
+  if (slot.catching_up) slot.catch_up_started_ns = std::max(slot.catch_up_started_ns, now_ns_);
+}
+
+void Simulator::track_configurations(ReplicaId r) {
+  // What the honest replicas adopted (they all adopt the same, at a change's decision): a spare
+  // added must then load a state, a member removed halts at the boundary.
+  if (!reconfiguration() || faulty(r) || !replicas_[r.value].replica->serving()) return;
+  const Schedule& schedule = replicas_[r.value].replica->byzantine_core()->schedule();
+  for (const Configuration& next : schedule.configurations()) {
+    if (next.epoch <= adopted_.epoch) continue;
+    if (next.epoch != adopted_.epoch + 1) {
+      fail("membership: r" + std::to_string(r.value) + " adopted epoch " +
+           std::to_string(next.epoch) + " after " + std::to_string(adopted_.epoch));
+      return;
+    }
+    if (!change_in_flight_ || next.members != change_in_flight_->change.members ||
+        next.from_us != change_in_flight_->change.effective_us) {
+      fail("membership: r" + std::to_string(r.value) + " adopted epoch " +
+           std::to_string(next.epoch) + ", which is not the change the administrator signed");
+      return;
+    }
+    for (ReplicaId m : next.members) {
+      ReplicaSlot& slot = replicas_[m.value];
+      if (adopted_.contains(m) || slot.catching_up) continue;
+      // The checkpoint at the boundary is the first it may load.
+      slot.catching_up = true;
+      slot.catch_up_started_ns = std::max(now_ns_, next.from_us * kUs - kWallEpochNs);
+    }
+    trace("r" + std::to_string(r.value) + " adopted epoch " + std::to_string(next.epoch) +
+          " (t = " + std::to_string(next.t) + ")");
+    hash_.add(0xc0000000 + next.epoch);
+    adopted_ = next;
+  }
 }
 
 void Simulator::record_checkpoint_votes(ReplicaId r,
@@ -3161,16 +3441,26 @@ void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer)
   // A vote names the order's running hash there with the snapshot's digest (the transfer carries
   // the hash; a whole-cluster recovery's transfer is a vouched base plus batches after it, and the
   // base is what must be honest).
-  const std::optional<byzantine::BaseAndBatches> carried =
-      byzantine::decode_base_and_batches(transfer.protocol_state);
-  if (!carried) {
+  // A catch-up's transfer also carries the membership schedule the votes vouch for (§11.9).
+  std::optional<byzantine::BaseAndBatches> carried;
+  std::optional<Schedule> loaded_schedule;
+  if (auto parts = byzantine::decode_catch_up_state(transfer.protocol_state)) {
+    carried = byzantine::decode_base_and_batches(parts->first);
+    loaded_schedule = decode_schedule(parts->second, slot.byzantine_options.members, *verifier_,
+                                      slot.byzantine_options.replica_count);
+  } else {
+    carried = byzantine::decode_base_and_batches(transfer.protocol_state);
+    loaded_schedule = Schedule(slot.byzantine_options.members);  // a recovery's base: no change
+  }
+  if (!carried || !loaded_schedule) {
     fail("catch-up: r" + std::to_string(r.value) + " loaded an undecodable state from r" +
          std::to_string(transfer.sender.value));
     return;
   }
   const uint64_t boundary = carried->base.position_us;
-  const Digest loaded =
-      crypto::position_digest(carried->base.order_hash, crypto::digest(transfer.service_snapshot));
+  const Digest loaded = crypto::position_digest(
+      carried->base.order_hash,
+      byzantine::vouched_snapshot_digest(transfer.service_snapshot, *loaded_schedule));
   auto honest = honest_checkpoints_.find(boundary);
   // Base 0 is the empty state (the core checks it against its own genesis): nothing to vouch.
   if (boundary == 0) {
@@ -3212,6 +3502,7 @@ void Simulator::on_checkpoint_loaded(ReplicaId r, const StateTransfer& transfer)
   slot.executed_position = position;
   hold_agreed_prefix(slot, position);
   slot.loaded_digest_due = true;
+  slot.spare_joining = false;  // a member from now on: a unit of t like any other
   on_recovered(r, "");
   hash_.add(0xb1000000 + position);
   trace("r" + std::to_string(r.value) + " loads r" + std::to_string(transfer.sender.value) +
@@ -3552,13 +3843,29 @@ void Simulator::inject_fault() {
   if (!try_fault(chosen)) try_fault(FaultKind::kClientPartition);
 }
 
+bool Simulator::membership_changing() const {
+  if (change_in_flight_) return true;
+  for (const ReplicaSlot& slot : replicas_) {
+    if ((slot.catching_up && slot.spare_joining) ||
+        (slot.admin_removed && !slot.replica->halted())) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool Simulator::try_fault(FaultKind kind, std::optional<ReplicaId> target) {
   const uint32_t n = run_profile_.replicas;
+  if (reconfiguration() && byzantine_mode() && membership_changing() &&
+      (kind == FaultKind::kReplicaCrash || kind == FaultKind::kCatchUpRestart)) {
+    return false;
+  }
   std::vector<ReplicaId> candidates;
   for (uint32_t i = 0; i < n; ++i) {
     const ReplicaSlot& slot = replicas_[i];
     // A joiner still loading is left alone (it has no state to lose; its unit is spent).
-    if (slot.crashed || slot.replica->halted() || slot.budgeted || !slot.replica->serving()) {
+    if (slot.crashed || slot.replica->halted() || slot.budgeted || !slot.replica->serving() ||
+        slot.admin_removed) {
       continue;
     }
     candidates.push_back(ReplicaId{i});

@@ -129,11 +129,13 @@ struct SimOptions {
   // byzantine ones (there every replica, faulty ones too, certifies its order every
   // `certify_interval_us`, drawn per seed).
   std::optional<bool> durable;
-  // Failstop: whether the schedule reconfigures the cluster (operator removals, rejoins by state
-  // transfer, wiped members rejoining, a spare slot joining). When absent: drawn (on half the
-  // seeds) if `draw_reconfiguration` (the `lockstep sim` default), else off (this library's
-  // default, so that the seed suites in tests/sim keep their schedules); the byzantine mode has
-  // none.
+  // Whether the schedule reconfigures the cluster. Failstop: operator removals, rejoins by state
+  // transfer, wiped members rejoining, a spare slot joining. Byzantine (non-durable runs only):
+  // one or two spare slots listed after the 2t+1 first members, added by a change the
+  // administrator signs, then (on most such seeds) an honest first member removed by another
+  // (docs/DESIGN.md §11.9). When absent: drawn (failstop: half the seeds; byzantine: 30% of the
+  // non-durable ones) if `draw_reconfiguration` (the `lockstep sim` default), else off (this
+  // library's default, so that the seed suites in tests/sim keep their schedules).
   std::optional<bool> reconfiguration;
   bool draw_reconfiguration = false;
   // Byzantine mode: whether honest replicas restart without their state and catch up from a
@@ -170,8 +172,9 @@ struct RunProfile {
   uint64_t checkpoint_interval = 0;  // executed entries between checkpoints (on the disk)
   uint64_t sync_latency_ns = 0;      // how long an fsync takes
   uint64_t certify_interval_us = 0;  // byzantine: order time between certified positions
-  // Failstop reconfiguration: whether it is on, and the slot that starts outside the membership
-  // (a spare; -1: none). Slots are t+1 members, plus the spare.
+  // Reconfiguration: whether it is on, and the slot that starts outside the membership (the first
+  // spare; -1: none). Failstop slots are t+1 members plus the spare; byzantine ones 2t+1 members
+  // plus one or two spares.
   bool reconfiguration = false;
   int32_t spare = -1;
   // Byzantine mode.

@@ -85,7 +85,8 @@ void Service::advance_watermark(Session& session, Sequence acked_below) {
   session.replies.erase(session.replies.begin(), session.replies.lower_bound(acked_below));
 }
 
-Service::Result Service::execute(const ClientRequest& request, uint64_t order_time_us) {
+Service::Result Service::execute(const ClientRequest& request, uint64_t order_time_us,
+                                 std::optional<Bytes> system_output) {
   // Order times never go back in the agreed order; should one (the latest activity is part of the
   // replicated state, so this clamp is the same on every replica), time stands still instead.
   const uint64_t now_us =
@@ -106,7 +107,7 @@ Service::Result Service::execute(const ClientRequest& request, uint64_t order_ti
     return Result{Outcome::kDuplicate, std::move(reply)};
   }
 
-  Bytes reply = machine_->apply(request.command);
+  Bytes reply = system_output ? std::move(*system_output) : machine_->apply(request.command);
   ++executed_count_;
   advance_watermark(session, watermark);
   session.replies.emplace(request.sequence, reply);

@@ -72,7 +72,11 @@ class Service {
   // Executes `request` exactly once (see above) at order time `order_time_us` (µs; the agreed
   // time of its place in the order, non-decreasing from one call to the next; an earlier value is
   // treated as the latest seen). Expires idle sessions first. Deterministic.
-  Result execute(const ClientRequest& request, uint64_t order_time_us = 0);
+  // `system_output`: the request is the replication layer's own (an administrator's membership
+  // change, crypto/membership.h), already carried out there: its output is recorded as the reply
+  // instead of running the state machine, so retries and duplicates are answered alike.
+  Result execute(const ClientRequest& request, uint64_t order_time_us = 0,
+                 std::optional<Bytes> system_output = std::nullopt);
 
   // For requests arriving at a replica before ordering: the cached reply when the request already
   // ran, so a retry is answered at once and never ordered again.

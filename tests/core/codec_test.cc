@@ -94,8 +94,19 @@ SignedReplies signed_replies(size_t count) {
 SignedReplies max_signed_replies() {
   return SignedReplies{ReplicaId{kU32Max},
                        {ClientReply{ClientId{kU64Max}, Sequence{kU64Max}, ReplicaId{kU32Max},
-                                    ReplyStatus::kNotServing, pattern(200, 1)}},
-                       all_ones_signature()};
+                                    ReplyStatus::kNotServing, pattern(200, 1), kU64Max}},
+                       all_ones_signature(),
+                       {ClientRequest{ClientId{kU64Max}, Sequence{kU64Max}, Sequence{kU64Max},
+                                      pattern(100, 2), Bytes(64, 0xff)}}};
+}
+
+// A batch that carries the administrator's changes of two epochs, with replies of epoch 2.
+SignedReplies signed_replies_with_changes() {
+  SignedReplies m = signed_replies(3);
+  for (ClientReply& reply : m.replies)
+    reply.epoch = 2;
+  m.membership_changes = {signed_request(1, 12), signed_request(2, 12)};
+  return m;
 }
 
 std::vector<OrderedEntry> entries(uint64_t first_index, size_t count) {
@@ -221,12 +232,15 @@ std::vector<WireMessage> sample_messages() {
       StatusReply{},
       StatusReply{
           kU64Max, ReplicaId{2}, true, ViewNumber{7}, {ReplicaId{0}, ReplicaId{2}}, 12345, kU64Max},
+      StatusReply{5, ReplicaId{1}, false, ViewNumber{0}, {ReplicaId{1}}, 9, 8, kU64Max},
+      ClientReply{ClientId{9}, Sequence{3}, ReplicaId{1}, ReplyStatus::kOk, pattern(4, 2), 7},
       signed_request(8, 30),
       PeerData{6, 5, signed_proposal(3, 2)},
       PeerData{kU64Max, kU64Max, max_signed_proposal()},
       SignedReplies{},
       signed_replies(4),
       max_signed_replies(),
+      signed_replies_with_changes(),
       PeerData{7, 6, JoinRequest{ReplicaId{3}, kU64Max}},
       PeerData{8, 7, StateRequest{ReplicaId{3}, ViewNumber{4}, ReplicaId{1}}},
       PeerData{9, 8, StateTransfer{ReplicaId{1}, ViewNumber{4}, pattern(40, 2), pattern(90, 3)}},
@@ -276,6 +290,17 @@ TEST(CodecRoundTrip, SignedReplies) {
   expect_round_trip(signed_replies(1));
   expect_round_trip(signed_replies(32));
   expect_round_trip(max_signed_replies());
+  expect_round_trip(signed_replies_with_changes());
+}
+
+TEST(CodecRoundTrip, EpochsOfRepliesAndStatus) {
+  for (uint64_t epoch : {uint64_t{0}, uint64_t{1}, uint64_t{300}, kU64Max}) {
+    expect_round_trip(ClientReply{ClientId{42}, Sequence{8}, ReplicaId{2}, ReplyStatus::kOk,
+                                  pattern(3, 1), epoch});
+    StatusReply status;
+    status.epoch = epoch;
+    expect_round_trip(status);
+  }
 }
 
 TEST(CodecRoundTrip, ClientReplyEveryStatus) {
@@ -412,15 +437,24 @@ TEST(CodecEncode, ExactBytesOfTheSignedMessages) {
   expected.insert(expected.end(), signature.begin(), signature.end());
   EXPECT_EQ(proposal_bytes, expected);
 
-  // SignedReplies: frame type 8; replica, replies, then 64 raw bytes.
+  // SignedReplies: frame type 8; replica, replies (each ending with its epoch), 64 raw bytes,
+  // then the membership changes as signed requests.
   const Bytes replies_frame = frame_of(
       SignedReplies{ReplicaId{3},
-                    {ClientReply{ClientId{4}, Sequence{5}, ReplicaId{3}, ReplyStatus::kOk, {}}},
-                    signature});
+                    {ClientReply{ClientId{4}, Sequence{5}, ReplicaId{3}, ReplyStatus::kOk, {}, 2}},
+                    signature,
+                    {ClientRequest{ClientId{6}, Sequence{7}, Sequence{0}, Bytes{'c'}, {}}}});
   EXPECT_EQ(replies_frame[5], 8);
-  expected = {3, 1, 4, 5, 3, 0, 0};
+  expected = {3, 1, 4, 5, 3, 0, 0, 2};
   expected.insert(expected.end(), signature.begin(), signature.end());
+  expected.insert(expected.end(), {1, 6, 7, 0, 1, 'c', 0});
   EXPECT_EQ(Bytes(replies_frame.begin() + 16, replies_frame.end()), expected);
+
+  // StatusReply ends with the epoch.
+  const Bytes status_frame =
+      frame_of(StatusReply{1, ReplicaId{2}, false, ViewNumber{0}, {ReplicaId{2}}, 3, 4, 300});
+  expected = {1, 2, 0, 0, 1, 2, 3, 4, 0xac, 0x02};
+  EXPECT_EQ(Bytes(status_frame.begin() + 16, status_frame.end()), expected);
 }
 
 // ---- frame_size -----------------------------------------------------------------------------
@@ -556,9 +590,9 @@ TEST(CodecMalformed, BadChecksum) {
 }
 
 TEST(CodecMalformed, ChecksumCoversTheFrameType) {
-  // The payload 01 02 03 00 00 is a ClientRequest and also a valid ClientReply (replica 3,
-  // kOk, empty result): only the checksum can tell that the type byte was changed.
-  const Bytes frame = frame_of(ClientRequest{ClientId{1}, Sequence{2}, Sequence{3}, {}, {}});
+  // The payload 01 02 03 01 00 00 is a ClientRequest and also a valid ClientReply (replica 3,
+  // kBusy, empty result, epoch 0): only the checksum can tell that the type byte was changed.
+  const Bytes frame = frame_of(ClientRequest{ClientId{1}, Sequence{2}, Sequence{3}, Bytes{0}, {}});
   Bytes as_reply = frame;
   as_reply[5] = static_cast<uint8_t>(FrameType::kClientReply);
   EXPECT_EQ(frame_error(as_reply), "bad checksum");
@@ -567,7 +601,7 @@ TEST(CodecMalformed, ChecksumCoversTheFrameType) {
   ASSERT_TRUE(std::holds_alternative<WireMessage>(decoded)) << reason_of(decoded);
   EXPECT_TRUE(
       std::get<WireMessage>(decoded) ==
-      WireMessage(ClientReply{ClientId{1}, Sequence{2}, ReplicaId{3}, ReplyStatus::kOk, {}}));
+      WireMessage(ClientReply{ClientId{1}, Sequence{2}, ReplicaId{3}, ReplyStatus::kBusy, {}}));
 }
 
 TEST(CodecMalformed, TrailingBytes) {
@@ -734,8 +768,9 @@ TEST(CodecMalformed, RawSignatureTruncated) {
   EXPECT_EQ(reason_of(decode_replica_message(two)),
             "Endorsement.signature: truncated: needs 64 bytes, 59 left");
 
+  // The last byte is the empty membership_changes count; the one before ends the signature.
   const Bytes frame = frame_of(signed_replies(2));
-  Bytes payload(frame.begin() + 16, frame.end() - 1);
+  Bytes payload(frame.begin() + 16, frame.end() - 2);
   EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
             "SignedReplies.signature: truncated: needs 64 bytes, 63 left");
 }
@@ -776,6 +811,37 @@ TEST(CodecMalformed, ForgedCountsOfSignedMessages) {
       w.u8(0);
     EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
               "SignedReplies.replies: count 1099511627776 exceeds the 64 bytes left");
+  }
+  {
+    Bytes payload;
+    Writer w(payload);
+    w.varint(0);  // SignedReplies: replica 0, no replies, a signature, 7 changes in 20 bytes
+    w.varint(0);
+    for (int i = 0; i < 64; ++i)
+      w.u8(0);
+    w.varint(7);
+    for (int i = 0; i < 20; ++i)
+      w.u8(0);
+    EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
+              "SignedReplies.membership_changes: count 7 exceeds the 20 bytes left");
+  }
+  {
+    // A change whose signature is neither absent nor 64 bytes is garbage like any request's.
+    SignedReplies replies = signed_replies(1);
+    replies.membership_changes = {signed_request(1, 4)};
+    replies.membership_changes[0].signature.resize(3);
+    EXPECT_EQ(frame_error(frame_of(replies)),
+              "ClientRequest.signature: length must be 0 or 64, got 3");
+    // And an epoch cut short is a truncated reply, not an epoch 0.
+    SignedReplies short_epoch = signed_replies(1);
+    short_epoch.replies[0].epoch = 1 << 20;
+    const Bytes frame = frame_of(short_epoch);
+    Bytes payload(frame.begin() + 16, frame.end());
+    // The epoch takes 3 bytes, then the signature (64) and the changes' count (1): keep only the
+    // epoch's first byte, whose continuation bit promises more.
+    payload.resize(payload.size() - 1 - 64 - 2);
+    EXPECT_EQ(frame_error(frame_around(FrameType::kSignedReplies, payload)),
+              "ClientReply.epoch: truncated or over-long varint");
   }
 }
 

@@ -217,6 +217,30 @@ TEST(SigningReplies, DigestCoversEveryField) {
   r = base;
   r.result = to_bytes("ok!");
   EXPECT_TRUE(digests.insert(reply_digest(r)).second);
+  r = base;
+  r.epoch = 1;
+  EXPECT_TRUE(digests.insert(reply_digest(r)).second);
+  r.epoch = uint64_t{1} << 63;
+  EXPECT_TRUE(digests.insert(reply_digest(r)).second);
+}
+
+TEST(SigningReplies, TheEpochIsSignedAndTheAttachedChangesAreNot) {
+  Keys keys(Scheme::kEd25519);
+  std::vector<ClientReply> replies = replies_of(ReplicaId{2}, 3);
+  for (ClientReply& r : replies)
+    r.epoch = 4;
+  const SignedReplies good = sign_replies(*keys.replicas[2], ReplicaId{2}, replies);
+  ASSERT_TRUE(verify_replies(*keys.verifier, good));
+  // A relay (or the replica itself, later) cannot restate the epoch a reply was executed in.
+  SignedReplies restated = good;
+  restated.replies[1].epoch = 3;
+  EXPECT_FALSE(verify_replies(*keys.verifier, restated));
+  // The administrator's changes ride along outside the signature: they prove themselves.
+  SignedReplies with_changes = good;
+  ClientRequest change = request(1, 1, "change");
+  sign_request(*keys.client, change);
+  with_changes.membership_changes = {change, change};
+  EXPECT_TRUE(verify_replies(*keys.verifier, with_changes));
 }
 
 TEST(SigningReplies, SignAndVerifyABatch) {

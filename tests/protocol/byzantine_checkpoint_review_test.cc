@@ -58,10 +58,13 @@ TEST_F(CheckpointReview, ALoadedReplicaNeverExecutesABatchBelowTheLoadedBoundary
   // Replica 0 answers at once (a fast network): still before R decides τ.
   const uint64_t loaded_at = votes_arrive + 400;
   ASSERT_LT(loaded_at, tau + kDecisionUs) << "the scenario: R has not decided τ yet";
-  r->load_state(at(loaded_at), StateTransfer{ReplicaId{0}, ViewNumber{kBoundaryUs},
-                                             encode_base_and_batches(
-                                                 Certificate{kBoundaryUs, order_hash, {}, {}}, {}),
-                                             honest_snapshot});
+  r->load_state(
+      at(loaded_at),
+      StateTransfer{ReplicaId{0}, ViewNumber{kBoundaryUs},
+                    encode_catch_up_state(
+                        encode_base_and_batches(Certificate{kBoundaryUs, order_hash, {}, {}}, {}),
+                        Schedule{}.encode()),
+                    honest_snapshot});
   ASSERT_TRUE(r->serving());
 
   // Time passes; R decides τ and goes on.

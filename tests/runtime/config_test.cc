@@ -8,9 +8,12 @@
 #include <string>
 
 #include "crypto/crypto.h"
+#include "crypto/membership.h"
+#include "crypto/signing.h"
 #include "net/acceptor.h"
 #include "net/peer_channel.h"
 #include "replica/replica.h"
+#include "runtime/credentials.h"
 
 namespace lockstep::runtime {
 namespace {
@@ -868,26 +871,154 @@ member = false
   EXPECT_EQ(config.initial_members(), std::vector<ReplicaId>{ReplicaId{1}});
 }
 
-TEST(ConfigTest, ByzantineModeRefusesASpare) {
-  const std::string text = byzantine_with("id = 2\n", "id = 2\nmember = false\n");
-  EXPECT_EQ(error_of(text),
-            "cluster.toml: replicas[2].member: reconfiguration is not supported in byzantine "
-            "mode: every replica is a member (remove `member = false`)");
+// ---- byzantine membership changes (docs/DESIGN.md §11.9) -------------------------------------
+
+// byzantine_text() with replicas 3 and 4 listed as spares.
+std::string byzantine_with_spares() {
+  std::string text = byzantine_text();
+  const std::string spares = "[[replicas]]\nid = 3\naddress = \"127.0.0.1:7003\"\npublic_key = \"" +
+                             key_hex(4) +
+                             "\"\nmember = false\n\n[[replicas]]\nid = 4\naddress = "
+                             "\"127.0.0.1:7004\"\npublic_key = \"" +
+                             key_hex(5) + "\"\nmember = false\n\n";
+  text.insert(text.find("[byzantine]"), spares);
+  return text;
+}
+
+std::string admin_key_line(uint8_t seed = 20) {
+  return "admin_public_key = \"" + key_hex(seed) + "\"\n";
+}
+
+TEST(ConfigTest, ByzantineSparesAndAnAdministrator) {
+  std::string text = byzantine_with_spares();
+  text.insert(text.find("delta_ms = 8"), admin_key_line());
+  const ClusterConfig config = parse_config(text, "b.toml");
+  EXPECT_EQ(config.replica_count(), 5u);
+  EXPECT_EQ(config.initial_members(),
+            (std::vector<ReplicaId>{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}}));
+  ASSERT_TRUE(config.byzantine->admin_public_key.has_value());
+  std::array<uint8_t, 32> seed{};
+  seed.fill(20);
+  const crypto::KeyPair admin = crypto::derive_key_pair(crypto::Scheme::kEd25519, seed);
+  EXPECT_EQ(*config.byzantine->admin_public_key, admin.public_key);
+
+  // The administrator signs as client principal kAdminPrincipal.
+  const crypto::KeyDirectory keys = config.key_directory();
+  ASSERT_TRUE(keys.clients.contains(kAdminPrincipal));
+  EXPECT_EQ(keys.clients.at(kAdminPrincipal), admin.public_key);
+  EXPECT_EQ(keys.replicas.size(), 5u);
+
+  // The core runs epoch 0 with the members, over every listed replica; clients count likewise.
+  const byzantine::Options options = config.byzantine_options(ReplicaId{3}, nullptr, nullptr);
+  EXPECT_EQ(options.replica_count, 5u);
+  EXPECT_EQ(options.t, 1u);
+  EXPECT_EQ(options.members, config.initial_members());
+  const ClientOptions client = config.client_options();
+  EXPECT_EQ(client.replica_count, 5u);
+  EXPECT_EQ(client.reply_quorum, 2u);
+  EXPECT_EQ(client.initial_members, config.initial_members());
+
+  // Written out and read back the same.
+  EXPECT_EQ(parse_config(format_config(config), "again"), config);
+  // Without an administrator there is none in the key directory.
+  const ClusterConfig plain = parse_config(byzantine_text(), "b.toml");
+  EXPECT_FALSE(plain.byzantine->admin_public_key.has_value());
+  EXPECT_FALSE(plain.key_directory().clients.contains(kAdminPrincipal));
+  EXPECT_EQ(parse_config(format_config(plain), "again"), plain);
+}
+
+TEST(ConfigTest, ByzantineMembershipErrorsNameTheirField) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  const std::string with_admin = byzantine_with("delta_ms = 8", admin_key_line() + "delta_ms = 8");
+  const std::string durable = "\n[storage]\ndata_dir = \"data\"\nsync = \"always\"\n";
+  const std::vector<Case> cases = {
+      // Spares are extra: the members must still be 2t+1.
+      {byzantine_with("id = 2\n", "id = 2\nmember = false\n"),
+       "b.toml: replicas: byzantine mode with t = 1 needs 3 replicas that are members (spares, "
+       "member = false, not counted), got 2 (and 1 spares)"},
+      {byzantine_with("delta_ms = 8", "admin_public_key = \"abc\"\ndelta_ms = 8"),
+       "b.toml: byzantine.admin_public_key: expected 64 hex digits (a 32-byte Ed25519 public "
+       "key), got \"abc\""},
+      {byzantine_with("delta_ms = 8", "admin_public_key = 7\ndelta_ms = 8"),
+       "b.toml: byzantine.admin_public_key: expected a string of 64 hex digits, got an integer"},
+      {with_admin + durable,
+       "b.toml: byzantine.admin_public_key: membership changes are not built for durable "
+       "byzantine clusters yet ([storage] with sync = \"always\"): remove one or the other"},
+      {byzantine_with("delta_ms = 8", admin_key_line(2) + "delta_ms = 8"),
+       "b.toml: byzantine.admin_public_key: same key as replicas[1]"},
+      {byzantine_with("principal = 3", "principal = 4294967295"),
+       "b.toml: clients[1].principal: 4294967295 is reserved for the administrator "
+       "(byzantine.admin_public_key)"},
+      {with("t = 2", "t = 2\n[byzantine]\nadmin_public_key = \"" + key_hex(20) + "\"\n"),
+       "cluster.toml: byzantine: only in byzantine mode"},
+  };
+  for (const Case& c : cases) {
+    std::string message = "(no error)";
+    try {
+      parse_config(c.text,
+                   c.text.find("byzantine\"") != std::string::npos ? "b.toml" : "cluster.toml");
+    } catch (const ConfigError& error) {
+      message = error.what();
+    }
+    EXPECT_EQ(message, c.message);
+  }
+  // A durable cluster without an administrator, or an administrator without durability
+  // ("batch-interval" is not durable), are fine.
+  EXPECT_NO_THROW(parse_config(byzantine_text() + durable, "b.toml"));
+  EXPECT_NO_THROW(parse_config(
+      with_admin + "\n[storage]\ndata_dir = \"data\"\nsync = \"batch-interval\"\n", "b.toml"));
   // `member = true` says nothing new and is accepted.
   EXPECT_NO_THROW(parse_config(byzantine_with("id = 2\n", "id = 2\nmember = true\n"), "b"));
-  // Built in code, the same.
-  ClusterConfig config = parse_config(byzantine_text(), "b.toml");
-  config.replicas[1].member = false;
+  // Built in code, the same checks.
+  ClusterConfig config = parse_config(with_admin, "b.toml");
+  config.storage.data_dir = "/tmp/x";
+  config.storage.sync = storage::SyncPolicy::kAlways;
   try {
     validate_config(config, "built");
-    ADD_FAILURE() << "accepted a byzantine spare";
+    ADD_FAILURE() << "accepted an administrator in a durable cluster";
   } catch (const ConfigError& error) {
-    EXPECT_NE(std::string(error.what())
-                  .find("built: replicas[1].member: reconfiguration is not "
-                        "supported in byzantine mode"),
+    EXPECT_NE(std::string(error.what()).find("built: byzantine.admin_public_key: membership"),
               std::string::npos)
         << error.what();
   }
+}
+
+TEST(ConfigTest, AdministratorCredentialsMustBeTheListedKey) {
+  std::array<uint8_t, 32> seed{};
+  seed.fill(20);
+  const crypto::KeyPair admin = crypto::derive_key_pair(crypto::Scheme::kEd25519, seed);
+  seed.fill(21);
+  const crypto::KeyPair other = crypto::derive_key_pair(crypto::Scheme::kEd25519, seed);
+  const ClusterConfig config =
+      parse_config(byzantine_with("delta_ms = 8", admin_key_line() + "delta_ms = 8"), "b.toml");
+  const ClientCredentials credentials = admin_credentials(config, admin, "admin.key");
+  EXPECT_EQ(credentials.principal, kAdminPrincipal);
+  ASSERT_TRUE(credentials.signer && credentials.verifier);
+  // What it signs checks under the cluster's keys as the administrator's.
+  ClientRequest request{client_id_of(kAdminPrincipal, 9), Sequence{1}, Sequence{1}, {1, 2}, {}};
+  crypto::sign_request(*credentials.signer, request);
+  EXPECT_TRUE(crypto::verify_request(*credentials.verifier, request));
+
+  auto error_of_credentials = [](const ClusterConfig& c, const crypto::KeyPair& keys) {
+    try {
+      admin_credentials(c, keys, "k.key");
+    } catch (const std::runtime_error& error) {
+      return std::string(error.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(error_of_credentials(config, other)
+                .find("is not the cluster's "
+                      "byzantine.admin_public_key"),
+            std::string::npos);
+  EXPECT_NE(error_of_credentials(parse_config(byzantine_text(), "b.toml"), admin)
+                .find("the cluster file names no administrator"),
+            std::string::npos);
+  EXPECT_NE(error_of_credentials(parse_config(kValid, "c.toml"), admin).find("byzantine clusters"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "client/certificate.h"
 #include "client/client.h"
 #include "crypto/crypto.h"
+#include "crypto/membership.h"
 #include "runtime/admin.h"
 #include "runtime/credentials.h"
 #include "runtime/local_cluster.h"
@@ -718,6 +719,72 @@ TEST(BlockingClientTest, FailsClearlyWhenNoReplicaAnswers) {
   EXPECT_LT(elapsed_ms, 2000u);
   // The client stays usable: a second call fails the same way instead of hanging.
   EXPECT_FALSE(client.call(get("k")).ok);
+}
+
+// ---- byzantine membership changes (docs/DESIGN.md §11.9) -------------------------------------
+
+crypto::KeyPair admin_keys() {
+  return test_keys(50);
+}
+
+// Members 0..2 (t = 1) and spare 3, with an administrator.
+ClusterConfig byzantine_cluster_with_spare() {
+  ClusterConfig config = loopback_cluster(3, Mode::kByzantine);
+  const uint16_t port = pick_free_ports(1).front();
+  config.replicas.push_back(ReplicaConfig{ReplicaId{3}, net::Address{"127.0.0.1", port},
+                                          replica_keys(ReplicaId{3}).public_key, false});
+  config.byzantine->admin_public_key = admin_keys().public_key;
+  validate_config(config, "test");
+  return config;
+}
+
+TEST_F(InProcessClusterTest, AnAdministratorsChangeReachesClientsAndStatus) {
+  config_ = byzantine_cluster_with_spare();
+  for (uint32_t i = 0; i < 3; ++i) {
+    ReplicaServerOptions options;
+    options.keys = replica_keys(ReplicaId{i});
+    servers_.push_back(std::make_unique<ReplicaServer>(loop_, config_, ReplicaId{i}, options));
+    servers_.back()->start();
+  }
+  const ClientCredentials admin = admin_credentials(config_, admin_keys(), "admin.key");
+  Client admin_client(loop_, network_client_options(config_, &admin));
+  // Spare 3 joins in epoch 1 (it is not started: the three others keep serving, t stays 1).
+  const uint64_t grid_us = config_.byzantine->checkpoint_interval_ms * 1000;
+  const uint64_t effective_us = (net::wall_now_us() + 400'000) / grid_us * grid_us + grid_us;
+  const std::vector<ReplicaId> members{ReplicaId{0}, ReplicaId{1}, ReplicaId{2}, ReplicaId{3}};
+  std::optional<CallResult> ordered;
+  admin_client.submit(encode_configuration_change({1, members, effective_us}),
+                      [&](CallResult result) { ordered = std::move(result); });
+  ASSERT_TRUE(run_until(loop_, [&] { return ordered.has_value(); }));
+  ASSERT_TRUE(ordered->ok());
+  const std::string output(ordered->result.begin(), ordered->result.end());
+  EXPECT_EQ(output.rfind("epoch 1", 0), 0u) << output;
+  // The replies carried the signed change: the administrator's client learnt epoch 1.
+  EXPECT_EQ(admin_client.schedule().latest().epoch, 1u);
+  EXPECT_EQ(admin_client.schedule().latest().members, members);
+  EXPECT_EQ(admin_client.refused_membership_changes(), 0u);
+
+  // Once it is in force, replicas report it and a client that never saw the change learns it
+  // from the replies of its first request, whose certificate checks offline.
+  ASSERT_TRUE(run_until(loop_, [&] { return net::wall_now_us() > effective_us + 200'000; }));
+  credentials_ = client_credentials(config_, client_keys(), kPrincipal, "test");
+  client_ = std::make_unique<Client>(loop_, network_client_options(config_, &credentials_));
+  EXPECT_EQ(read("k"), "");
+  EXPECT_EQ(client_->schedule().latest().epoch, 1u);
+  std::optional<StatusReply> status;
+  client_->request_status(ReplicaId{1}, [&](std::optional<StatusReply> reply) { status = reply; });
+  ASSERT_TRUE(run_until(loop_, [&] { return status.has_value(); }));
+  EXPECT_EQ(status->epoch, 1u);
+  EXPECT_EQ(status->members, members);
+  std::optional<CallResult> written;
+  client_->submit(put("k", "v"), [&](CallResult result) { written = std::move(result); });
+  ASSERT_TRUE(run_until(loop_, [&] { return written.has_value(); }));
+  ASSERT_TRUE(written->ok() && written->certificate.has_value());
+  EXPECT_EQ(written->certificate->reply.epoch, 1u);
+  auto verifier = crypto::make_verifier(crypto::Scheme::kEd25519, config_.key_directory());
+  const std::vector<ReplicaId> initial = config_.initial_members();
+  std::string why;
+  EXPECT_TRUE(verify_certificate(*written->certificate, *verifier, 2, &why, initial)) << why;
 }
 
 }  // namespace

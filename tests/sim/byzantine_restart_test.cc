@@ -93,9 +93,13 @@ TEST(ByzantineRestartSimTest, ForgedSnapshotIsAValidStateNoHonestReplicaHas) {
   EXPECT_NE(crypto::digest(forged), crypto::digest(scratch.snapshot()));
   scratch.restore(forged);  // decodes: only the digest check keeps it out
   EXPECT_EQ(scratch.executed_count(), 1u);
-  // The protocol state names the order hash the forged votes name with the snapshot's digest.
+  // The protocol state names the order hash the forged votes name with the snapshot's digest,
+  // and the first membership schedule (no change to vouch for).
+  const auto parts = byzantine::decode_catch_up_state(forged_protocol_state(100'000));
+  ASSERT_TRUE(parts);
+  EXPECT_EQ(parts->second, Schedule{}.encode());
   const std::optional<byzantine::BaseAndBatches> state =
-      byzantine::decode_base_and_batches(forged_protocol_state(100'000));
+      byzantine::decode_base_and_batches(parts->first);
   ASSERT_TRUE(state);
   EXPECT_EQ(state->base.position_us, 100'000u);
   EXPECT_TRUE(state->batches.empty());

@@ -1,16 +1,22 @@
-// `lockstep admin --config F add-replica N | remove-replica N [--timeout MS]`: an operator's
-// membership change of a failstop cluster (docs/DESIGN.md §12). The request goes to every replica
-// the file lists; each answer is printed (replica, accepted or refused, detail). Then the command
-// waits, at most --timeout ms, until the members' status shows the change (remove: no member lists
-// N; add: every member lists N and N itself serves) and prints the new membership.
+// `lockstep admin --config F [--key ADMIN_KEY] add-replica N | remove-replica N [--timeout MS]
+// [--effective-in-ms MS]`: an operator's membership change (failstop: docs/DESIGN.md §12;
+// byzantine: §11.9, signed with the administrator's key, see runtime/admin.h). The request goes to
+// every replica the file lists; each answer is printed (replica, accepted or refused, detail). Then
+// the command waits, at most --timeout ms, until the members' status shows the change (remove: no
+// member lists N; add: every member lists N and N itself serves) and prints the new membership.
 //
 // add-replica N lets a listed replica in (a spare, `member = false`, or one removed earlier); it is
 // added when it asks, so run it with `lockstep replica --config F --id N --join`. remove-replica N
 // takes a member out (it halts, exit 3); removing the last member is refused.
 //
+// Byzantine mode: --key names the administrator's key file (its public key is the cluster file's
+// byzantine.admin_public_key); the change takes effect --effective-in-ms from now (default 3000,
+// rounded up to the checkpoint grid), and an added replica must run with `--join`.
+//
 // Exit 0 when the change is visible, 1 when no member accepted it (the reasons on stderr), 2 for
-// bad arguments or a byzantine cluster (its membership is fixed), 3 when it was accepted but did
-// not become visible in time. See runtime/admin.h.
+// bad arguments (byzantine: no key or the wrong one, adding a member, removing a non-member,
+// fewer than 3 members after), 3 when it was accepted but did not become visible in time. See
+// runtime/admin.h.
 #include <iostream>
 
 #include "command.h"
@@ -27,6 +33,8 @@ struct AdminArgs {
   MembershipChange change = MembershipChange::kAdd;
   uint64_t timeout_ms = 5000;
   uint64_t connect_timeout_ms = 1000;
+  std::string key_path;
+  uint64_t effective_in_ms = 3000;
 };
 
 int run_admin_command(const AdminArgs& args) {
@@ -38,9 +46,15 @@ int run_admin_command(const AdminArgs& args) {
     std::cerr << error.what() << "\n";
     return runtime::kAdminUsage;
   }
+  if (config.mode == runtime::Mode::kFailstop && !args.key_path.empty()) {
+    std::cerr << "admin: --key: a failstop cluster's changes are not signed; leave it out\n";
+    return runtime::kAdminUsage;
+  }
   runtime::AdminOptions options;
   options.wait_ms = args.timeout_ms;
   options.connect_timeout_ms = args.connect_timeout_ms;
+  options.key_file = args.key_path;
+  options.effective_in_ms = args.effective_in_ms;
   return runtime::run_admin(config, args.change, ReplicaId{args.replica}, options, std::cout,
                             std::cerr);
 }
@@ -54,7 +68,15 @@ std::function<int()> setup_admin(CLI::App& app) {
                  "ms to wait for the new membership to show (default 5000)");
   app.add_option("--connect-timeout", args->connect_timeout_ms,
                  "ms to wait for each replica's answer (default 1000)");
+  app.add_option("--key", args->key_path,
+                 "byzantine: the administrator's key file (its public key is the cluster file's "
+                 "byzantine.admin_public_key)");
+  app.add_option("--effective-in-ms", args->effective_in_ms,
+                 "byzantine: how far ahead the change takes effect (default 3000; rounded up to "
+                 "the checkpoint interval)");
   app.require_subcommand(1);
+  // The options may also follow the subcommand: `admin --config F add-replica 3 --key K`.
+  app.fallthrough();
   auto change = [&app, args](const char* name, const char* help, MembershipChange code) {
     CLI::App* sub = app.add_subcommand(name, help);
     sub->add_option("replica", args->replica, "the replica's id in the cluster file")->required();
@@ -67,7 +89,7 @@ std::function<int()> setup_admin(CLI::App& app) {
   return [args] { return run_admin_command(*args); };
 }
 
-LOCKSTEP_COMMAND("admin", "Change a failstop cluster's membership (add-replica, remove-replica)",
+LOCKSTEP_COMMAND("admin", "Change a cluster's membership (add-replica, remove-replica)",
                  setup_admin);
 
 }  // namespace

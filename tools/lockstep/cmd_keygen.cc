@@ -1,5 +1,6 @@
-// `lockstep keygen --out FILE [--force]`: makes a fresh Ed25519 key pair for a replica or a client
-// principal of a byzantine-mode cluster. The key file (mode 0600) stays with its owner; the public
+// `lockstep keygen --out FILE [--force]`: makes a fresh Ed25519 key pair for a replica, a client
+// principal or the administrator (byzantine.admin_public_key, `lockstep admin --key`) of a
+// byzantine-mode cluster. The key file (mode 0600) stays with its owner; the public
 // key, printed alone on stdout so that scripts can capture it, goes into the cluster file.
 #include <cstdio>
 #include <filesystem>
@@ -46,14 +47,17 @@ int run_keygen(const KeygenArgs& args) {
   }
   std::printf("%s\n", crypto::to_hex(keys.public_key).c_str());
   std::fprintf(stderr,
-               "keygen: wrote %s (mode 0600); put the public key above in the cluster file\n",
+               "keygen: wrote %s (mode 0600); put the public key above in the cluster file (a "
+               "replica's public_key, a [[clients]] public_key or [byzantine] "
+               "admin_public_key)\n",
                args.out_path.c_str());
   return kExitOk;
 }
 
 }  // namespace
 
-LOCKSTEP_COMMAND("keygen", "Make an Ed25519 key pair for a byzantine-mode replica or client",
+LOCKSTEP_COMMAND("keygen",
+                 "Make an Ed25519 key pair for a byzantine-mode replica, client or administrator",
                  [](CLI::App& app) -> std::function<int()> {
                    auto args = std::make_shared<KeygenArgs>();
                    app.add_option("--out", args->out_path,

@@ -13,9 +13,11 @@
 // `--sync always|batch-interval|none` picks the sync policy (see runtime/config.h for what each
 // risks) and `--checkpoint-entries N` how often checkpoints are taken.
 //
-// `--spares K` (failstop) lists K more replicas with `member = false` (ids N..N+K-1) and starts
-// them with --join: they wait, serving nothing, until `lockstep admin --config D/cluster.toml
-// add-replica ID` lets one in; it then loads a member's state and serves.
+// `--spares K` lists K more replicas with `member = false` (ids N..N+K-1) and starts them with
+// --join: they wait, serving nothing, until `lockstep admin --config D/cluster.toml add-replica
+// ID` lets one in; it then loads a member's state and serves. A byzantine cluster that is not
+// durable also gets the administrator's key in D/admin.key, which that command then needs
+// (`--key D/admin.key`, docs/DESIGN.md §11.9).
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -76,10 +78,6 @@ int run_local_cluster(const LocalClusterArgs& args) {
     std::cerr << "local-cluster: --sync and --checkpoint-entries need --data\n";
     return 2;
   }
-  if (args.spares != 0 && options.mode == runtime::Mode::kByzantine) {
-    std::cerr << "local-cluster: --spares: reconfiguration is not supported in byzantine mode\n";
-    return 2;
-  }
   options.spares = args.spares;
   if (args.data) {
     options.storage.data_dir = "data";  // under --dir
@@ -104,6 +102,10 @@ int run_local_cluster(const LocalClusterArgs& args) {
                 << options.byzantine.epsilon_ms << " ms; client principal "
                 << runtime::kLocalClusterPrincipal << " key: " << cluster.client_key_path().string()
                 << "\n";
+      if (cluster.has_administrator()) {
+        std::cout << "administrator key (signs membership changes): "
+                  << cluster.admin_key_path().string() << "\n";
+      }
     }
     const uint32_t listed = cluster.replica_count();
     for (uint32_t i = 0; i < listed; ++i) {
@@ -114,6 +116,9 @@ int run_local_cluster(const LocalClusterArgs& args) {
     }
     if (options.spares != 0) {
       std::cout << "add a spare: lockstep admin --config " << cluster.config_path().string()
+                << (byzantine && cluster.has_administrator()
+                        ? " --key " + cluster.admin_key_path().string()
+                        : std::string())
                 << " add-replica " << options.replicas << "\n";
     }
     std::cout << "try: lockstep kv --config " << cluster.config_path().string()
@@ -180,8 +185,8 @@ LOCKSTEP_COMMAND(
                      "replica i listens on base-port + i (default: free ports)");
       app.add_option("--log-level", args->log_level, "the replicas' log level");
       app.add_option("--spares", args->spares,
-                     "failstop: also list this many spare replicas (member = false), started "
-                     "with --join, for `lockstep admin add-replica`")
+                     "also list this many spare replicas (member = false), started with "
+                     "--join, for `lockstep admin add-replica`")
           ->check(CLI::Range(0, 32));
       app.add_flag("--data", args->data,
                    "keep each replica's state on disk under DIR/data (durable with --sync always)");

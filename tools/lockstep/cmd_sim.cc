@@ -303,15 +303,15 @@ int run(const SimCommandOptions& cli) {
     return 2;
   }
   if (cli.reconfiguration == "yes" || cli.reconfiguration == "no") {
-    if (mode == sim::Mode::kByzantine && cli.reconfiguration == "yes") {
+    if (mode == sim::Mode::kByzantine && cli.reconfiguration == "yes" && cli.durable == "yes") {
       std::fprintf(stderr,
-                   "lockstep sim: the byzantine mode has no reconfiguration "
-                   "(--reconfiguration yes)\n");
+                   "lockstep sim: byzantine membership changes are not built for durable "
+                   "clusters (--reconfiguration yes with --durable yes)\n");
       return 2;
     }
     options.reconfiguration = cli.reconfiguration == "yes";
   } else if (cli.reconfiguration == "drawn") {
-    options.draw_reconfiguration = mode == sim::Mode::kFailstop;
+    options.draw_reconfiguration = true;
   } else {
     std::fprintf(stderr, "lockstep sim: --reconfiguration is drawn, yes or no\n");
     return 2;
@@ -381,8 +381,10 @@ LOCKSTEP_COMMAND(
                      "together after a whole-cluster crash)")
           ->capture_default_str();
       app.add_option("--reconfiguration", cli->reconfiguration,
-                     "failstop: no | drawn | yes: operator removals, rejoins by state transfer "
-                     "(wiped or old disks), wiped members rejoining, a spare slot joining")
+                     "no | drawn | yes. failstop: operator removals, rejoins by state transfer "
+                     "(wiped or old disks), wiped members rejoining, a spare slot joining; "
+                     "byzantine (not durable): the administrator adds one or two spares by a "
+                     "signed change, then removes an honest member")
           ->capture_default_str();
       app.add_option("--restarts", cli->restarts,
                      "byzantine: drawn | yes | no: honest replicas crash and restart without "

@@ -54,11 +54,12 @@ int run(const VerifyReplyOptions& options) {
   }
   const std::unique_ptr<crypto::Verifier> verifier =
       crypto::make_verifier(crypto::Scheme::kEd25519, config.key_directory());
-  // t+1: at most t replicas are faulty, so t+1 signers include a correct one.
+  // t+1: at most t replicas are faulty, so t+1 signers include a correct one. config.t is
+  // epoch 0's, counted over its members only: spares are listed but were not members then.
   const uint32_t quorum = config.t + 1;
 
   std::string why;
-  if (!verify_certificate(certificate, *verifier, quorum, &why)) {
+  if (!verify_certificate(certificate, *verifier, quorum, &why, config.initial_members())) {
     std::printf("not valid: %s\n", why.c_str());
     return kExitNotValid;
   }

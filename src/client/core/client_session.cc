@@ -14,14 +14,29 @@ uint64_t saturating_add(uint64_t a, uint64_t b) {
   return b > UINT64_MAX - a ? UINT64_MAX : a + b;
 }
 
+std::vector<ReplicaId> every_replica(uint32_t count) {
+  std::vector<ReplicaId> replicas;
+  for (uint32_t r = 0; r < count; ++r)
+    replicas.push_back(ReplicaId{r});
+  return replicas;
+}
+
 }  // namespace
 
-ClientSession::ClientSession(ClientId id, ClientOptions options) : id_(id), options_(options) {
+ClientSession::ClientSession(ClientId id, ClientOptions options)
+    : id_(id),
+      options_(std::move(options)),
+      membership_(options_.initial_members.empty() ? every_replica(options_.replica_count)
+                                                   : options_.initial_members,
+                  options_.reply_quorum - 1, options_.replica_count, options_.membership_verifier) {
   LOCKSTEP_ASSERT(options_.replica_count > 0, "a client needs at least one replica");
   LOCKSTEP_ASSERT(options_.retry_interval_ns > 0, "a zero retry interval would retry in a loop");
   LOCKSTEP_ASSERT(options_.outstanding_max > 0, "a client must be allowed one request");
   LOCKSTEP_ASSERT(options_.reply_quorum > 0 && options_.reply_quorum <= options_.replica_count,
                   "the reply quorum must be between 1 and the number of replicas");
+  for (ReplicaId member : options_.initial_members) {
+    LOCKSTEP_ASSERT(member.value < options_.replica_count, "an initial member that is not listed");
+  }
 }
 
 Sequence ClientSession::submit(uint64_t now_ns, Bytes command) {
@@ -79,55 +94,134 @@ void ClientSession::on_busy(Pending& pending, ReplicaId replica) {
 // Byzantine output voting (Schneider §3.1, "the output of a t fault-tolerant state machine is
 // the output produced by t+1 of its replicas"): at most t replicas lie, so t+1 identical results
 // include one from a correct replica, and the t+1 correct replicas of 2t+1 always get there.
+// With membership changes the t+1 must be members of one configuration (try_complete).
 bool ClientSession::vote(Pending& pending, const ClientReply& reply, const ReplyProof* proof) {
   auto mine = std::find_if(pending.votes.begin(), pending.votes.end(),
                            [&](const Vote& vote) { return vote.replica == reply.replica; });
   if (mine != pending.votes.end()) {
-    // The same answer again (to a retry) adds nothing; a different one proves this replica
-    // faulty, but it keeps its first vote: otherwise a liar could vote for every result.
+    // The same answer again (to a retry, perhaps stating the replica's newer epoch) adds
+    // nothing; a different one proves this replica faulty, but it keeps its first vote:
+    // otherwise a liar could vote for every result.
     if (reply.result == mine->result) {
-      if (!mine->proof && proof) mine->proof = *proof;
+      if (!mine->proof && proof) {
+        mine->proof = *proof;
+        mine->epoch = reply.epoch;  // the certificate's reply must match the proof's digest
+      }
       return false;
     }
     if (!mine->contradiction) mine->contradiction = reply.result;
     return false;
   }
-  pending.votes.push_back(Vote{reply.replica, reply.result,
+  pending.votes.push_back(Vote{reply.replica, reply.epoch, reply.result,
                                proof ? std::optional<ReplyProof>(*proof) : std::nullopt,
                                std::nullopt});
-
-  std::vector<const Vote*> agreeing;
-  for (const Vote& vote : pending.votes) {
-    if (vote.result == reply.result) agreeing.push_back(&vote);
+  if (!member_of_known_configuration(reply.replica)) {
+    // Kept: an epoch learnt later may make it a member. Until then it changes no count.
+    ++non_member_replies_;
+    return false;
   }
-  if (agreeing.size() < votes_needed()) return false;
+  return try_complete(pending, reply.result);
+}
 
+uint32_t ClientSession::faults_of(uint64_t epoch) const {
+  return membership_.faults_of(epoch);
+}
+
+bool ClientSession::member_of_known_configuration(ReplicaId replica) const {
+  const std::vector<Configuration>& configurations = schedule().configurations();
+  return std::any_of(configurations.begin(), configurations.end(),
+                     [&](const Configuration& c) { return c.contains(replica); });
+}
+
+bool ClientSession::try_complete(Pending& pending, const Bytes& result) {
+  // Some configuration e must have t_e+1 members among the agreeing votes: C_e has at most t_e
+  // faulty members, so one of them is correct, and a correct replica's output is the agreed
+  // one. The epoch a reply states plays no part: a faulty replica states whatever helps, and a
+  // correct one's cached reply states its current epoch, not the one that ordered the request.
+  // Adding up members of different configurations would be unsafe: each may hold its own t
+  // faulty members, and t+1 of them together need not include a correct one.
+  const std::vector<Configuration>& configurations = schedule().configurations();
+  std::vector<const Vote*> counted;
+  bool complete = false;
+  // Latest first, so a certificate names the newest configuration that suffices.
+  for (auto configuration = configurations.rbegin(); configuration != configurations.rend();
+       ++configuration) {
+    counted.clear();
+    for (const Vote& vote : pending.votes) {
+      if (vote.result == result && configuration->contains(vote.replica)) counted.push_back(&vote);
+    }
+    uint64_t needed = uint64_t{faults_of(configuration->epoch)} + 1;
+    if (options_.planted_accept_short_quorum) needed = std::max<uint64_t>(needed - 1, 1);
+    if (counted.size() >= needed) {
+      complete = true;
+      break;
+    }
+  }
+  if (!complete) return false;
+  LOCKSTEP_ASSERT(!counted.empty(), "a configuration completed a request with no votes");
+
+  const Vote& first = *counted.front();
   ReplyCertificate certificate;
-  certificate.reply =
-      ClientReply{id_, reply.sequence, agreeing.front()->replica, ReplyStatus::kOk, reply.result};
-  for (const Vote* vote : agreeing) {
+  certificate.reply = ClientReply{
+      id_, pending.request.sequence, first.replica, ReplyStatus::kOk, result, first.epoch};
+  for (const Vote* vote : counted) {
     if (vote->proof) certificate.proofs.push_back(*vote->proof);
   }
+  certificate.membership_changes = schedule().proofs();
   std::vector<Dissent> dissent;
   for (const Vote& vote : pending.votes) {
-    if (vote.result != reply.result) {
+    if (vote.result != result) {
       dissent.push_back(Dissent{vote.replica, ReplyStatus::kOk, vote.result});
     }
-    if (vote.contradiction && *vote.contradiction != reply.result) {
+    if (vote.contradiction && *vote.contradiction != result) {
       dissent.push_back(Dissent{vote.replica, ReplyStatus::kOk, *vote.contradiction});
     }
   }
-  Completion completion{
-      reply.sequence, Status::kOk, reply.result, agreeing.front()->replica, {}, {}};
+  Completion completion{pending.request.sequence, Status::kOk, result, first.replica, {}, {}};
   completion.certificate = std::move(certificate);
   completion.dissent = std::move(dissent);
   completions_.push_back(std::move(completion));
   return true;
 }
 
-uint32_t ClientSession::votes_needed() const {
-  if (options_.planted_accept_short_quorum) return std::max<uint32_t>(options_.reply_quorum - 1, 1);
-  return options_.reply_quorum;
+uint32_t ClientSession::busy_quorum() const {
+  if (options_.reply_quorum == 1) return 1;
+  return faults_of(schedule().latest().epoch) + 1;
+}
+
+bool ClientSession::learn_membership(ReplicaId from, const std::vector<ClientRequest>& changes) {
+  if (!membership_.offer(from, changes)) return false;
+  recount();
+  return true;
+}
+
+bool ClientSession::adopt_schedule(const Schedule& schedule) {
+  if (!membership_.adopt(schedule)) return false;
+  recount();
+  return true;
+}
+
+void ClientSession::recount() {
+  if (options_.reply_quorum == 1) return;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    Pending& pending = it->second;
+    // Each distinct result once: completing on one ends the request.
+    std::vector<const Bytes*> results;
+    bool completed = false;
+    for (const Vote& vote : pending.votes) {
+      if (std::any_of(results.begin(), results.end(),
+                      [&](const Bytes* seen) { return *seen == vote.result; })) {
+        continue;
+      }
+      results.push_back(&vote.result);
+      const Bytes result = vote.result;  // the votes may move while completing
+      if (try_complete(pending, result)) {
+        completed = true;
+        break;
+      }
+    }
+    it = completed ? pending_.erase(it) : std::next(it);
+  }
 }
 
 void ClientSession::tick(uint64_t now_ns) {
@@ -136,7 +230,7 @@ void ClientSession::tick(uint64_t now_ns) {
     if (now_ns >= saturating_add(pending.submitted_ns, options_.deadline_ns)) {
       // As many refusals as it takes to accept an output: in failstop one, in byzantine mode t+1,
       // so at least one correct replica said busy.
-      const bool refused = pending.busy_from.size() >= options_.reply_quorum;
+      const bool refused = pending.busy_from.size() >= busy_quorum();
       const ReplicaId refused_by = refused ? pending.busy_from.back() : ReplicaId{};
       completions_.push_back(Completion{
           it->first, refused ? Status::kBusy : Status::kTimedOut, {}, refused_by, {}, {}});

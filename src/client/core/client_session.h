@@ -17,10 +17,33 @@
 // session table's idle expiry, statemachine/service.h, which is far longer than any deadline.)
 //
 // byzantine mode (`reply_quorum` = t+1, a `signer`): every request is signed with the client
-// principal's key; a request completes only when `reply_quorum` distinct replicas sent the same
-// kOk result, and the completion carries the certificate (those replicas' signatures, checked by
-// the caller before on_reply, see crypto/signing.h) and the dissent (which replica said what
-// else). A faulty replica can neither complete a request alone nor block one.
+// principal's key; a request completes only when `reply_quorum` distinct replicas (t+1 members
+// of one configuration, below) sent the same kOk result, and the completion carries the certificate
+// (those replicas' signatures, checked by the caller before on_reply, see crypto/signing.h) and the
+// dissent (which replica said what else). A faulty replica can neither complete a request alone nor
+// block one.
+//
+// Membership changes (byzantine, crypto/membership.h, docs/DESIGN.md §11.9): the session keeps a
+// Schedule, the configurations it knows, starting from the cluster file's members, and extends it
+// with the administrator's signed changes replicas attach to their replies (learn_membership /
+// adopt_schedule: a change for epoch k+1 is adopted only once t_k+1 members of epoch k showed it,
+// client/core/membership_learner.h). A request completes with result X when, for some
+// configuration e the session knows, at least t_e+1 distinct members of C_e sent X with kOk,
+// whatever epoch each reply states. C_e has at most t_e faulty members (the fault assumption), so
+// those t_e+1 include a correct replica, whose output is the agreed one. Votes are never added up
+// across configurations: each may hold its own t faulty members (epoch 0 = {0,1,2} with 2 faulty,
+// epoch 1 = {0,1,3} with 3 faulty: 2 and 3 together are t+1 = 2 liars). Nor is the stated epoch
+// trusted: a faulty replica states whatever helps, and a correct one's cached reply states its
+// current epoch, not the one that ordered the request. So a request ordered in an earlier
+// configuration still completes with t+1 of that configuration's members after a change that
+// raises t. A reply from a replica that is a member of no known configuration (a spare, or a
+// replica only a change the session has not learnt adds) is kept and counted once the schedule
+// learns an epoch that includes it.
+//
+// What the assumption must cover: a replica removed from the membership keeps its key, and its
+// votes still count for the configurations it was a member of (it can sign any epoch, so no
+// check of the stated epoch could stop that); those configurations' bound of t faulty members
+// must keep holding after it leaves, so a decommissioned replica's key must be destroyed.
 #pragma once
 
 #include <cstdint>
@@ -29,8 +52,10 @@
 #include <optional>
 #include <vector>
 
+#include "client/core/membership_learner.h"
 #include "core/messages.h"
 #include "crypto/crypto.h"
+#include "crypto/membership.h"
 
 namespace lockstep {
 
@@ -40,11 +65,19 @@ struct ClientOptions {
   uint64_t deadline_ns = 5'000'000'000;
   uint32_t outstanding_max = 1024;  // pipelined requests in flight
   // Matching kOk replies from distinct replicas needed to complete a request: 1 in failstop,
-  // t+1 in byzantine mode.
+  // t+1 in byzantine mode, t being the first configuration's (epoch 0), whose members must
+  // send them; later epochs' t come from their member counts.
   uint32_t reply_quorum = 1;
+  // Byzantine mode: the members of epoch 0, ascending; empty means every listed replica
+  // (replica_count of them, spares included, so give it whenever the cluster file has spares).
+  std::vector<ReplicaId> initial_members;
+  // Byzantine mode: knows the administrator's key as client principal kAdminPrincipal, to check
+  // the membership changes replicas attach (not owned; outlives the session). Null: changes are
+  // refused (unless adopt_schedule gives them), so replies of epochs after 0 are not counted.
+  const crypto::Verifier* membership_verifier = nullptr;
   // Byzantine mode: signs every request (not owned; outlives the session). Null in failstop.
   const crypto::Signer* signer = nullptr;
-  // Planted bug (tests only): complete with reply_quorum - 1 matching replies.
+  // Planted bug (tests only): complete with t_e matching replies of configuration e's members.
   bool planted_accept_short_quorum = false;
 };
 
@@ -55,14 +88,23 @@ struct ReplyProof {
   std::vector<Digest> batch_digests;
   uint32_t index = 0;
   Signature signature{};
+  // The epoch this replica's reply stated (it is in the signed digest; the replies of distinct
+  // replicas may state different epochs). Needed to check the digest; it says nothing about
+  // which configuration the replica's vote counts for.
+  uint64_t epoch = 0;
   bool operator==(const ReplyProof&) const = default;
 };
 
-// A reply and reply_quorum proofs from distinct replicas that it is their output: what
-// `lockstep verify-reply` checks offline against the cluster's public keys.
+// A reply and proofs from t_e+1 distinct members of one configuration e that it is their output:
+// what `lockstep verify-reply` checks offline against the cluster's public keys.
 struct ReplyCertificate {
-  ClientReply reply;  // `replica` is the first prover's id; the others sent the same output
+  // `replica` and `epoch` are the first prover's; the others sent the same output.
+  ClientReply reply;
   std::vector<ReplyProof> proofs;
+  // The administrator's signed changes of every epoch after 0 the session knew when it
+  // completed (Schedule::proofs), so that the configuration whose members signed can be
+  // checked offline.
+  std::vector<ClientRequest> membership_changes{};
   bool operator==(const ReplyCertificate&) const = default;
 };
 
@@ -104,6 +146,23 @@ class ClientSession {
   void on_reply(uint64_t now_ns, const ClientReply& reply, const ReplyProof* proof = nullptr);
   void tick(uint64_t now_ns);
 
+  // Byzantine mode: the administrator's signed changes replica `from` attached to a batch of
+  // replies whose signature the caller checked (SignedReplies::membership_changes, every epoch
+  // after 0 in order). A change for an epoch the session does not know is adopted once t+1
+  // members of the epoch before it showed the same one (MembershipLearner); then the session
+  // recounts the replies it kept, and returns true.
+  bool learn_membership(ReplicaId from, const std::vector<ClientRequest>& changes);
+  // A schedule the caller already trusts (a Client's learner, which feeds all its sessions).
+  // Ignored unless it extends this one's.
+  bool adopt_schedule(const Schedule& schedule);
+  const Schedule& schedule() const { return membership_.schedule(); }
+  // Membership changes refused: malformed, a bad signature, a different change for a known
+  // epoch, or a replica's second change for an epoch.
+  uint64_t refused_membership_changes() const { return membership_.refused(); }
+  // Replies kept uncounted on arrival because the replier was a member of no configuration the
+  // session knew (each replica's first reply to a request, not its repeats).
+  uint64_t non_member_replies() const { return non_member_replies_; }
+
   std::vector<Send> take_sends();
   std::vector<Completion> take_completions();
 
@@ -119,6 +178,7 @@ class ClientSession {
   // are dropped, so a faulty replica cannot grow a pending request without bound.
   struct Vote {
     ReplicaId replica;
+    uint64_t epoch;  // as stated (and signed): for the certificate's reply, not for counting
     Bytes result;
     std::optional<ReplyProof> proof;
     std::optional<Bytes> contradiction;
@@ -137,7 +197,14 @@ class ClientSession {
   void sign(ClientRequest& request) const;
   // byzantine mode: records `reply` as a vote; true when it completed the request.
   bool vote(Pending& pending, const ClientReply& reply, const ReplyProof* proof);
-  uint32_t votes_needed() const;
+  // byzantine mode: completes the request if t_e+1 members of some known configuration e voted
+  // for `result`.
+  bool try_complete(Pending& pending, const Bytes& result);
+  bool member_of_known_configuration(ReplicaId replica) const;
+  // The faults tolerated by epoch `epoch` (known to the schedule).
+  uint32_t faults_of(uint64_t epoch) const;
+  uint32_t busy_quorum() const;
+  void recount();
 
   ClientId id_;
   ClientOptions options_;
@@ -145,6 +212,8 @@ class ClientSession {
   std::map<Sequence, Pending> pending_;
   std::vector<Send> sends_;
   std::vector<Completion> completions_;
+  MembershipLearner membership_;
+  uint64_t non_member_replies_ = 0;
 };
 
 }  // namespace lockstep

@@ -37,12 +37,18 @@ std::optional<uint64_t> Core::take_checkpoint_boundary() {
 void Core::checkpoint_taken(uint64_t boundary_us, Bytes snapshot) {
   LOCKSTEP_ASSERT(boundary_due_ == boundary_us && boundary_handed_out_,
                   "a snapshot is taken at the boundary handed out");
-  const Digest snapshot_digest = crypto::digest(snapshot);
-  checkpoint_ =
-      Snapshot{boundary_us, order_hash_, std::make_shared<const Bytes>(std::move(snapshot))};
+  // The membership schedule is part of the state the vote vouches for (docs/DESIGN.md §11.9).
+  // (The changes ordered below the boundary: this replica may have decided later ones already.)
+  const Schedule schedule = schedule_below(boundary_us);
+  const Digest snapshot_digest = vouched_snapshot_digest(snapshot, schedule);
+  checkpoint_ = Snapshot{boundary_us, order_hash_,
+                         std::make_shared<const Bytes>(std::move(snapshot)), schedule.encode()};
   // The vote names the order's running hash and the snapshot's digest together: a replica that
   // loads the snapshot learns the hash it continues from (docs/DESIGN.md §11.8).
   vote(boundary_us, snapshot_digest);
+  // Removed here: it executed everything before the change and vouched for the state there,
+  // which is where the new members take over.
+  if (member_at(boundary_us - 1) && !member_at(boundary_us)) removed_ = true;
   boundary_due_.reset();
   boundary_handed_out_ = false;
   drain_decided();
@@ -57,10 +63,32 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
   // A recovering replica keeps votes for boundaries it can use (at or after its start, not in the
   // future), so a faulty replica cannot make it hoard votes.
   if (options_.checkpoint_interval_us == 0) return;
-  if (vote.replica.value >= options_.replica_count ||
+  // The configuration that executed the order below the boundary vouches for the state there.
+  if (vote.boundary_us != 0 && vote.boundary_us <= local_us_ &&
+      vote.replica.value < options_.replica_count &&
+      (!schedule_.at(vote.boundary_us - 1).contains(vote.replica) || !member_from_now_on())) {
+    // A vote from a replica that is no member where it voted, as far as this one knows, or votes
+    // reaching a replica that is a member of no configuration it knows: it missed a change
+    // (started after the change was sent). It asks the voter for the changes (§11.9).
+    probe_membership(vote);
+    return;
+  }
+  if (vote.boundary_us == 0 || !schedule_.at(vote.boundary_us - 1).contains(vote.replica) ||
       vote.boundary_us % options_.checkpoint_interval_us != 0 ||
       vote.boundary_us < std::max(participation_start_us_, loadable_from_us_) ||
-      vote.boundary_us > local_us_) {
+      !member_at(vote.boundary_us) || vote.boundary_us > local_us_) {
+    return;
+  }
+  if (target_ && vote.boundary_us == target_->boundary_us && vote.digest == target_->digest &&
+      std::find(target_->signers.begin(), target_->signers.end(), vote.replica) ==
+          target_->signers.end() &&
+      options_.verifier->verify_replica(
+          vote.replica,
+          crypto::checkpoint_vote_signing_bytes(vote.replica, vote.boundary_us, vote.digest),
+          vote.signature)) {
+    // One more replica that can serve the target: a signer may be gone (a replica removed at
+    // that boundary halts once it has voted there).
+    target_->signers.push_back(vote.replica);
     return;
   }
   if (target_ && vote.boundary_us <= target_->boundary_us) return;
@@ -77,7 +105,7 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
   }
   auto& signers = by_digest[vote.digest];
   signers.emplace(vote.replica, vote.signature);
-  if (signers.size() < options_.t + 1) return;
+  if (signers.size() < catch_up_vouchers_needed(vote.boundary_us)) return;
   // t+1 signatures: at least one honest replica had this state at this boundary.
   Target target{vote.boundary_us, vote.digest, {}};
   Vouched vouched{vote.digest, {}};
@@ -95,6 +123,7 @@ void Core::on_checkpoint_vote(const CheckpointVote& vote) {
 }
 
 void Core::request_state_if_due() {
+  if (probing_) probe_next_voter();
   if (!target_ && !recovery_) return;
   const uint64_t retry_us = 2 * (options_.delta_us + options_.epsilon_us);
   if (state_requested_us_ != 0 && local_us_ < state_requested_us_ + retry_us) return;
@@ -133,12 +162,14 @@ void Core::on_state_request(const StateRequest& request) {
   served = position;
   if (latest_checkpoint) {
     // The snapshot and the order's hash there; the joiner checks both against the t+1 votes.
-    outbox_.push_back(
-        Send{request.sender,
-             StateTransfer{
-                 options_.self, request.view,
-                 encode_base_and_batches(Certificate{position, checkpoint_.order_hash, {}, {}}, {}),
-                 *checkpoint_.bytes}});
+    outbox_.push_back(Send{
+        request.sender,
+        StateTransfer{
+            options_.self, request.view,
+            encode_catch_up_state(
+                encode_base_and_batches(Certificate{position, checkpoint_.order_hash, {}, {}}, {}),
+                checkpoint_.schedule),
+            *checkpoint_.bytes}});
   } else {
     outbox_.push_back(Send{request.sender, recovery_transfer(position)});
   }
@@ -162,13 +193,45 @@ void Core::load_state(Now now, const StateTransfer& transfer) {
 void Core::load_caught_up_state(const StateTransfer& transfer) {
   auto vouched = vouched_.find(transfer.view.value);
   if (vouched != vouched_.end() && vouched->first < loadable_from_us_) vouched = vouched_.end();
-  std::optional<BaseAndBatches> state = decode_base_and_batches(transfer.protocol_state);
-  const Digest snapshot_digest = crypto::digest(transfer.service_snapshot);
-  if (!target_ || vouched == vouched_.end() || !state ||
+  std::optional<std::pair<Bytes, Bytes>> parts = decode_catch_up_state(transfer.protocol_state);
+  std::optional<BaseAndBatches> state;
+  std::optional<Schedule> loaded;
+  if (parts) {
+    state = decode_base_and_batches(parts->first);
+    loaded = decode_schedule(parts->second, options_.members, *options_.verifier,
+                             options_.replica_count);
+  }
+  const Digest snapshot_digest =
+      loaded ? vouched_snapshot_digest(transfer.service_snapshot, *loaded) : Digest{};
+  if (probing_ && (vouched == vouched_.end() || !target_) && state && loaded) {
+    // Not vouched for: asked of one voter only for the membership changes it knows.
+    learn_schedule_on_trust(*loaded);
+    throw std::runtime_error("state transfer: not vouched for; asked for the membership only");
+  }
+  if (!target_ || vouched == vouched_.end() || !state || !loaded ||
       state->base.position_us != transfer.view.value || !state->batches.empty() ||
       crypto::position_digest(state->base.order_hash, snapshot_digest) != vouched->second.digest) {
     ++rejections_.bad_chain;
     throw std::runtime_error("state transfer: not the snapshot t+1 replicas signed");
+  }
+  // The schedule there, and the changes decided in the batches kept after it.
+  Schedule own = std::move(schedule_);
+  schedule_ = std::move(*loaded);
+  change_ordered_at_us_.assign(schedule_.configurations().size() - 1, 0);
+  for (const auto& kept : decided_) {
+    const auto* batch = std::get_if<DecidedBatch>(&kept);
+    if (batch != nullptr && batch->key.first >= vouched->first) {
+      adopt_decided_changes(batch->key, batch->proposal);
+    }
+  }
+  if (!schedule_agrees_from(own, vouched->first)) {
+    // What it kept was decided under another membership than the honest one (it learned of a
+    // change late, or was not yet a member): start over under the schedule it now knows.
+    restart_catch_up();
+    ++rejections_.schedule_restarts;
+    throw std::runtime_error(
+        "state transfer: the batches kept were decided under another membership; catching up "
+        "again");
   }
   // Any boundary vouched for since its start: it kept every batch decided from its start on.
   const uint64_t boundary = vouched->first;
@@ -181,10 +244,13 @@ void Core::load_caught_up_state(const StateTransfer& transfer) {
   from_disk_ = false;
   claims_.clear();
   target_.reset();
+  probing_ = false;
+  probe_ = Probe{};
   votes_.clear();
   vouched_.clear();
   recovering_ = false;
-  checkpoint_ = Snapshot{boundary, certificate.order_hash, snapshot};
+  checkpoint_ =
+      Snapshot{boundary, certificate.order_hash, snapshot, schedule_below(boundary).encode()};
   base_ = Base{certificate, snapshot};
   since_base_.clear();
   order_hash_ = certificate.order_hash;

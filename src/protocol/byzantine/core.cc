@@ -56,8 +56,16 @@ size_t command_bytes(const std::vector<ClientRequest>& requests) {
 }  // namespace
 
 Core::Core(Options options) : options_(options) {
+  if (options_.members.empty()) {
+    for (uint32_t r = 0; r < options_.replica_count; ++r)
+      options_.members.push_back(ReplicaId{r});
+  }
+  schedule_ = Schedule(options_.members);
   LOCKSTEP_ASSERT(options_.t >= 1, "the byzantine mode tolerates t >= 1 faults");
-  LOCKSTEP_ASSERT(options_.replica_count == 2 * options_.t + 1, "the byzantine mode runs 2t+1");
+  LOCKSTEP_ASSERT(faults_tolerated(options_.members.size()) == options_.t,
+                  "the byzantine mode runs 2t+1 (or 2t+2) members");
+  for (ReplicaId r : options_.members)
+    LOCKSTEP_ASSERT(r.value < options_.replica_count, "a member is a listed replica");
   LOCKSTEP_ASSERT(options_.self.value < options_.replica_count, "self must be a replica");
   LOCKSTEP_ASSERT(options_.signer != nullptr && options_.verifier != nullptr,
                   "the byzantine mode needs keys");
@@ -80,20 +88,31 @@ Core::Core(Options options) : options_(options) {
     options_.relay_timeout_us =
         2 * (options_.slot_us + (options_.t + 1) * (options_.delta_us + options_.epsilon_us));
   }
-  for (uint32_t r = 0; r < options_.replica_count; ++r)
-    members_.push_back(ReplicaId{r});
   state_served_us_.assign(options_.replica_count, 0);
-  recovering_ = options_.join;
+  // A spare (listed, not a first member) has no state: it catches up once a change adds it.
+  recovering_ = options_.join || !schedule_.at(0).contains(options_.self);
 }
 
 ReplicaId Core::owner_of(ClientId client) const {
-  return rendezvous_owner(client, members_);
+  return rendezvous_owner(client, schedule_.at(local_us_).members);
 }
 
 uint64_t Core::decision_time_us(uint64_t timestamp_us) const {
-  const uint64_t rounds = options_.planted.decide_early ? options_.t : options_.t + 1;
-  return saturating_add(timestamp_us,
-                        options_.slot_us + rounds * (options_.delta_us + options_.epsilon_us));
+  // t+1 rounds of the configuration governing τ; never earlier than the decision time of the
+  // instance just before a configuration that lowered t, so decision times grow with τ and
+  // instances decide in the order (docs/DESIGN.md §11.9).
+  const auto own = [&](uint64_t tau, uint32_t t) {
+    const uint64_t rounds = options_.planted.decide_early ? t : t + 1;
+    return saturating_add(tau,
+                          options_.slot_us + rounds * (options_.delta_us + options_.epsilon_us));
+  };
+  uint64_t decision = 0;
+  for (const Configuration& c : schedule_.configurations()) {
+    if (c.from_us > timestamp_us) break;
+    if (c.from_us > 0)
+      decision = std::max(decision, own(c.from_us - 1, schedule_.at(c.from_us - 1).t));
+  }
+  return std::max(decision, own(timestamp_us, schedule_.at(timestamp_us).t));
 }
 
 size_t Core::pending_entries() const {
@@ -136,6 +155,13 @@ void Core::on_client_request(Now now, const ClientRequest& request) {
   // up: a faulty replica may hold it in an equivocating instance after instance, forever (found
   // by review).
   if (decided_digests_.contains(key)) return;
+  if (recovering_) {
+    // It orders nothing before it has a state; a membership change may tell it it is a member.
+    if (from_administrator(request)) learn_change_early(request);
+    return;
+  }
+  // A replica that is not a member (a spare, one removed) orders nothing.
+  if (!member_at(local_us_)) return;
   if (owner_of(request.client) == options_.self) {
     if (unproposed_keys_.contains(key)) return;
     if (unproposed_.size() >= options_.backups_max) {
@@ -166,6 +192,14 @@ void Core::on_message(Now now, ReplicaId /*from*/, const ReplicaMessage& message
   // retry interval, and the snapshot is checked by digest at the other end.)
   advance_clock(now);
   decide_due();
+  if (removed_) {
+    // Out of the membership: it only serves the state it vouched for at the change, which the
+    // new members may ask it for.
+    if (const auto* request = std::get_if<StateRequest>(&message)) {
+      if (request->sender.value < options_.replica_count) on_state_request(*request);
+    }
+    return;
+  }
   if (const auto* proposal = std::get_if<SignedProposal>(&message)) {
     on_signed_proposal(*proposal);
   } else if (const auto* vote = std::get_if<CheckpointVote>(&message)) {
@@ -199,7 +233,7 @@ std::vector<OrderedEntry> Core::take_executable() {
 void Core::on_signed_proposal(const SignedProposal& message) {
   const Proposal& proposal = message.proposal;
   const uint64_t m = message.chain.size();
-  if (m == 0 || proposal.origin.value >= options_.replica_count) {
+  if (m == 0 || !schedule_.at(proposal.timestamp_us).contains(proposal.origin)) {
     ++rejections_.bad_chain;
     return;
   }
@@ -207,9 +241,12 @@ void Core::on_signed_proposal(const SignedProposal& message) {
     ++rejections_.off_slot;
     return;
   }
+  // Instances of a configuration it is not in are none of its business (a removed replica, a
+  // spare before its change): only members decide them.
+  if (!member_at(proposal.timestamp_us)) return;
   const InstanceKey key{proposal.timestamp_us, proposal.origin};
   const uint64_t d = options_.delta_us + options_.epsilon_us;
-  const uint64_t rounds = std::min<uint64_t>(m, options_.t + 1);
+  const uint64_t rounds = std::min<uint64_t>(m, schedule_.at(proposal.timestamp_us).t + 1);
   const uint64_t earliest = saturating_sub(proposal.timestamp_us, m * options_.epsilon_us);
   const uint64_t latest = saturating_add(proposal.timestamp_us, options_.slot_us + rounds * d);
   if (local_us_ < earliest || local_us_ > latest || (last_decided_ && key <= *last_decided_)) {
@@ -244,9 +281,11 @@ void Core::on_signed_proposal(const SignedProposal& message) {
 bool Core::chain_valid(const SignedProposal& message, const Digest& digest) {
   const auto& chain = message.chain;
   if (chain.front().signer != message.proposal.origin) return false;
+  // Only the members of the configuration governing τ take part in its instance.
+  const Configuration& configuration = schedule_.at(message.proposal.timestamp_us);
   std::vector<bool> seen(options_.replica_count, false);
   for (const Endorsement& e : chain) {
-    if (e.signer.value >= options_.replica_count || seen[e.signer.value]) return false;
+    if (!configuration.contains(e.signer) || seen[e.signer.value]) return false;
     seen[e.signer.value] = true;
   }
   // Every signature is checked, every time: a value already held never gets here (its copies
@@ -270,16 +309,15 @@ void Core::accept(const InstanceKey& key, const Digest& digest, const SignedProp
   const bool signed_by_self =
       std::any_of(relayed.chain.begin(), relayed.chain.end(),
                   [&](const Endorsement& e) { return e.signer == options_.self; });
-  if (!signed_by_self && relayed.chain.size() < options_.t + 1) {
+  if (!signed_by_self && member_at(key.first) &&
+      relayed.chain.size() < schedule_.at(key.first).t + 1) {
     relayed.chain.push_back(Endorsement{
         options_.self, options_.signer->sign(crypto::endorsement_signing_bytes(digest))});
     // Everyone who has not signed it yet; the signers hold it already.
     std::vector<bool> signed_it(options_.replica_count, false);
     for (const Endorsement& e : relayed.chain)
       signed_it[e.signer.value] = true;
-    for (ReplicaId to : members_) {
-      if (!signed_it[to.value]) outbox_.push_back(Send{to, relayed});
-    }
+    send_to_members(key.first, relayed, &signed_it);
   }
   instance.values.push_back(Accepted{digest, std::move(relayed)});
 }
@@ -291,6 +329,13 @@ void Core::propose() {
   propose_claim_if_due();
   const uint64_t slot = local_us_ - local_us_ % options_.slot_us;
   if (unproposed_.empty() || slot <= last_proposal_us_) return;
+  if (!member_at(slot)) {
+    // Removed from the membership while holding requests: the members order them.
+    unproposed_.clear();
+    unproposed_keys_.clear();
+    unproposed_bytes_ = 0;
+    return;
+  }
   Proposal proposal{options_.self, slot, {}, {}};
   size_t bytes = 0;
   size_t taken = 0;
@@ -323,13 +368,16 @@ void Core::broadcast_proposal(Proposal proposal) {
   for (const ClientRequest& r : message.proposal.requests) {
     ++in_instances_[RequestKey{r.client, r.sequence}];
   }
-  for (ReplicaId to : members_) {
-    if (to != options_.self) outbox_.push_back(Send{to, message});
-  }
+  send_to_members(key.first, message);
   instances_[key].values.push_back(Accepted{digest, std::move(message)});
 }
 
 void Core::propose_due_backups() {
+  if (!member_at(local_us_)) {
+    backups_.clear();
+    backup_order_.clear();
+    return;
+  }
   while (!backup_order_.empty() && backup_order_.front().first <= local_us_) {
     const RequestKey key = backup_order_.front().second;
     backup_order_.pop_front();
@@ -348,6 +396,7 @@ void Core::propose_due_backups() {
 }
 
 void Core::decide_due() {
+  if (removed_) return;  // takes part in nothing after the change that removed it
   for (;;) {
     // A boundary once every instance below it is decided (none can be accepted any more).
     if (grid_us() != 0 && next_boundary_us_ != 0 &&
@@ -387,6 +436,7 @@ void Core::decide_due() {
       // A whole-cluster recovery completed at this claim: only what is decided after it runs.
     } else if (key.first >= loaded_boundary_us_) {
       Accepted& value = instance.values.front();
+      adopt_decided_changes(key, value.message.proposal);
       decided_.push_back(DecidedBatch{key, std::move(value.message.proposal), value.digest});
     }
     instances_.erase(it);
@@ -439,7 +489,7 @@ std::optional<Digest> Core::checked_digest(const ClientRequest& request) {
 
 void Core::drain_decided() {
   leave_order_if_diverged();  // found by a vote outside this loop (checkpoint_taken)
-  while (!decided_.empty() && !boundary_due_) {
+  while (!decided_.empty() && !boundary_due_ && !removed_) {
     auto& front = decided_.front();
     if (recovering_) {
       // Keep what it saw whole from the oldest boundary it could still load: the state it will
@@ -479,7 +529,7 @@ void Core::check_invariants() const {
                     "an instance holds one or two values");
     LOCKSTEP_ASSERT(!last_decided_ || key > *last_decided_,
                     "no value is held for an instance already decided");
-    LOCKSTEP_ASSERT(decision_time_us(key.first) >= local_us_,
+    LOCKSTEP_ASSERT(removed_ || decision_time_us(key.first) >= local_us_,
                     "an instance past its decision time is decided at once");
     for (const Accepted& value : instance.values) {
       LOCKSTEP_ASSERT(value.message.proposal.origin == key.second &&

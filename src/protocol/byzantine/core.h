@@ -18,17 +18,20 @@
 // Pure and deterministic: no I/O, no clock, no randomness (signing is deterministic Ed25519).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "crypto/crypto.h"
+#include "crypto/membership.h"
 #include "protocol/byzantine/durability.h"
 #include "protocol/ordering_core.h"
 
@@ -36,8 +39,12 @@ namespace lockstep::byzantine {
 
 struct Options {
   ReplicaId self{};
-  uint32_t replica_count = 0;  // n = 2t+1
-  uint32_t t = 0;
+  uint32_t replica_count = 0;  // every replica listed in the cluster file (members and spares)
+  uint32_t t = 0;              // of the first configuration: its members number at least 2t+1
+  // The first configuration (epoch 0), ascending; empty: every listed replica. Membership
+  // changes signed by the administrator (crypto/membership.h, docs/DESIGN.md §11.9) replace it
+  // from an agreed point of the order on.
+  std::vector<ReplicaId> members;
   uint64_t delta_us = 10'000;   // Δ: delivery bound between honest replicas, processing included
   uint64_t epsilon_us = 2'000;  // ε: clock difference bound between honest replicas
   // A request this replica holds from a client but has not seen decided by then is proposed by
@@ -94,6 +101,9 @@ struct Rejections {
   uint64_t equivocations = 0;         // instances decided empty because the origin signed two
   uint64_t client_equivocations = 0;  // two different signed requests for one (client, sequence)
   uint64_t diverged = 0;  // times t+1 others certified an order this replica did not execute
+  // Catch-ups started over: the state loaded showed the batches kept had been decided under
+  // another membership (a change learned late, or not yet a member).
+  uint64_t schedule_restarts = 0;
 };
 
 class Core final : public OrderingCore {
@@ -139,9 +149,14 @@ class Core final : public OrderingCore {
   std::optional<uint64_t> take_checkpoint_boundary() override;
   // Keeps the snapshot (to serve catching-up replicas): moved in, not copied.
   void checkpoint_taken(uint64_t boundary_us, Bytes snapshot) override;
-  bool awaits_state() const override { return target_.has_value() || recovery_.has_value(); }
+  // (A probe only while catching up: a replica that loaded a state must never take another,
+  // which would roll its service back; found by the simulator.)
+  bool awaits_state() const override {
+    return target_.has_value() || recovery_.has_value() || (probing_ && recovering_);
+  }
+  uint64_t changes_learned_early() const { return changes_learned_early_; }
   void load_state(Now now, const StateTransfer& transfer) override;
-  bool serving() const override { return !recovering_; }
+  bool serving() const override { return !recovering_ && !removed_; }
   bool recovering() const { return recovering_; }
   // The latest boundary whose snapshot this replica took (and can serve), 0 if none.
   uint64_t checkpoint_us() const { return checkpoint_.position_us; }
@@ -149,9 +164,18 @@ class Core final : public OrderingCore {
   size_t votes_held() const;
 
   ReplicaId id() const override { return options_.self; }
-  bool halted() const override { return false; }
+  // Removed by a membership change: it executed everything up to the change's effective point
+  // (and voted there), and takes part in nothing after it.
+  bool halted() const override { return removed_; }
   ViewNumber view() const override { return ViewNumber{0}; }
-  const std::vector<ReplicaId>& members() const override { return members_; }
+  // The configuration in force at this replica's clock.
+  const std::vector<ReplicaId>& members() const override { return schedule_.at(local_us_).members; }
+  // Membership changes (membership.cc; docs/DESIGN.md §11.9).
+  const Schedule& schedule() const { return schedule_; }
+  uint64_t epoch() const { return schedule_.at(local_us_).epoch; }
+  // The output of an administrator's request executed in the last step (the service records it
+  // in the session table instead of running it): accepted or refused, and why.
+  std::optional<Bytes> take_system_output(const OrderedEntry& entry) override;
   size_t pending_entries() const override;
   void check_invariants() const override;
 
@@ -214,8 +238,55 @@ class Core final : public OrderingCore {
   bool load_recovered_state(const StateTransfer& transfer);
   StateTransfer recovery_transfer(uint64_t target_us) const;
 
+  // membership.cc
+  void adopt_decided_changes(const InstanceKey& key, const Proposal& proposal);
+  void learn_change_early(const ClientRequest& request);
+  bool schedule_agrees_from(const Schedule& own, uint64_t boundary_us) const;
+  void restart_catch_up();
+  size_t catch_up_vouchers_needed(uint64_t boundary_us) const;
+  void probe_membership(const CheckpointVote& vote);
+  void learn_schedule_on_trust(const Schedule& offered);
+  uint64_t change_margin_us(uint64_t executed_us) const;
+  bool member_at(uint64_t timestamp_us) const {
+    return schedule_.at(timestamp_us).contains(options_.self);
+  }
+  // A member now, or of a configuration still to come, as far as it knows.
+  bool member_from_now_on() const {
+    const auto& all = schedule_.configurations();
+    return std::any_of(all.begin(), all.end(), [&](const Configuration& c) {
+      return c.contains(options_.self) && (&c == &all.back() || (&c + 1)->from_us > local_us_);
+    });
+  }
+  void send_to_members(uint64_t timestamp_us, const ReplicaMessage& message,
+                       const std::vector<bool>* skip = nullptr);
+
   Options options_;
-  std::vector<ReplicaId> members_;
+  Schedule schedule_;
+  // For each change adopted (epoch 1 on), the timestamp of the instance that ordered it: the
+  // state at a boundary b holds the changes ordered below b only (decisions run ahead of
+  // execution, so the schedule can already hold later ones). 0 for changes that came with a
+  // loaded state, UINT64_MAX for one taken on trust while catching up.
+  std::vector<uint64_t> change_ordered_at_us_;
+  // The schedule as of boundary b: what a checkpoint there vouches for.
+  Schedule schedule_below(uint64_t boundary_us) const;
+  bool removed_ = false;
+  // Outcomes of the administrator's requests, from their decision to their execution, by
+  // (timestamp, origin, index in the batch): what take_system_output hands the service.
+  using ChangeKey = std::tuple<uint64_t, ReplicaId, uint64_t>;
+  std::map<ChangeKey, Bytes> change_outputs_;
+  uint64_t changes_learned_early_ = 0;
+  // Catching up outside every configuration it knows: it asked a voter for its checkpoint, to
+  // learn the changes from it (their administrator signatures checked, taken on trust).
+  bool probing_ = false;
+  struct Probe {
+    uint64_t boundary_us = 0;
+    std::vector<ReplicaId> voters;  // of that boundary, in arrival order
+    size_t asked = 0;               // voters asked so far
+    uint64_t asked_at_us = 0;
+    bool answered = false;  // an answer came (learnt from or not): no more for it
+  };
+  Probe probe_;
+  void probe_next_voter();
   uint64_t local_us_ = 0;  // this replica's clock, made monotone (max of every Now.wall_us seen)
   uint64_t last_proposal_us_ = 0;
   std::map<InstanceKey, Instance> instances_;  // accepted, not yet decided
@@ -262,6 +333,7 @@ class Core final : public OrderingCore {
     uint64_t position_us = 0;
     Digest order_hash{};
     std::shared_ptr<const Bytes> bytes = std::make_shared<const Bytes>();
+    Bytes schedule;  // Schedule::encode() at the boundary: the votes vouch for it too
   };
   Snapshot checkpoint_;
   uint64_t loaded_boundary_us_ = 0;        // a loaded state covers everything stamped below it

@@ -173,8 +173,18 @@ void Core::vote(uint64_t position_us, const Digest& snapshot_digest) {
       crypto::checkpoint_vote_signing_bytes(options_.self, position_us, digest));
   last_voted_hash_ = order_hash_;
   const CheckpointVote message{options_.self, position_us, digest, signature};
-  for (ReplicaId r : members_) {
-    if (r != options_.self) outbox_.push_back(Send{r, message});
+  // To the configuration that executed the order below the position, and to every member of a
+  // configuration adopted to follow it: a replica to be added catches up from these votes, and
+  // one started late learns from them that it is wanted (it then asks a voter for the changes).
+  std::vector<bool> sent(options_.replica_count, false);
+  sent[options_.self.value] = true;
+  for (const Configuration& c : schedule_.configurations()) {
+    if (c.epoch < schedule_.at(position_us - 1).epoch) continue;
+    for (ReplicaId r : c.members) {
+      if (sent[r.value]) continue;
+      sent[r.value] = true;
+      outbox_.push_back(Send{r, message});
+    }
   }
   if (!durable()) return;
   position_votes_[position_us].own =
@@ -213,18 +223,22 @@ void Core::try_certify(uint64_t position_us) {
   Certificate certificate = *it->second.own;
   const Digest digest =
       crypto::position_digest(certificate.order_hash, certificate.snapshot_digest);
+  // The configuration that executed the order below the position vouches for it.
+  const Configuration& signers = schedule_.at(position_us - 1);
+  const uint32_t t = signers.t;
   std::map<Digest, uint32_t> others;
   for (const auto& [replica, vote] : it->second.votes) {
-    if (vote.digest != digest && ++others[vote.digest] == options_.t + 1) {
+    if (!signers.contains(replica)) continue;
+    if (vote.digest != digest && ++others[vote.digest] == t + 1) {
       // t+1 signatures, one at least honest, on another order than the one this replica ran.
       catch_up_after_divergence();
       return;
     }
-    if (vote.digest == digest && certificate.signatures.size() < options_.t + 1) {
+    if (vote.digest == digest && certificate.signatures.size() < t + 1) {
       certificate.signatures.emplace_back(replica, vote.signature);
     }
   }
-  if (certificate.signatures.size() < options_.t + 1) return;
+  if (certificate.signatures.size() < t + 1) return;
   position_votes_.erase(position_votes_.begin(), std::next(it));
   certified_us_ = std::max(certified_us_, position_us);
   if (position_us == checkpoint_.position_us) {
@@ -287,14 +301,15 @@ bool Core::certificate_valid(const Certificate& certificate) const {
   }
   if (options_.certify_interval_us == 0 ||
       certificate.position_us % options_.certify_interval_us != 0 ||
-      certificate.signatures.size() < options_.t + 1) {
+      certificate.signatures.size() < schedule_.at(certificate.position_us - 1).t + 1) {
     return false;
   }
   const Digest digest =
       crypto::position_digest(certificate.order_hash, certificate.snapshot_digest);
+  const Configuration& signers = schedule_.at(certificate.position_us - 1);
   std::vector<bool> seen(options_.replica_count, false);
   for (const auto& [replica, signature] : certificate.signatures) {
-    if (replica.value >= options_.replica_count || seen[replica.value]) return false;
+    if (!signers.contains(replica) || seen[replica.value]) return false;
     seen[replica.value] = true;
     const Bytes signed_bytes =
         crypto::checkpoint_vote_signing_bytes(replica, certificate.position_us, digest);
@@ -358,7 +373,7 @@ bool Core::on_claim_decided(const InstanceKey& key, const Proposal& proposal) {
   for (const DecidedClaim& c : claims_)
     round = std::max(round, c.round);
   std::optional<Certificate> target;
-  for (ReplicaId r : members_) {
+  for (ReplicaId r : schedule_.latest().members) {
     if (excused(r)) continue;  // ruled out by the operator
     const Certificate* best = nullptr;
     for (const DecidedClaim& c : claims_) {

@@ -11,6 +11,7 @@
 
 #include "core/messages.h"
 #include "crypto/crypto.h"
+#include "crypto/membership.h"
 
 namespace lockstep::byzantine {
 
@@ -61,6 +62,14 @@ std::optional<Certificate> decode_certificate(std::span<const uint8_t> bytes);
 std::optional<Claim> decode_claim(std::span<const uint8_t> bytes);
 std::optional<Proposal> decode_proposal(std::span<const uint8_t> bytes);
 std::optional<BaseAndBatches> decode_base_and_batches(std::span<const uint8_t> bytes);
+// A checkpoint served to a replica catching up (docs/DESIGN.md §11.7, §11.9): the base and
+// batches as above, and the membership schedule in force there (Schedule::encode()), which the
+// votes vouch for together with the snapshot. reconfiguration.cc.
+Bytes encode_catch_up_state(const Bytes& base_and_batches, const Bytes& schedule);
+std::optional<std::pair<Bytes, Bytes>> decode_catch_up_state(std::span<const uint8_t> bytes);
+// The snapshot digest a checkpoint vote names: the service snapshot's, and once the membership
+// changed, the schedule's with it (docs/DESIGN.md §11.9).
+Digest vouched_snapshot_digest(std::span<const uint8_t> snapshot, const Schedule& schedule);
 
 // The core's half of a durable checkpoint: the base, the batches after it, the best certificate
 // held, and the highest round it sent recovery claims in (none: never).
