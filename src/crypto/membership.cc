@@ -22,6 +22,14 @@ bool strictly_ascending(const std::vector<ReplicaId>& members) {
 
 }  // namespace
 
+std::string describe(const ConfigurationChange& change) {
+  std::string members;
+  for (ReplicaId r : change.members)
+    members += (members.empty() ? "" : ",") + std::to_string(r.value);
+  return "epoch " + std::to_string(change.epoch) + ": members [" + members + "] from " +
+         std::to_string(change.effective_us) + " us";
+}
+
 Bytes encode_configuration_change(const ConfigurationChange& change) {
   Bytes out;
   Writer w(out);

@@ -35,6 +35,8 @@ struct ConfigurationChange {
 };
 
 Bytes encode_configuration_change(const ConfigurationChange& change);
+// "epoch K: members [a,b,c] from E us": the output of an accepted change.
+std::string describe(const ConfigurationChange& change);
 // nullopt unless the bytes are exactly one encoding (members strictly ascending).
 std::optional<ConfigurationChange> decode_configuration_change(std::span<const uint8_t> bytes);
 

@@ -26,13 +26,6 @@ std::vector<ReplicaId> replicas(std::initializer_list<uint32_t> values) {
   return out;
 }
 
-std::string describe(const ConfigurationChange& change) {
-  std::string members;
-  for (ReplicaId r : change.members)
-    members += (members.empty() ? "" : ",") + std::to_string(r.value);
-  return "epoch " + std::to_string(change.epoch) + ": members [" + members + "] from " +
-         std::to_string(change.effective_us) + " us";
-}
 
 // Cores on a network that delivers everything 1 ms after it is sent, clocks in step; `listed`
 // replicas, of which the first configuration's members start with the (empty) state and the rest

@@ -22,14 +22,6 @@ Bytes text(std::string s) {
   return Bytes(s.begin(), s.end());
 }
 
-std::string describe(const ConfigurationChange& change) {
-  std::string members;
-  for (ReplicaId r : change.members)
-    members += (members.empty() ? "" : ",") + std::to_string(r.value);
-  return "epoch " + std::to_string(change.epoch) + ": members [" + members + "] from " +
-         std::to_string(change.effective_us) + " us";
-}
-
 }  // namespace
 
 uint64_t Core::change_margin_us(uint64_t executed_us) const {
