@@ -26,7 +26,6 @@ std::vector<ReplicaId> replicas(std::initializer_list<uint32_t> values) {
   return out;
 }
 
-
 // Cores on a network that delivers everything 1 ms after it is sent, clocks in step; `listed`
 // replicas, of which the first configuration's members start with the (empty) state and the rest
 // are spares catching up. Each replica's "service" is the list of commands it executed (an
