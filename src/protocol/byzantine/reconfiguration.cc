@@ -38,8 +38,9 @@ void Core::adopt_decided_changes(const InstanceKey& key, const Proposal& proposa
   for (const ClientRequest& request : proposal.requests) {
     ++index;
     if (!from_administrator(request) || !checked_digest(request)) continue;
-    // A replica catching up executes nothing below where it may load: no output to keep (a
-    // faulty origin replaying the administrator's requests could grow the map otherwise).
+    // A replica catching up neither executes nor trusts what it decided below where it may load
+    // (it may not have seen those instances whole): the state it loads holds those changes. (A
+    // faulty origin replaying the administrator's requests could grow the outputs otherwise.)
     if (recovering_ && key.first < std::max(participation_start_us_, loadable_from_us_)) continue;
     std::optional<std::string> refusal;
     std::optional<ConfigurationChange> change = decode_configuration_change(request.command);
@@ -81,7 +82,7 @@ void Core::learn_change_early(const ClientRequest& request) {
   // A replica catching up (a new member started before the change was sent) cannot decide the
   // change: it is not a member before E, so no instance below E reaches it. The administrator
   // sends the change to every listed replica; its signature was checked on arrival (admits()).
-  // Taken on trust until the state it loads says otherwise (catch_up_schedule_differs).
+  // Taken on trust until the state it loads says otherwise (schedule_agrees_from).
   std::optional<ConfigurationChange> change = decode_configuration_change(request.command);
   if (!change || durable() || !recovering_) return;
   if (schedule_.validate(*change, 0, options_.replica_count, 0, options_.checkpoint_interval_us)) {
