@@ -654,17 +654,25 @@ void ReplicaServer::log_stats() {
         "byzantine: reply batches signed {}, replies held until certified {}, backups {}; "
         "rejected: bad client signature {}, unknown client {}, bad chain {}, outside window {}, "
         "off slot {}, oversized {}, overloaded {}, equivocations {}, client equivocations {}; "
-        "left the honest order {} times; checkpoint at {} us{}",
+        "left the honest order {} times, votes against its order {}; checkpoint at {} us{}",
         reply_batches_signed_, replica_->held_replies(), byzantine->backup_count(),
         r.bad_client_signature, r.unknown_client, r.bad_chain, r.outside_window, r.off_slot,
         r.oversized, r.overloaded, r.equivocations, r.client_equivocations, r.diverged,
-        byzantine->checkpoint_us(),
+        r.votes_against, byzantine->checkpoint_us(),
         !byzantine->recovering()            ? ""
         : byzantine->recovering_from_disk() ? ", recovering from its disk (catching up from a "
                                               "vouched checkpoint, or waiting for every "
                                               "replica's claim after a whole-cluster crash)"
         : byzantine->awaits_state()         ? ", catching up (asking for a vouched snapshot)"
                                     : ", catching up (waiting for t+1 votes on a checkpoint)");
+    if (r.votes_against > votes_against_at_last_stats_) {
+      spdlog::warn(
+          "byzantine: {} signed positions of other replicas name another order than this "
+          "replica's ({} relays outside their window so far): a faulty replica, or Δ/ε too small "
+          "for this machine. Replies stay held until t+1 replicas sign one order",
+          r.votes_against - votes_against_at_last_stats_, r.outside_window);
+    }
+    votes_against_at_last_stats_ = r.votes_against;
   }
 }
 

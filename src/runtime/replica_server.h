@@ -255,6 +255,7 @@ class ReplicaServer final : public net::ConnectionHandler {
   uint64_t reply_batches_signed_ = 0;
   uint64_t syncs_ = 0;
   uint64_t syncs_at_last_stats_ = 0;
+  uint64_t votes_against_at_last_stats_ = 0;
   uint64_t records_appended_ = 0;
   uint64_t checkpoints_written_ = 0;
 };

@@ -15,7 +15,8 @@ FinalState read_final_state(const NetworkClientOptions& client,
                             std::vector<check::Operation>& history, uint64_t reader_client) {
   FinalState state;
   BlockingClient reader(client);
-  for (const std::string& key : keys) {
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const std::string& key = keys[i];
     check::Operation op{
         reader_client,           check::OpKind::kGet, key, {}, {}, {}, net::monotonic_now_ns(), {},
         check::Outcome::kUnknown};
@@ -26,7 +27,14 @@ FinalState read_final_state(const NetworkClientOptions& client,
     if (!result || result->code == kv::ResultCode::kError) {
       state.errors.push_back(key + ": " + (outcome.ok ? "bad reply" : outcome.error));
       history.push_back(op);  // outcome unknown: a read has no effect either way
-      continue;
+      if (outcome.ok) continue;
+      // No answer within the client's deadline: the cluster is down or stalled, and waiting a
+      // deadline for every other key would only delay the report.
+      if (i + 1 < keys.size()) {
+        state.errors.push_back(std::to_string(keys.size() - i - 1) +
+                               " more keys not read: the cluster did not answer");
+      }
+      break;
     }
     op.return_ns = net::monotonic_now_ns();
     op.outcome = check::Outcome::kOk;
@@ -50,10 +58,10 @@ AppendAudit audit_appends(std::span<const check::Operation> history,
     if (op.kind != check::OpKind::kAppend || op.outcome != check::Outcome::kOk) continue;
     auto put = last_put_return.find(op.key);
     if (put != last_put_return.end() && put->second >= op.call_ns) continue;
-    ++audit.checked;
     auto value = final_values.find(op.key);
-    const std::string empty;
-    const std::string& text = value == final_values.end() ? empty : value->second;
+    if (value == final_values.end()) continue;  // the key was not read back: nothing to check
+    ++audit.checked;
+    const std::string& text = value->second;
     const size_t at = text.find(op.value);
     if (at == std::string::npos || text.find(op.value, at + 1) != std::string::npos) {
       audit.lost.push_back(op.key + " <- " + op.value);

@@ -18,12 +18,13 @@
 namespace lockstep::workload {
 
 struct FinalState {
-  std::map<std::string, std::string> values;  // "" for an absent key
+  std::map<std::string, std::string> values;  // keys read: "" for an absent key
   std::vector<std::string> errors;            // "key: why" for reads that failed
 };
 
 // Reads every key once more and appends the reads to `history` as operations of client
-// `reader_client`, so the linearizability checker judges them with everything else.
+// `reader_client`, so the linearizability checker judges them with everything else. It stops at
+// the first read the cluster does not answer (the rest are left out of `values`).
 FinalState read_final_state(const NetworkClientOptions& client,
                             const std::vector<std::string>& keys,
                             std::vector<check::Operation>& history,
@@ -36,7 +37,7 @@ struct AppendAudit {
 
 // Nothing acknowledged lost: every acknowledged append must be in its key's final value exactly
 // once, unless a put to that key may have come after it (one that returned, or may still take
-// effect, after the append was called).
+// effect, after the append was called). Appends to keys not in `final_values` are not checked.
 AppendAudit audit_appends(std::span<const check::Operation> history,
                           const std::map<std::string, std::string>& final_values);
 

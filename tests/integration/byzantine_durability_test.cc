@@ -34,8 +34,7 @@ class ByzantineDurabilityTest : public integration::ClusterTest {
     // Clients keep retrying through a whole-cluster restart: three processes recovering from
     // their disks, then waiting for each other (they redial with a backoff of up to 1 s).
     options.client.deadline_ms = 20'000;
-    // Twice the default Δ, as in byzantine_test.cc: the machine may be running other tests.
-    options.byzantine.delta_ms = 20;
+    options.byzantine.delta_ms = integration::kByzantineTestDeltaMs;
     options.storage.data_dir = "data";
     options.storage.sync = storage::SyncPolicy::kAlways;
     start_cluster_with(options);

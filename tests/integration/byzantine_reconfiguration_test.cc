@@ -63,9 +63,7 @@ class ByzantineReconfigurationTest : public integration::ClusterTest {
     options.replicas = 3;
     options.spares = spares;
     options.client.retry_interval_ms = 200;
-    // Twice the default Δ, as in byzantine_test.cc: the machine may be running other tests, and
-    // the protocol's safety rests on Δ holding.
-    options.byzantine.delta_ms = 20;
+    options.byzantine.delta_ms = integration::kByzantineTestDeltaMs;
     cluster_ = std::make_unique<runtime::LocalCluster>(options);
     ASSERT_TRUE(cluster_->has_administrator());
     cluster_->start_members();

@@ -31,9 +31,7 @@ class ByzantineTest : public integration::ClusterTest {
     options.replicas = 3;
     options.client.retry_interval_ms = 200;
     options.misbehave[faulty.value] = misbehaviour;
-    // Twice the default Δ: the test machine may be running other tests, and Δ is an assumption
-    // the protocol's safety rests on, not something it can survive being wrong about.
-    options.byzantine.delta_ms = 20;
+    options.byzantine.delta_ms = integration::kByzantineTestDeltaMs;
     start_cluster_with(options);
   }
 
@@ -97,7 +95,7 @@ TEST_F(ByzantineTest, ASilentReplicaDoesNotStopTheService) {
   // mute replica owns none is (2/3)^24 < 1e-4.
   const workload::Report report = run_load(3, 24);
   // The mute replica's clients get their requests proposed by the others after the relay
-  // timeout (2·(t+1)·(Δ+ε) = 88 ms): slower, but every request completes.
+  // timeout (2·(t+1)·(Δ+ε), 208 ms here): slower, but every request completes.
   ASSERT_GT(report.completed, 50u);
   EXPECT_EQ(report.unknown, 0u);
   const uint64_t relay_timeout_ns =

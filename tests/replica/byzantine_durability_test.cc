@@ -181,6 +181,9 @@ TEST_F(ByzantineDurability, AReplicaThatLeftTheOrderNoticesAndCatchesUp) {
   run_load(30);
   ASSERT_TRUE(missed.has_value());
   EXPECT_GE(replicas_[0]->byzantine_core()->rejections().diverged, 1u);
+  // Both others signed against its order there, and it against theirs.
+  EXPECT_GE(replicas_[0]->byzantine_core()->rejections().votes_against, 2u);
+  EXPECT_GE(replicas_[1]->byzantine_core()->rejections().votes_against, 1u);
   drop_ = nullptr;
   for (int i = 0; i < 400 && !replicas_[0]->serving(); ++i)
     run_load(1);
@@ -202,6 +205,8 @@ TEST_F(ByzantineDurability, OneReplicaRestartedFromItsDiskCatchesUpFromTheLiveCl
     run_load(1);
   ASSERT_TRUE(replicas_[2]->serving());
   EXPECT_EQ(replicas_[2]->byzantine_core()->recoveries_completed(), 0u);
+  for (uint32_t i = 0; i < 3; ++i)
+    EXPECT_EQ(replicas_[i]->byzantine_core()->rejections().votes_against, 0u) << i;
   expect_nothing_acknowledged_lost(acknowledged());
   expect_alike();
 }

@@ -101,6 +101,10 @@ struct Rejections {
   uint64_t equivocations = 0;         // instances decided empty because the origin signed two
   uint64_t client_equivocations = 0;  // two different signed requests for one (client, sequence)
   uint64_t diverged = 0;  // times t+1 others certified an order this replica did not execute
+  // Durable mode: another replica's signed position naming an order other than this replica's
+  // at the same position. Fewer than t+1 leave the position uncertified (no reply goes out),
+  // without telling which side is honest: a faulty voter, or a broken Δ/ε assumption.
+  uint64_t votes_against = 0;
   // Catch-ups started over: the state loaded showed the batches kept had been decided under
   // another membership (a change learned late, or not yet a member).
   uint64_t schedule_restarts = 0;

@@ -187,8 +187,11 @@ void Core::vote(uint64_t position_us, const Digest& snapshot_digest) {
     }
   }
   if (!durable()) return;
-  position_votes_[position_us].own =
-      Certificate{position_us, order_hash_, snapshot_digest, {{options_.self, signature}}};
+  PositionVotes& at = position_votes_[position_us];
+  at.own = Certificate{position_us, order_hash_, snapshot_digest, {{options_.self, signature}}};
+  for (const auto& [replica, other] : at.votes) {
+    if (other.digest != digest) ++rejections_.votes_against;
+  }
   bound_position_votes();
   try_certify(position_us);
 }
@@ -212,6 +215,10 @@ void Core::on_position_vote(const CheckpointVote& vote) {
     return;
   }
   at.votes.emplace(vote.replica, PositionVote{vote.digest, vote.signature});
+  if (at.own &&
+      vote.digest != crypto::position_digest(at.own->order_hash, at.own->snapshot_digest)) {
+    ++rejections_.votes_against;
+  }
   bound_position_votes();
   try_certify(vote.boundary_us);
   leave_order_if_diverged();
