@@ -9,7 +9,12 @@
 namespace lockstep {
 bool StateSender::under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const {
   auto it = outgoing_.find(to);
-  if (it == outgoing_.end() || now_ns >= it->second.last_activity_ns + options_.idle_ns) {
+  // A joiner taking pieces asks again within stall_ns of a piece that did not come. One that has
+  // not asked for twice that has abandoned the transfer (it restarted, or loaded another donor's
+  // state), and a new one replaces it: holding its slot until idle_ns kept a joiner restarted
+  // twice from every donor (simulator seed 238, byzantine with reconfiguration).
+  const uint64_t abandoned_ns = std::min(options_.idle_ns, 2 * options_.stall_ns);
+  if (it == outgoing_.end() || now_ns >= it->second.last_activity_ns + abandoned_ns) {
     return false;
   }
   return it->second.view == view || keep_under_way_;

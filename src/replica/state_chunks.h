@@ -46,7 +46,8 @@ class StateSender {
       : options_(options), keep_under_way_(keep_under_way) {}
 
   // Whether a transfer the core now addresses to `to` for `view` is dropped because one is under
-  // way; checked before the state is built, which can be costly.
+  // way (a piece of it asked for within 2·stall_ns); checked before the state is built, which can
+  // be costly.
   bool under_way(uint64_t now_ns, ReplicaId to, uint64_t view) const;
   // The core addressed `transfer` (blobs filled) to `to`. Returns what to send instead: the
   // transfer itself when it is small, else its first chunk.

@@ -422,6 +422,9 @@ struct ReplicaSlot {
   byzantine::Options byzantine_options;
   bool catching_up = false;
   uint64_t catch_up_started_ns = 0;
+  // The most pieces an honest donor's transfer to it (since its last load) takes: each costs a
+  // round trip, which the catch-up deadline allows for (seeds 1958, 4147).
+  uint64_t transfer_pieces = 0;
   // Durable byzantine runs: restarted from its own disk and not serving again yet; an honest
   // replica of a whole-cluster crash that has not served since; executions of a faulty replica
   // (not checked, but they schedule its checkpoints).
@@ -1690,8 +1693,16 @@ void Simulator::flush_replica(ReplicaId r) {
   ReplicaSlot& slot = replicas_[r.value];
   Replica::Output output = slot.replica->take_output();
   if (byzantine_mode()) track_configurations(r);
-  for (const Replica::PeerMessage& send : output.to_peers)
-    state_chunks_sent_ += std::holds_alternative<StateChunk>(send.message) ? 1 : 0;
+  for (const Replica::PeerMessage& send : output.to_peers) {
+    const auto* piece = std::get_if<StateChunk>(&send.message);
+    if (piece == nullptr) continue;
+    ++state_chunks_sent_;
+    if (!faulty(r) && send.to.value < replicas_.size() && run_profile_.state_chunk_bytes != 0) {
+      uint64_t& pieces = replicas_[send.to.value].transfer_pieces;
+      const uint64_t chunk = run_profile_.state_chunk_bytes;
+      pieces = std::max<uint64_t>(pieces, (piece->total + chunk - 1) / chunk);
+    }
+  }
 
   for (const Replica::Executed& executed : output.executed) {
     hash_.add(executed.timestamp.clock);
@@ -3122,6 +3133,7 @@ void Simulator::on_recovered(ReplicaId r, const std::string& how) {
   const bool from_disk = std::exchange(slot.restarted_from_disk, false);
   if (from_disk) ++recoveries_completed_;
   slot.catching_up = false;
+  slot.transfer_pieces = 0;
   // (A faulty replica that caught up after a whole-cluster crash stays faulty: its unit stays.)
   if (slot.budgeted && !faulty(r)) {
     slot.budgeted = false;
@@ -3542,10 +3554,16 @@ std::optional<std::string> Simulator::catch_up_overdue(uint64_t by_ns) const {
   for (uint32_t i = 0; i < replicas_.size(); ++i) {
     const ReplicaSlot& slot = replicas_[i];
     if (!live(ReplicaId{i}) || !slot.catching_up) continue;
-    if (slot.catch_up_started_ns + catch_up_margin_ns_ > by_ns) continue;
+    // A transfer in pieces takes a round trip (and a flush at each end) per piece.
+    const uint64_t d_ns = (run_profile_.delta_us + run_profile_.epsilon_us) * kUs;
+    const uint64_t margin_ns =
+        catch_up_margin_ns_ + slot.transfer_pieces * 2 * (d_ns + kFlushDelayMaxNs);
+    if (slot.catch_up_started_ns + margin_ns > by_ns) continue;
     return "r" + std::to_string(i) + ", restarted at " + time_text(slot.catch_up_started_ns) +
-           "s, has not loaded a checkpoint within " + time_text(catch_up_margin_ns_) +
-           "s (2 intervals + 3 decision latencies + 4 D + a tick + 10 ms; " +
+           "s, has not loaded a checkpoint within " + time_text(margin_ns) +
+           "s (2 intervals + 3 decision latencies + 4 D + a tick + 10 ms, + 2 (D + a flush) for "
+           "each of " +
+           std::to_string(slot.transfer_pieces) + " pieces; " +
            std::to_string(slot.replica->byzantine_core()->votes_held()) + " votes held, " +
            std::to_string(slot.replica->rejected_state_transfers()) + " snapshots refused)";
   }

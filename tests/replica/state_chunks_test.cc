@@ -75,13 +75,20 @@ TEST(StateChunksTest, ALargeTransferArrivesWholeOnePieceAtATime) {
 TEST(StateChunksTest, ATransferUnderWayIsNotBuiltAgain) {
   StateSender failstop(small_pieces(), false);
   StateSender byzantine(small_pieces(), true);
-  for (StateSender* sender : {&failstop, &byzantine})
-    first_piece(*sender, kJoiner, transfer_of(kDonor, 3, 1000));
+  first_piece(failstop, kJoiner, transfer_of(kDonor, 3, 1000));
+  const Digest digest = first_piece(byzantine, kJoiner, transfer_of(kDonor, 3, 1000)).digest;
   EXPECT_TRUE(failstop.under_way(10 * kMs, kJoiner, 3)) << "a retry of the same view";
   EXPECT_FALSE(failstop.under_way(10 * kMs, kJoiner, 4)) << "failstop: a new view starts over";
   EXPECT_TRUE(byzantine.under_way(10 * kMs, kJoiner, 4))
       << "byzantine: a later boundary waits for the one under way";
   EXPECT_FALSE(failstop.under_way(10 * kMs, kOther, 3));
+  // Asked for within twice the stall time: a joiner still taking pieces.
+  ASSERT_TRUE(byzantine.on_request(90 * kMs, kJoiner, StateChunkRequest{digest, 100}));
+  EXPECT_TRUE(byzantine.under_way(180 * kMs, kJoiner, 4));
+  // Not asked for in twice the stall time: abandoned (the joiner restarted), so a new transfer
+  // replaces it, although it is kept until idle_ns in case a piece request still comes.
+  EXPECT_FALSE(byzantine.under_way(191 * kMs, kJoiner, 4));
+  EXPECT_EQ(byzantine.in_progress(), 1u);
   // Idle too long: dropped.
   EXPECT_FALSE(byzantine.under_way(2000 * kMs, kJoiner, 3));
   byzantine.expire(2000 * kMs);
